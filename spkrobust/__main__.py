@@ -1,0 +1,5 @@
+import sys
+
+from spkrobust.cli import main
+
+sys.exit(main())

@@ -1,0 +1,204 @@
+"""Config expansion shared by the Snakefile and the library (imports no torch: dry-runs stay fast).
+
+* :func:`expand_models` turns the ``models:`` section (with sweeps) into resolved model specs;
+* :func:`parse_eps` / :func:`eps_label` handle epsilons written as numbers or ``"a/b"`` strings;
+* :func:`model_seed` gives each replica its seed;
+* :func:`grid` enumerates every (dataset, source, replica, attack, eps, target, replica) cell;
+* ``*_slice`` functions give the part of the config a stage depends on (Snakemake ``params:``),
+  so that editing one part reruns only the jobs that depend on it.
+"""
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from typing import Any
+
+from spkrobust.errors import ConfigError
+
+MODEL_KINDS = ("ann", "convert", "snn")
+SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
+# keys whose value is not part of a model's identity for training (kept out of the param slices)
+_NON_TRAINING_KEYS = ("sweep", "replicas")
+
+
+def parse_eps(value: Any, key: str = "eps") -> float:
+    """``8/255`` (string), ``0.1`` or ``0`` → float in pixel units."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not a number or 'a/b' fraction")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise ConfigError(f"{key}: {value!r} is not a number or 'a/b' fraction (e.g. 8/255)")
+
+
+def eps_label(value: Any) -> str:
+    """File-name label of an epsilon as written in the config: ``8/255`` → ``8_255``, ``0.1`` → ``0.1``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).replace(" ", "").replace("/", "_")
+
+
+def eps_from_label(cfg: dict, label: str) -> Any:
+    for e in cfg["eps"]:
+        if eps_label(e) == label:
+            return e
+    raise ConfigError(f"eps: no epsilon with label {label!r} in {cfg['eps']!r}")
+
+
+def model_seed(cfg: dict, replica: int) -> int:
+    """Replica ``r`` (1-based) of every model uses ``seed + 1000*(r-1)``: replicas differ only by seed."""
+    return int(cfg.get("seed", 0)) + 1000 * (int(replica) - 1)
+
+
+def _member_suffix(key: str, value: Any) -> str:
+    return f"{key}{value}"
+
+
+def expand_models(cfg: dict) -> dict[str, dict]:
+    """Resolve sweeps and parents. Returns ``{name: spec}`` in config order.
+
+    Each spec is a copy of the model's config with ``name``, ``base`` (the config key), ``from``
+    (the resolved parent member name or None) and the sweep values applied. A model whose ``from``
+    names a swept model is expanded once per parent member (the parent's suffix is appended).
+    """
+    models = cfg.get("models") or {}
+    if not isinstance(models, dict) or not models:
+        raise ConfigError("models: must be a mapping of at least one model name to its spec")
+    resolved: dict[str, dict] = {}
+    members_of: dict[str, list[str]] = {}
+
+    def resolve(base: str, chain: tuple[str, ...] = ()) -> list[str]:
+        if base in members_of:
+            return members_of[base]
+        if base in chain:
+            raise ConfigError(f"models.{base}.from: forms a cycle ({' -> '.join(chain + (base,))})")
+        spec = models[base]
+        if not isinstance(spec, dict):
+            raise ConfigError(f"models.{base}: must be a mapping with at least 'kind'")
+        parent = spec.get("from")
+        parent_members: list[str | None] = [None]
+        if parent is not None:
+            if parent in models:
+                parent_members = resolve(parent, chain + (base,))
+            elif parent in resolved:
+                parent_members = [parent]
+            else:
+                raise ConfigError(f"models.{base}.from: {parent!r} is not a model in models "
+                                  f"(known: {', '.join(models)})")
+        sweep = spec.get("sweep") or {}
+        if not isinstance(sweep, dict):
+            raise ConfigError(f"models.{base}.sweep: must map a key ({', '.join(SWEEPABLE)}) to a list of values")
+        for k, vals in sweep.items():
+            if k not in SWEEPABLE:
+                raise ConfigError(f"models.{base}.sweep.{k}: cannot be swept; allowed: {', '.join(SWEEPABLE)}")
+            if not isinstance(vals, list) or not vals:
+                raise ConfigError(f"models.{base}.sweep.{k}: must be a non-empty list of values")
+        keys = list(sweep)
+        combos = list(itertools.product(*(sweep[k] for k in keys))) if keys else [()]
+        names = []
+        for pm in parent_members:
+            psuffix = ""
+            if pm is not None and parent in models and pm != parent:
+                psuffix = pm[len(parent):]
+            for combo in combos:
+                name = base + psuffix + "".join("-" + _member_suffix(k, v) for k, v in zip(keys, combo))
+                member = {k: v for k, v in spec.items() if k != "sweep"}
+                member.update(dict(zip(keys, combo)))
+                member["name"] = name
+                member["base"] = base
+                member["from"] = pm
+                if sweep:
+                    member["sweep_values"] = dict(zip(keys, combo))
+                resolved[name] = member
+                names.append(name)
+        members_of[base] = names
+        return names
+
+    for base in models:
+        resolve(base)
+    # keep config order of bases, members grouped
+    ordered: dict[str, dict] = {}
+    for base in models:
+        for n in members_of[base]:
+            ordered[n] = resolved[n]
+    return ordered
+
+
+def model_replicas(cfg: dict, spec: dict) -> list[int]:
+    n = int(spec.get("replicas", cfg.get("replicas", 1)))
+    return list(range(1, n + 1))
+
+
+def _names(cfg: dict, key: str, models: dict[str, dict]) -> list[str]:
+    sel = (cfg.get("grid") or {}).get(key, "all")
+    if sel in (None, "all"):
+        return list(models)
+    out: list[str] = []
+    for s in sel:
+        if s in models:
+            out.append(s)
+        else:  # a base name selects all its members
+            members = [n for n, m in models.items() if m["base"] == s]
+            if not members:
+                raise ConfigError(f"grid.{key}: {s!r} is not a model (known: {', '.join(models)})")
+            out.extend(members)
+    return out
+
+
+def setting_of(source: str, source_replica: int, target: str, target_replica: int) -> str:
+    if source == target:
+        return "white-box" if int(source_replica) == int(target_replica) else "black-box"
+    return "transfer"
+
+
+def grid(cfg: dict) -> list[dict]:
+    """Every evaluation cell: one adversarial set (dataset, source, replica, attack, eps) × one target."""
+    models = expand_models(cfg)
+    sources = _names(cfg, "sources", models)
+    targets = _names(cfg, "targets", models)
+    target_reps = (cfg.get("grid") or {}).get("target_replicas", [1])
+    cells = []
+    for dataset in cfg["datasets"]:
+        for src in sources:
+            for sr in model_replicas(cfg, models[src]):
+                for attack in cfg["attacks"]:
+                    for e in cfg["eps"]:
+                        for tgt in targets:
+                            for tr in target_reps:
+                                if tr not in model_replicas(cfg, models[tgt]):
+                                    continue
+                                cells.append(dict(dataset=dataset, source=src, source_replica=sr, attack=attack,
+                                                  eps=eps_label(e), target=tgt, target_replica=tr,
+                                                  setting=setting_of(src, sr, tgt, tr)))
+    return cells
+
+
+# ---- config slices (what each stage depends on) -------------------------------------------------
+
+def data_slice(cfg: dict, dataset: str) -> dict:
+    return {"dataset": dataset, "data_root": cfg.get("data_root", "data"), "seed": int(cfg.get("seed", 0)),
+            **(cfg.get("data") or {})}
+
+
+def model_slice(cfg: dict, name: str, replica: int) -> dict:
+    """Everything that makes one model: its own spec (not its children's), seed, device."""
+    spec = dict(expand_models(cfg)[name])
+    for k in _NON_TRAINING_KEYS:
+        spec.pop(k, None)
+    return {"model": spec, "replica": int(replica), "seed": model_seed(cfg, replica),
+            "device": cfg.get("device", "auto")}
+
+
+def attack_slice(cfg: dict, attack: str) -> dict:
+    spec = (cfg.get("attacks") or {}).get(attack)
+    if spec is None:
+        raise ConfigError(f"attacks.{attack}: not defined")
+    return dict(spec)
+
+
+def eval_slice(cfg: dict) -> dict:
+    return {"seed": int(cfg.get("seed", 0)), "device": cfg.get("device", "auto"), **(cfg.get("eval") or {})}

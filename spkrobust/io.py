@@ -1,0 +1,117 @@
+"""File I/O: atomic writes and safe (weights-only) loading with clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from spkrobust.errors import FileProblem
+
+
+def _tmp_beside(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+
+    A process killed mid-write leaves only a hidden ``.tmp`` file, never a truncated ``path``.
+    """
+    import torch
+
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", path)
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise FileProblem(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); delete it and rerun the stage that writes it")
+
+
+def safe_load(path: str | os.PathLike, expect_format: str | None = None, what: str = "file") -> Any:
+    """Load a spkrobust ``.pt`` file without unpickling arbitrary objects.
+
+    Uses ``torch.load(weights_only=True)``: only tensors and plain containers are accepted, so a
+    file carrying a code payload is refused. ``expect_format`` checks the ``format`` field.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileProblem(f"{path}: {what} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileProblem(
+            f"{path}: refused to load {what}: it contains objects other than tensors and plain data "
+            f"(possible code payload; {first[:160]}). Only load files written by spkrobust."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileProblem(
+            f"{path}: {what} is corrupt or truncated ({first[:160]}); delete it and rerun the stage that writes it"
+        ) from None
+    if expect_format is not None:
+        fmt = obj.get("format") if isinstance(obj, dict) else None
+        if fmt != expect_format:
+            raise FileProblem(f"{path}: not a spkrobust {what} (format {fmt!r}, expected {expect_format!r})")
+    return obj
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "torchvision", "spikingjelly", "torchattacks", "snakemake", "numpy", "spkrobust"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out

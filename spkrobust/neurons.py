@@ -1,0 +1,171 @@
+"""Spiking neurons on SpikingJelly: the studies' surrogate, IF/LIF with leak, backend selection.
+
+The studies' neuron: ``v[t] = leak * v[t-1] + x[t]``, spike when ``v >= threshold``, soft reset
+(subtract the threshold). On SpikingJelly this is ``LIFNode(tau=1/(1-leak), decay_input=False,
+v_reset=None)`` and ``IFNode(v_reset=None)`` for leak = 1.
+
+Two SpikingJelly behaviours are handled here:
+
+* in ``eval()`` mode SpikingJelly's neurons take a hard step with no surrogate (no input gradient);
+  :class:`SpikingLayer` therefore keeps its neuron in training mode at all times (the forward pass
+  is identical; only the backward differs) so attacks get gradients while dropout stays in
+  inference behaviour;
+* ``set_grad_mode("rate")`` replaces the backward pass through time by a rate-based one: the layer's
+  output keeps its spikes forward, but gradients flow through ``clamp(mean_t x / threshold, 0, 1)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import neuron, surrogate
+
+from spkrobust.errors import UserError
+
+BACKENDS = ("auto", "torch", "cupy", "fused")
+SURROGATES = ("linear", "sigmoid", "atan")
+
+
+class _PiecewiseLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha, width):
+        if x.requires_grad:
+            ctx.save_for_backward(x)
+            ctx.alpha, ctx.width = alpha, width
+        return surrogate.heaviside(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * piecewise_linear_grad(x, ctx.alpha, ctx.width), None, None
+
+
+def piecewise_linear_grad(x: torch.Tensor, alpha: float, width: float) -> torch.Tensor:
+    """d spike / d x for ``x = v - threshold``: ``alpha/width * max(0, 1 - |x|/width)``."""
+    return (alpha / width) * torch.clamp(1.0 - x.abs() / width, min=0.0)
+
+
+class PiecewiseLinear(surrogate.SurrogateFunctionBase):
+    """The studies' surrogate: with ``u = v/θ - 1``, ``d spike / d u = alpha * max(0, 1 - |u|)``.
+
+    SpikingJelly feeds ``x = v - θ``; with ``width = θ`` this is ``alpha/θ * max(0, 1 - |x|/θ)``,
+    i.e. exactly the gradient of the studies' ``LinearSpike`` applied to ``v/θ - 1``.
+    """
+
+    def __init__(self, alpha: float = 0.3, width: float = 1.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
+        self.width = float(width)
+
+    def forward(self, x):
+        if self.spiking:
+            return _PiecewiseLinearFn.apply(x, self.alpha, self.width)
+        return self.primitive_function(x, self.alpha, self.width)
+
+    @staticmethod
+    def primitive_function(x, alpha, width=1.0):  # the integral of the surrogate, for completeness
+        w = width
+        y = torch.clamp(x / w, -1.0, 1.0)
+        return alpha * (y - 0.5 * y * y.abs()) + 0.5 + 0 * x
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return piecewise_linear_grad(x, self.alpha, self.width)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}, width={self.width}, spiking={self.spiking}"
+
+
+def make_surrogate(name: str, threshold: float) -> nn.Module:
+    """Surrogate by name; each has a ``derivative(x)`` used by the fused backend."""
+    if name == "linear":
+        return PiecewiseLinear(alpha=0.3, width=threshold)
+    if name == "sigmoid":
+        s = surrogate.Sigmoid(alpha=4.0 / threshold)
+        s.derivative = lambda x, a=s.alpha: a * torch.sigmoid(a * x) * (1 - torch.sigmoid(a * x))
+        return s
+    if name == "atan":
+        s = surrogate.ATan(alpha=2.0 / threshold)
+        s.derivative = lambda x, a=s.alpha: a / 2 / (1 + (math.pi / 2 * a * x) ** 2)
+        return s
+    raise UserError(f"unknown surrogate {name!r}; allowed: {', '.join(SURROGATES)}")
+
+
+def cupy_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device | str | None = None) -> str:
+    """``auto`` → ``cupy`` on CUDA with CuPy, else ``fused`` when available, else ``torch``."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown neuron backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    dev = torch.device(device) if device is not None else None
+    if backend == "cupy":
+        if not cupy_available():
+            raise UserError("neuron backend 'cupy' needs a CUDA GPU and the cupy package; "
+                            "none is available here: use backend 'auto' or 'torch'")
+        return "cupy"
+    if backend == "auto":
+        if (dev is None or dev.type == "cuda") and cupy_available():
+            return "cupy"
+        return "fused" if _fused_available() else "torch"
+    return backend
+
+
+def _fused_available() -> bool:
+    try:
+        from spkrobust import fused  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_node(neuron_type: str, leak: float, threshold: float, surrogate_name: str, backend: str) -> nn.Module:
+    """A multistep SpikingJelly IF/LIF node with the studies' soft reset (or the fused equivalent)."""
+    sg = make_surrogate(surrogate_name, threshold)
+    if backend == "fused":
+        from spkrobust.fused import FusedNode
+
+        return FusedNode(v_threshold=threshold, leak=1.0 if neuron_type == "if" else leak, surrogate_function=sg)
+    sj_backend = "cupy" if backend == "cupy" else "torch"
+    if neuron_type == "if" or leak == 1.0:
+        return neuron.IFNode(v_threshold=float(threshold), v_reset=None, surrogate_function=sg,
+                             step_mode="m", backend=sj_backend)
+    return neuron.LIFNode(tau=1.0 / (1.0 - leak), decay_input=False, v_threshold=float(threshold), v_reset=None,
+                          surrogate_function=sg, step_mode="m", backend=sj_backend)
+
+
+class SpikingLayer(nn.Module):
+    """A multistep neuron layer ``[T, B, ...] -> [T, B, ...]`` that always gives input gradients."""
+
+    def __init__(self, neuron_type: str, leak: float, threshold: float, surrogate_name: str, backend: str):
+        super().__init__()
+        self.neuron_type, self.leak, self.surrogate_name, self.backend = neuron_type, float(leak), surrogate_name, backend
+        self.threshold = float(threshold)
+        self.grad_mode = "bptt"
+        self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend)
+        self.node.train(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.node.train(True)  # SpikingJelly's eval path has no surrogate gradient
+        return self
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.node, "reset"):
+            self.node.reset()
+        if self.grad_mode == "rate" and torch.is_grad_enabled() and x_seq.requires_grad:
+            with torch.no_grad():
+                s = self.node(x_seq)
+            r = torch.clamp(x_seq.mean(0) / self.threshold, 0.0, 1.0)
+            return s + (r - r.detach()).unsqueeze(0)
+        return self.node(x_seq)
+
+    def extra_repr(self):
+        return (f"neuron={self.neuron_type}, leak={self.leak}, threshold={self.threshold:.4g}, "
+                f"surrogate={self.surrogate_name}, backend={self.backend}, grad_mode={self.grad_mode}")
