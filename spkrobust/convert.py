@@ -1,0 +1,139 @@
+"""ANN-to-SNN conversion onto :class:`spkrobust.models.SNN`.
+
+* ``threshold`` — the studies' threshold balancing: layer by layer, with the thresholds of the
+  layers before it already set, the largest input current a spiking layer receives over T steps
+  on the calibration images (with the SNN's own encoder, e.g. Poisson) becomes its threshold;
+  finally every threshold is multiplied by ``scale`` (≈0.7 in the studies).
+* ``max`` / ``99.9%`` — SpikingJelly's ``ann2snn.Converter`` (``mode='Max'`` / ``'99.9%'``). Its
+  graph scales each IF layer's input by 1/s and output by s; that is mapped onto our SNN by weight
+  normalisation (``W_l ← W_l · s_{l-1} / s_l``, thresholds 1), which leaves the spike trains
+  unchanged; ``scale`` then multiplies the thresholds as above.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+
+from spkrobust.data import Prepared, load_prepared, to_float
+from spkrobust.errors import UserError
+from spkrobust.io import atomic_write_json, package_versions
+from spkrobust.models import SNN, build_model, load_model, save_model
+from spkrobust.neurons import SpikingLayer
+from spkrobust.train import accuracy, pick_device, seed_everything, snn_meta_from
+
+METHODS = ("threshold", "max", "99.9%")
+
+
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.layers if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@torch.no_grad()
+def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, scale: float = 1.0) -> list[float]:
+    """Set the SNN's thresholds by threshold balancing on ``calib_x`` (float pixels) and return them."""
+    snn.eval()
+    idx = [i for i, m in enumerate(snn.layers) if isinstance(m, SpikingLayer)]
+    thresholds = list(snn.meta["thresholds"])
+    for k, li in enumerate(idx):
+        vmax = 0.0
+        for i in range(0, len(calib_x), batch_size):
+            from spikingjelly.activation_based import functional
+
+            functional.reset_net(snn)
+            current = snn.forward_seq(calib_x[i: i + batch_size], upto=li)
+            vmax = max(vmax, float(current.max()))
+        if vmax <= 0:
+            raise UserError(f"threshold balancing: layer {k} receives no positive input on the calibration set")
+        thresholds[k] = vmax
+        snn.set_thresholds(thresholds)
+    thresholds = [t * scale for t in thresholds]
+    snn.set_thresholds(thresholds)
+    return thresholds
+
+
+def spikingjelly_scales(ann: nn.Module, calib_x: torch.Tensor, mode: str, batch_size: int = 64) -> list[float]:
+    """Per-ReLU scales ``s_l`` found by SpikingJelly's ``ann2snn.Converter`` (in layer order)."""
+    import copy
+
+    from spikingjelly.activation_based import ann2snn
+
+    loader = [(calib_x[i: i + batch_size], torch.zeros(len(calib_x[i: i + batch_size])))
+              for i in range(0, len(calib_x), batch_size)]
+    sj_mode = {"max": "Max", "99.9%": "99.9%"}[mode]
+    graph = ann2snn.Converter(loader, mode=sj_mode)(copy.deepcopy(ann).eval())
+    tailor = getattr(graph, "snn tailor")
+    return [float(tailor[str(i)][2].scale) for i in range(len(tailor))]
+
+
+def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch.device) -> SNN:
+    method = spec.get("method", "threshold")
+    if method not in METHODS:
+        raise UserError(f"unknown conversion method {method!r}; allowed: {', '.join(METHODS)}")
+    scale = float(spec.get("scale", 0.7 if method == "threshold" else 1.0))
+    meta = snn_meta_from({"neuron": "if", **spec}, ann.meta)
+    meta["thresholds"] = None
+    snn = build_model(meta, device=device)
+    sd = {k: v for k, v in ann.state_dict().items() if k not in ("mean", "std")}
+    snn.load_state_dict(sd, strict=False)
+    snn = snn.to(device)
+    calib = to_float(data.calib_x()).to(device)
+    seed_everything(seed)
+    if method == "threshold":
+        threshold_balance(snn, calib, scale=scale)
+    else:
+        scales = spikingjelly_scales(ann.to(device), calib, method)
+        layers = _weight_layers(snn)
+        prev = 1.0
+        with torch.no_grad():
+            for w, s in zip(layers, scales + [1.0]):
+                w.weight.mul_(prev / s)
+                prev = s
+        snn.set_thresholds([scale] * len(scales))
+    return snn
+
+
+def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out: str | None = None) -> dict:
+    t0 = time.time()
+    spec, seed = cfg["model"], int(cfg["seed"])
+    device = pick_device(cfg.get("device", "auto"))
+    ann = load_model(ann_path, device=device)
+    if ann.meta["kind"] != "ann":
+        raise UserError(f"{ann_path}: conversion needs an ANN, got a {ann.meta['kind']}")
+    snn = convert(ann, data, spec, seed, device)
+    seed_everything(seed)
+    acc = accuracy(snn, data.test_x, data.test_y, device=device)
+    ann_acc = accuracy(ann, data.test_x, data.test_y, device=device)
+    metrics = {"name": spec["name"], "base": spec.get("base", spec["name"]), "kind": "convert",
+               "replica": cfg["replica"], "dataset": data.dataset, "seed": seed, "clean_acc": acc,
+               "ann_clean_acc": ann_acc, "method": spec.get("method", "threshold"),
+               "n_test": len(data.test_y), "meta": snn.meta, "config": cfg, "epochs": 0,
+               "wall_s": time.time() - t0, "versions": package_versions(), "device": str(device), "init": ann_path}
+    save_model(snn.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
+               clean_acc=acc, config_kind="convert", method=metrics["method"])
+    metrics["meta"] = snn.meta
+    if metrics_out:
+        atomic_write_json(metrics, metrics_out)
+    return metrics
+
+
+def _configure(p: argparse.ArgumentParser):
+    p.add_argument("--data", required=True)
+    p.add_argument("--ann", required=True, help="trained ANN checkpoint")
+    p.add_argument("--cfg", required=True, help="JSON model slice: {model: spec, replica, seed, device}")
+    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", required=True)
+
+
+def _run(args):
+    """Convert an ANN to an SNN."""
+    m = run_convert(load_prepared(args.data), json.loads(args.cfg), args.ann, args.out, args.metrics)
+    print(f"{m['name']} r{m['replica']}: SNN clean accuracy {m['clean_acc']:.4f} "
+          f"(ANN {m['ann_clean_acc']:.4f}), thresholds {[round(t, 3) for t in m['meta']['thresholds']]}, "
+          f"{m['wall_s']:.0f}s")
+
+
+CLI = {"convert": (_configure, _run)}

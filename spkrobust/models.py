@@ -1,0 +1,235 @@
+"""VGG5/9/11 as in the studies, as ANN (``nn.ReLU``) and SNN (SpikingJelly multistep neurons).
+
+Both share one layer list (bias-free convolutions, average pooling, dropout in the classifier), so
+an ANN's ``state_dict`` loads into the SNN built from the same metadata. Inputs are pixels in
+[0, 1]; normalisation is the model's first step (ANN) or part of its encoder (SNN), so attacks and
+epsilons live in pixel space.
+
+The SNN runs every convolution/linear layer once on ``[T*B, ...]`` (the time steps folded into the
+batch) and the neurons on ``[T, B, ...]``; its output is the last layer's output accumulated over T
+and divided by T. Neuron state is reset before every forward pass.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from spkrobust.encoding import ENCODERS, Encoder
+from spkrobust.errors import FileProblem, UserError
+from spkrobust.io import atomic_save, safe_load
+from spkrobust.neurons import SURROGATES, SpikingLayer, resolve_backend
+
+FORMAT = "spkrobust-model-1"
+# conv widths ('A' = 2x2 average pooling) and classifier hidden widths
+ARCHS: dict[str, tuple[list, list[int]]] = {
+    "vgg5": ([64, "A", 128, 128, "A"], [1024, 1024]),
+    "vgg9": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A"], [1024, 1024]),
+    "vgg11": ([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A"], [4096, 4096]),
+}
+NEURONS = ("if", "lif")
+
+
+def _layer_plan(arch: str, in_channels: int, image_size: int, num_classes: int):
+    """[(kind, args)] with kind in conv|pool|flatten|linear|act|dropout; pools that would shrink the
+    map below 1x1 are skipped (e.g. VGG11 on 28x28)."""
+    if arch not in ARCHS:
+        raise UserError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+    convs, fcs = ARCHS[arch]
+    plan, c, s = [], in_channels, image_size
+    for v in convs:
+        if v == "A":
+            if s >= 2:
+                plan.append(("pool", None))
+                s //= 2
+        else:
+            plan.append(("conv", (c, v)))
+            plan.append(("act", None))
+            c = v
+    plan.append(("flatten", None))
+    f = c * s * s
+    for h in fcs:
+        plan.append(("linear", (f, h)))
+        plan.append(("act", None))
+        plan.append(("dropout", None))
+        f = h
+    plan.append(("linear", (f, num_classes)))
+    return plan
+
+
+def _weight_modules(plan, act_factory, dropout: float, seq_dropout: bool):
+    from spikingjelly.activation_based import layer as sj_layer
+
+    mods = []
+    for kind, a in plan:
+        if kind == "conv":
+            mods.append(nn.Conv2d(a[0], a[1], 3, padding=1, bias=False))
+        elif kind == "pool":
+            mods.append(nn.AvgPool2d(2))
+        elif kind == "flatten":
+            mods.append(nn.Flatten())
+        elif kind == "linear":
+            mods.append(nn.Linear(a[0], a[1], bias=False))
+        elif kind == "act":
+            mods.append(act_factory())
+        elif kind == "dropout":
+            mods.append(sj_layer.Dropout(dropout, step_mode="m") if seq_dropout else nn.Dropout(dropout))
+    return nn.ModuleList(mods)
+
+
+def default_meta(kind: str, arch: str, in_channels: int, image_size: int, num_classes: int,
+                 mean: list[float], std: list[float], dropout: float = 0.2, **snn) -> dict:
+    meta = {"kind": kind, "arch": arch, "in_channels": int(in_channels), "image_size": int(image_size),
+            "num_classes": int(num_classes), "mean": list(map(float, mean)), "std": list(map(float, std)),
+            "dropout": float(dropout)}
+    if kind == "snn":
+        meta.update({"neuron": "lif", "leak": 1.0, "T": 8, "encoder": "poisson", "surrogate": "linear",
+                     "backend": "auto", "thresholds": None})
+        meta.update(snn)
+        if meta["neuron"] == "if":
+            meta["leak"] = 1.0
+    return meta
+
+
+class ANN(nn.Module):
+    def __init__(self, meta: dict):
+        super().__init__()
+        self.meta = meta
+        self.plan = _layer_plan(meta["arch"], meta["in_channels"], meta["image_size"], meta["num_classes"])
+        self.register_buffer("mean", torch.tensor(meta["mean"], dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(meta["std"], dtype=torch.float32).view(1, -1, 1, 1))
+        self.layers = _weight_modules(self.plan, nn.ReLU, meta["dropout"], seq_dropout=False)
+
+    stochastic = False
+
+    def set_grad_mode(self, mode: str):  # ANNs have one gradient
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        for m in self.layers:
+            x = m(x)
+        return x
+
+    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Inputs to every ReLU (used for data-based normalisation checks)."""
+        out = []
+        x = (x - self.mean) / self.std
+        for m in self.layers:
+            if isinstance(m, nn.ReLU):
+                out.append(x)
+            x = m(x)
+        return out
+
+
+class SNN(nn.Module):
+    def __init__(self, meta: dict, device: torch.device | str | None = None):
+        super().__init__()
+        for key, allowed in (("neuron", NEURONS), ("encoder", ENCODERS), ("surrogate", SURROGATES)):
+            if meta[key] not in allowed:
+                raise UserError(f"unknown {key} {meta[key]!r}; allowed: {', '.join(allowed)}")
+        if int(meta["T"]) < 1:
+            raise UserError(f"T must be >= 1, got {meta['T']}")
+        if not 0.0 < float(meta["leak"]) <= 1.0:
+            raise UserError(f"leak must be in (0, 1], got {meta['leak']}")
+        self.meta = meta
+        self.T = int(meta["T"])
+        self.plan = _layer_plan(meta["arch"], meta["in_channels"], meta["image_size"], meta["num_classes"])
+        n_act = sum(1 for k, _ in self.plan if k == "act")
+        th = meta.get("thresholds") or [1.0] * n_act
+        if len(th) != n_act:
+            raise UserError(f"{meta['arch']} has {n_act} spiking layers but {len(th)} thresholds were given")
+        self.meta["thresholds"] = [float(t) for t in th]
+        self.backend = resolve_backend(meta.get("backend", "auto"), device)
+        it = iter(self.meta["thresholds"])
+        self.encoder = Encoder(meta["encoder"], self.T, meta["mean"], meta["std"])
+        self.layers = _weight_modules(
+            self.plan, lambda: SpikingLayer(meta["neuron"], float(meta["leak"]), next(it), meta["surrogate"], self.backend),
+            meta["dropout"], seq_dropout=True)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.encoder.stochastic
+
+    def spiking_layers(self) -> list[SpikingLayer]:
+        return [m for m in self.layers if isinstance(m, SpikingLayer)]
+
+    def set_grad_mode(self, mode: str):
+        if mode not in ("bptt", "rate"):
+            raise UserError(f"unknown grad_mode {mode!r}; allowed: bptt, rate")
+        for m in self.spiking_layers():
+            m.grad_mode = mode
+        return self
+
+    def set_thresholds(self, thresholds: list[float]):
+        """Rebuild the neurons with new per-layer thresholds (keeps weights)."""
+        self.meta["thresholds"] = [float(t) for t in thresholds]
+        it = iter(self.meta["thresholds"])
+        for i, m in enumerate(self.layers):
+            if isinstance(m, SpikingLayer):
+                self.layers[i] = SpikingLayer(m.neuron_type, m.leak, next(it), m.surrogate_name, m.backend)
+                self.layers[i].grad_mode = m.grad_mode
+        return self
+
+    def forward_seq(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """Run the network on pixels ``x``; returns the ``[T, B, ...]`` output of layer ``upto``
+        (all layers when None) *before* it is applied when ``upto`` is a SpikingLayer index."""
+        T, B = self.T, x.shape[0]
+        h = self.encoder(x)  # [T, B, C, H, W]
+        for i, m in enumerate(self.layers):
+            if upto is not None and i == upto:
+                return h
+            if isinstance(m, SpikingLayer) or m.__class__.__name__ == "Dropout":
+                h = m(h)
+            else:
+                y = m(h.flatten(0, 1))
+                h = y.view(T, B, *y.shape[1:])
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self)
+        return self.forward_seq(x).mean(0)
+
+
+def build_model(meta: dict, device: torch.device | str | None = None) -> nn.Module:
+    meta = copy.deepcopy(meta)
+    if meta.get("kind") == "ann":
+        return ANN(meta)
+    if meta.get("kind") == "snn":
+        return SNN(meta, device=device)
+    raise UserError(f"unknown model kind {meta.get('kind')!r}; allowed: ann, snn")
+
+
+def save_model(model: nn.Module, path: str | Path, **extra_meta) -> None:
+    meta = copy.deepcopy(model.meta)
+    meta.update(extra_meta)
+    model.meta.update(extra_meta)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save({"format": FORMAT, "meta": meta, "state_dict": sd}, path)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Load any saved spkrobust ANN or SNN.
+
+    Returns a module in ``eval()`` mode taking pixels in [0, 1] (``[B, C, H, W]``) and returning
+    logits; metadata on ``model.meta``. SNNs give input gradients in this mode.
+    """
+    d = safe_load(path, expect_format=FORMAT, what="model checkpoint")
+    meta, sd = d.get("meta"), d.get("state_dict")
+    if not isinstance(meta, dict) or not isinstance(sd, dict):
+        raise FileProblem(f"{path}: model checkpoint lacks meta/state_dict; retrain it")
+    try:
+        model = build_model(meta, device=device)
+    except UserError as e:
+        raise FileProblem(f"{path}: cannot rebuild the model ({e})") from None
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise FileProblem(f"{path}: weights do not fit a {meta.get('kind')} {meta.get('arch')} "
+                          f"({first[:200]}); the checkpoint is of another architecture or corrupt") from None
+    return model.to(device).eval()

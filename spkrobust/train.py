@@ -1,0 +1,212 @@
+"""Training: the ANN (SGD + cosine schedule) and spike-based SNN training (BPTT through the surrogate,
+Adam), initialised from a converted SNN or from scratch.
+
+Runs are seeded and resumable: a checkpoint is written atomically after every epoch to
+``<out dir>/ckpt/last.pt``; rerunning the same command continues after the last finished epoch
+(the checkpoint records a hash of the config slice and is ignored if the slice changed). Each
+epoch reseeds the global RNG (dropout, Poisson draws) and the shuffling generator from
+``seed`` and the epoch number, so a resumed run gives the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from spkrobust.data import Prepared, batches, load_prepared, to_float
+from spkrobust.errors import UserError
+from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
+from spkrobust.models import build_model, default_meta, load_model, save_model
+
+ANN_DEFAULTS = {"epochs": 3, "lr": 0.01, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4}
+SNN_DEFAULTS = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.0}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(int(seed))
+    torch.use_deterministic_algorithms(False)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+             device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` on uint8 images (one pass; stochastic models: one draw)."""
+    model.eval()
+    correct = 0
+    for xb, yb in batches(x_uint8, y, batch_size):
+        correct += (model(xb.to(device)).argmax(1).cpu() == yb).sum().item()
+    return correct / max(1, len(y))
+
+
+def _cfg_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict, seed: int, device: torch.device,
+         ckpt: Path, cfg_hash: str, desc: str) -> dict:
+    """The shared epoch loop: resume, train, checkpoint after each epoch."""
+    epochs, bs = int(hp["epochs"]), int(hp["batch_size"])
+    steps_per_epoch = math.ceil(len(data.train_x) / bs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    start, history = 0, []
+    if ckpt.exists():
+        state = safe_load(ckpt, what="training checkpoint")
+        if state.get("cfg_hash") == cfg_hash:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            start, history = int(state["epoch"]) + 1, list(state["history"])
+            print(f"{desc}: resuming after epoch {start} from {ckpt}", flush=True)
+        else:
+            print(f"{desc}: ignoring {ckpt} (made with another config)", flush=True)
+    for epoch in range(start, epochs):
+        t0 = time.time()
+        gen = torch.Generator().manual_seed(int(seed) * 100003 + epoch)
+        torch.manual_seed(int(seed) * 7919 + epoch)
+        model.train()
+        tot, n, correct = 0.0, 0, 0
+        for xb, yb in tqdm(batches(data.train_x, data.train_y, bs, shuffle=True, generator=gen),
+                           total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{epochs}", mininterval=10):
+            xb, yb = xb.to(device), yb.to(device)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(yb)
+            n += len(yb)
+            correct += (out.argmax(1) == yb).sum().item()
+        history.append({"epoch": epoch + 1, "loss": tot / max(1, n), "train_acc": correct / max(1, n),
+                        "seconds": time.time() - t0})
+        print(f"{desc}: epoch {epoch + 1}/{epochs} loss={history[-1]['loss']:.4f} "
+              f"train_acc={history[-1]['train_acc']:.4f} ({history[-1]['seconds']:.0f}s)", flush=True)
+        atomic_save({"cfg_hash": cfg_hash, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                     "sched": sched.state_dict(), "history": history}, ckpt)
+    return {"history": history, "resumed_from_epoch": start}
+
+
+def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, device, extra=None) -> dict:
+    acc = accuracy(model, data.test_x, data.test_y, device=device)
+    spec = cfg["model"]
+    m = {"name": spec["name"], "base": spec.get("base", spec["name"]), "kind": kind, "replica": cfg["replica"],
+         "dataset": data.dataset, "seed": cfg["seed"], "clean_acc": acc, "n_test": len(data.test_y),
+         "n_train": len(data.train_y), "meta": model.meta, "config": cfg, "wall_s": time.time() - t0,
+         "versions": package_versions(), "device": str(device), **fit}
+    m.update(extra or {})
+    return m
+
+
+def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None) -> dict:
+    """Train the ANN described by ``cfg`` (a model slice: ``{model, replica, seed, device}``)."""
+    t0 = time.time()
+    spec, seed = cfg["model"], int(cfg["seed"])
+    hp = {**ANN_DEFAULTS, **(spec.get("train") or {})}
+    device = pick_device(cfg.get("device", "auto"))
+    seed_everything(seed)
+    c, h, _ = data.shape
+    model = build_model(default_meta("ann", spec.get("arch", "vgg5"), c, h, data.num_classes, data.mean, data.std,
+                                     dropout=spec.get("dropout", 0.2))).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
+                          weight_decay=float(hp["weight_decay"]))
+    fit = _fit(model, opt, data, hp, seed, device, Path(out).parent / "ckpt" / "last.pt", _cfg_hash(cfg),
+               f"{spec['name']} r{cfg['replica']}")
+    metrics = _metrics(model, data, cfg, "ann", fit, t0, device, {"epochs": int(hp["epochs"]), "train": hp})
+    save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
+               clean_acc=metrics["clean_acc"], config_kind="ann")
+    metrics["meta"] = model.meta
+    if metrics_out:
+        atomic_write_json(metrics, metrics_out)
+    return metrics
+
+
+def snn_meta_from(spec: dict, base_meta: dict) -> dict:
+    """SNN metadata for ``spec``: start from ``base_meta`` (ANN or SNN) and apply the spec's neuron settings."""
+    meta = {k: base_meta[k] for k in ("arch", "in_channels", "image_size", "num_classes", "mean", "std", "dropout")}
+    keep = base_meta if base_meta.get("kind") == "snn" else {}
+    snn = {k: spec.get(k, keep.get(k, d)) for k, d in
+           (("neuron", "lif"), ("leak", 1.0), ("T", 8), ("encoder", "poisson"), ("surrogate", "linear"),
+            ("backend", "auto"))}
+    snn["thresholds"] = keep.get("thresholds")
+    return default_meta("snn", **meta, **snn)
+
+
+def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None,
+              init: str | Path | None = None) -> dict:
+    """Spike-based training (BPTT through the surrogate, Adam) from ``init`` (a converted SNN) or scratch."""
+    t0 = time.time()
+    spec, seed = cfg["model"], int(cfg["seed"])
+    hp = {**SNN_DEFAULTS, **(spec.get("train") or {})}
+    device = pick_device(cfg.get("device", "auto"))
+    seed_everything(seed)
+    if init is not None:
+        parent = load_model(init)
+        meta = snn_meta_from(spec, parent.meta)
+        if parent.meta["kind"] == "ann":  # from an ANN directly: weights only, thresholds 1
+            meta["thresholds"] = None
+        model = build_model(meta, device=device)
+        missing = model.load_state_dict(parent.state_dict(), strict=False)
+        if any(not k.startswith("encoder.") and k not in ("mean", "std") for k in missing.missing_keys):
+            raise UserError(f"{init}: weights do not match {meta['arch']}: missing {missing.missing_keys[:3]}")
+    else:
+        c, h, _ = data.shape
+        meta = snn_meta_from(spec, default_meta("ann", spec.get("arch", "vgg5"), c, h, data.num_classes,
+                                                data.mean, data.std, dropout=spec.get("dropout", 0.2)))
+        model = build_model(meta, device=device)
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    fit = _fit(model, opt, data, hp, seed, device, Path(out).parent / "ckpt" / "last.pt", _cfg_hash(cfg),
+               f"{spec['name']} r{cfg['replica']}")
+    metrics = _metrics(model, data, cfg, "snn", fit, t0, device,
+                       {"epochs": int(hp["epochs"]), "train": hp, "init": str(init) if init else None})
+    save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
+               clean_acc=metrics["clean_acc"], config_kind="snn")
+    metrics["meta"] = model.meta
+    if metrics_out:
+        atomic_write_json(metrics, metrics_out)
+    return metrics
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+
+def _configure_common(p: argparse.ArgumentParser):
+    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
+    p.add_argument("--cfg", required=True, help="JSON model slice: {model: spec, replica, seed, device}")
+    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", required=True)
+
+
+def _configure_snn(p: argparse.ArgumentParser):
+    _configure_common(p)
+    p.add_argument("--init", default=None, help="converted SNN (or ANN) to start from; omit to train from scratch")
+
+
+def _run_ann(args):
+    """Train an ANN."""
+    m = train_ann(load_prepared(args.data), json.loads(args.cfg), args.out, args.metrics)
+    print(f"{m['name']} r{m['replica']}: clean accuracy {m['clean_acc']:.4f} in {m['wall_s']:.0f}s")
+
+
+def _run_snn(args):
+    """Spike-based training of an SNN."""
+    m = train_snn(load_prepared(args.data), json.loads(args.cfg), args.out, args.metrics, init=args.init)
+    print(f"{m['name']} r{m['replica']}: clean accuracy {m['clean_acc']:.4f} in {m['wall_s']:.0f}s")
+
+
+CLI = {"train-ann": (_configure_common, _run_ann), "train-snn": (_configure_snn, _run_snn)}
