@@ -1,0 +1,249 @@
+"""Tests of spkrobust.report: aggregate (summary.csv, models.csv, records.json) and report
+(tables, claims, checks, figures) on constructed records and metrics written to tmp_path."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from spkrobust import report as rp
+from spkrobust.cli import main
+
+DS = "fashion_mnist"
+EPS = [(0.0, "0"), (2 / 255, "2_255"), (4 / 255, "4_255")]
+ATTACKS = ["fgsm", "pgd"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# name -> (config kind, T, neuron, leak)
+MODELS = {
+    "ann": ("ann", None, None, None),
+    "snn_conv": ("convert", 64, "if", 1.0),
+    "snn_bp-T4": ("snn", 4, "lif", 0.99),
+    "snn_bp-T8": ("snn", 8, "lif", 0.99),
+    "snn_lk-leak0.9": ("snn", 8, "lif", 0.9),
+    "snn_lk-leak1.0": ("snn", 8, "lif", 1.0),
+}
+
+# robustness per target (1 = the attack does nothing); scenario "holds" makes every claim true
+ROB_HOLDS = {"ann": 0.2, "snn_conv": 0.4, "snn_bp-T4": 0.8, "snn_bp-T8": 0.6,
+             "snn_lk-leak0.9": 0.8, "snn_lk-leak1.0": 0.5}
+ROB_FAILS = {"ann": 0.95, "snn_conv": 0.9, "snn_bp-T4": 0.5, "snn_bp-T8": 0.7,
+             "snn_lk-leak0.9": 0.4, "snn_lk-leak1.0": 0.6}
+CLEAN = {"ann": 0.90, "snn_conv": 0.88, "snn_bp-T4": 0.86, "snn_bp-T8": 0.87,
+         "snn_lk-leak0.9": 0.85, "snn_lk-leak1.0": 0.86}
+
+
+def kind(name):
+    return MODELS[name][0]
+
+
+def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn_bb=0.5,
+               replicas=(1, 2), target_replicas=(1,), metrics_for=None, clean=CLEAN) -> tuple[list[Path], list[Path], list[Path]]:
+    """Write records/metrics/clean JSONs in the standard results/ layout; return their paths.
+
+    adv = clean - eps/(4/255) * strength * (1 - rob[target]); strength: white-box 0.8,
+    black-box ``snn_bb`` (SNN) or 0.5 (ANN), transfer from an ANN ``ann_src``, other transfer 0.3;
+    PGD 1.2x stronger.
+    """
+    res = root / "results"
+    recs, mets, cleans = [], [], []
+    for m in (models if metrics_for is None else metrics_for):
+        k, T, neuron, leak = MODELS[m]
+        for r in replicas:
+            meta = {"kind": "ann" if k == "ann" else "snn", "arch": "vgg5"}
+            if k != "ann":
+                meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0]})
+            met = {"name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
+                   "clean_acc": clean[m] + 0.001 * r, "meta": meta, "config": {"kind": k}, "epochs": 1,
+                   "wall_s": 1.5, "versions": {"torch": "x"}}
+            if k == "convert":
+                met["method"] = "threshold"
+            p = res / DS / "models" / m / f"r{r}" / "metrics.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(met))
+            mets.append(p)
+    for t in models:
+        for tr in target_replicas:
+            stoch = kind(t) != "ann"
+            p = res / DS / "clean" / t / f"r{tr}.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0, "n": 100}))
+            cleans.append(p)
+    for s in models:
+        for sr in replicas:
+            for atk in ATTACKS:
+                for eps, label in EPS:
+                    for t in models:
+                        for tr in target_replicas:
+                            setting = rp.infer_setting(s, sr, t, tr)
+                            if setting == "white-box":
+                                st = 0.8
+                            elif setting == "black-box":
+                                st = snn_bb if kind(t) != "ann" else 0.5
+                            else:
+                                st = ann_src if kind(s) == "ann" else 0.3
+                            st *= 1.2 if atk == "pgd" else 1.0
+                            adv = max(0.0, clean[t] - eps / (4 / 255) * st * (1 - rob[t]))
+                            stoch = kind(t) != "ann"
+                            rec = {"dataset": DS, "source": s, "source_replica": sr, "attack": atk,
+                                   "attack_params": {"type": atk}, "eps": eps, "eps_label": label,
+                                   "target": t, "target_replica": tr, "setting": setting,
+                                   "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0,
+                                   "adv_acc": adv, "adv_acc_std": 0.003 if stoch else 0.0,
+                                   "repeats": 3 if stoch else 1, "n": 100, "zero_grad_frac": 0.0,
+                                   "seed": 0, "stochastic": stoch,
+                                   "source_kind": "ann" if kind(s) == "ann" else "snn",
+                                   "target_kind": "ann" if kind(t) == "ann" else "snn"}
+                            p = res / DS / "eval" / s / f"r{sr}" / atk / label / t / f"r{tr}.json"
+                            p.parent.mkdir(parents=True, exist_ok=True)
+                            p.write_text(json.dumps(rec))
+                            recs.append(p)
+    return recs, mets, cleans
+
+
+def claims_for(tmp_path, **kw) -> dict[str, dict]:
+    recs, mets, cleans = make_world(tmp_path, **kw)
+    out = tmp_path / "report"
+    rp.aggregate(recs, mets, out, cleans)
+    data = rp._Data(rp.read_csv(out / "summary.csv"), rp.read_csv(out / "models.csv"))
+    return {c["id"]: c for c in rp.evaluate_claims(data)}
+
+
+def test_aggregate_and_report_end_to_end(tmp_path):
+    recs, mets, cleans = make_world(tmp_path)
+    lst = tmp_path / "records.txt"
+    lst.write_text("\n".join(str(p) for p in recs) + "\n")
+    out = tmp_path / "results" / "report"
+    assert main(["aggregate", "--records-from", str(lst), "--metrics", *map(str, mets),
+                 "--clean", *map(str, cleans), "--out-dir", str(out)]) == 0
+
+    with open(out / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    n_models = len(MODELS)
+    assert len(rows) == len(recs) == n_models * 2 * len(ATTACKS) * len(EPS) * n_models
+    required = ("dataset,source,source_replica,source_kind,attack,eps,eps_label,target,target_replica,"
+                "target_kind,setting,clean_acc,clean_acc_std,adv_acc,adv_acc_std,n,repeats,zero_grad_frac").split(",")
+    assert all(c in rows[0] for c in required)
+    for r in rows:
+        exp = ("white-box" if r["source"] == r["target"] and r["source_replica"] == r["target_replica"]
+               else "black-box" if r["source"] == r["target"] else "transfer")
+        assert r["setting"] == exp
+        assert r["source_kind"] == kind(r["source"])  # config kind, not the record's ann|snn
+    keys = [(r["dataset"], r["attack"], float(r["eps"]), r["source"], int(r["source_replica"]),
+             r["target"], int(r["target_replica"])) for r in rows]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert {r["setting"] for r in rows} == {"white-box", "black-box", "transfer"}
+
+    with open(out / "models.csv", newline="") as f:
+        models = list(csv.DictReader(f))
+    assert len(models) == n_models * 2
+    for c in "dataset,model,kind,arch,neuron,leak,timesteps,encoder,replica,seed,clean_acc,method,epochs,wall_s".split(","):
+        assert c in models[0]
+    by = {(m["model"], m["replica"]): m for m in models}
+    assert by[("snn_bp-T4", "1")]["timesteps"] == "4" and by[("snn_bp-T4", "1")]["kind"] == "snn"
+    assert by[("snn_conv", "2")]["kind"] == "convert" and by[("snn_conv", "2")]["method"] == "threshold"
+    assert by[("ann", "1")]["timesteps"] == "" and by[("ann", "1")]["kind"] == "ann"
+    assert by[("snn_lk-leak0.9", "1")]["leak"] == "0.9" and by[("snn_lk-leak0.9", "1")]["base"] == "snn_lk"
+    assert float(by[("ann", "1")]["eval_clean_acc"]) == pytest.approx(0.90)
+    merged = json.loads((out / "records.json").read_text())
+    assert merged["format"] == rp.RECORDS_FORMAT and len(merged["records"]) == len(recs)
+    assert all("versions" not in m for m in merged["models"])
+
+    # aggregate is deterministic
+    before = (out / "summary.csv").read_bytes(), (out / "models.csv").read_bytes()
+    assert main(["aggregate", "--records-dir", str(tmp_path / "results"), "--out-dir", str(out)]) == 0
+    assert ((out / "summary.csv").read_bytes(), (out / "models.csv").read_bytes()) == before
+
+    assert main(["report", "--report-dir", str(out)]) == 0
+    for name in rp.REPORT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    for name in [n for n in rp.REPORT_FILES if n.endswith(".png")] + [
+            "acc_vs_eps_fashion_mnist_pgd.png", "heatmap_fashion_mnist_fgsm_2_255.png",
+            "acc_vs_T_fashion_mnist.png", "acc_vs_leak_fashion_mnist.png"]:
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, name
+    tables = (out / "tables.md").read_text()
+    assert "## fashion_mnist" in tables and "### pgd: white-box" in tables and "ε=4/255" in tables
+    assert "±" in tables  # stochastic targets have repeats > 1
+    claims = (out / "claims.md").read_text()
+    assert claims.count("**holds**") == 5
+    index = (out / "index.md").read_text()
+    for name in rp.REPORT_FILES:
+        if name != "index.md":
+            assert f"({name})" in index
+    assert "(heatmap_fashion_mnist_pgd_4_255.png)" in index
+    checks = (out / "checks.md").read_text()
+    assert checks.startswith("# Sanity checks") and ("| check | status | detail" in checks or "not measured" in checks)
+
+    # --no-extras removes the extras of the earlier run; fixed files stay
+    assert main(["report", "--report-dir", str(out), "--no-extras"]) == 0
+    assert not list(out.glob("heatmap_*.png")) and (out / "heatmap.png").exists()
+
+
+def test_claims_hold(tmp_path):
+    c = claims_for(tmp_path, rob=ROB_HOLDS, ann_src=0.3, snn_bb=0.5)
+    assert {k: v["verdict"] for k, v in c.items()} == {str(i): "holds" for i in range(1, 6)}
+    assert all(x["holds"] for v in c.values() for x in v["comparisons"])
+    assert "Spearman" in c["3"]["comparisons"][0]["note"]
+
+
+def test_claims_do_not_hold(tmp_path):
+    c = claims_for(tmp_path, rob=ROB_FAILS, ann_src=0.7, snn_bb=0.5)
+    assert {k: v["verdict"] for k, v in c.items()} == {str(i): "does not hold" for i in range(1, 6)}
+    assert "holds in 0 of" in c["1"]["numbers"]
+
+
+def test_claims_not_measured_when_models_missing(tmp_path):
+    c = claims_for(tmp_path, models=("ann", "snn_conv"))
+    assert c["1"]["verdict"] == "holds" and c["2"]["verdict"] == "holds"
+    for k in ("3", "4", "5"):
+        assert c[k]["verdict"] == "not measured" and c[k]["numbers"]
+    # a single replica: no black-box records -> claims 1 and 2 not measured either
+    c = claims_for(tmp_path / "one", models=("ann", "snn_bp-T4", "snn_bp-T8"), replicas=(1,))
+    assert c["1"]["verdict"] == "not measured" and c["2"]["verdict"] == "not measured"
+    assert c["3"]["verdict"] == "holds"  # white-box still compares T
+    assert all(x["setting"] == "white-box" for x in c["3"]["comparisons"])
+
+
+def test_within_noise_is_marked(tmp_path):
+    rob = dict(ROB_HOLDS, **{"snn_bp-T4": 0.601, "snn_bp-T8": 0.6})
+    c = claims_for(tmp_path, rob=rob, models=("ann", "snn_bp-T4", "snn_bp-T8"), clean=dict(CLEAN, **{"snn_bp-T4": 0.87}))
+    assert c["3"]["verdict"] == "holds" and "(within noise)" in c["3"]["numbers"]
+    assert all(x["within_noise"] for x in c["3"]["comparisons"])
+
+
+def test_report_without_data_writes_not_measured(tmp_path):
+    recs, mets, cleans = make_world(tmp_path, models=("ann",), replicas=(1,))
+    out = tmp_path / "report"
+    assert main(["aggregate", "--metrics", *map(str, mets), "--out-dir", str(out)]) == 0
+    assert main(["report", "--report-dir", str(out), "--no-extras"]) == 0
+    for name in rp.REPORT_FILES:
+        assert (out / name).exists(), name
+    assert (out / "acc_vs_T.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "claims.md").read_text().count("**not measured**") == 5
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    recs, mets, _ = make_world(tmp_path, models=("ann",), replicas=(1,))
+    out = tmp_path / "report"
+    assert main(["aggregate", "--records", str(tmp_path / "nope.json"), "--out-dir", str(out)]) == 2
+    dup = tmp_path / "dup.json"
+    dup.write_text(recs[0].read_text())
+    assert main(["aggregate", "--records", str(recs[0]), str(dup), "--out-dir", str(out)]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"dataset": "x"}')
+    assert main(["aggregate", "--records", str(bad), "--out-dir", str(out)]) == 2
+    assert main(["aggregate", "--out-dir", str(out)]) == 2
+    assert main(["report", "--report-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(l.startswith("spkrobust ") and "error:" in l for l in err)
+    assert "two records for the same evaluation" in err[1] and "missing" in err[2]
+
+
+def test_sweep_base():
+    assert rp.sweep_base("snn_bp-T4") == "snn_bp"
+    assert rp.sweep_base("snn_bp-T4-leak0.9") == "snn_bp"
+    assert rp.sweep_base("snn_bp") == "snn_bp"
+    assert rp.eps_display("2_255") == "2/255"
