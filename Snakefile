@@ -1,0 +1,61 @@
+"""spkrobust: adversarial robustness of spiking vs. ordinary networks, as a Snakemake workflow.
+
+Usage (see docs/architecture.md for the contract between this workflow and the library):
+
+    snakemake --workflow-profile workflow/profiles/local                     # config.yaml
+    snakemake --workflow-profile workflow/profiles/local \
+              --configfile workflow/presets/quick.yaml                       # a preset instead
+    snakemake --workflow-profile workflow/profiles/slurm                     # on a SLURM cluster
+    snakemake --report report.html                                           # HTML report
+
+This file only loads and validates the config, then includes one rule file per stage.  It imports
+``spkrobust.config`` (pure Python, no torch), so building even a large DAG stays fast.
+"""
+import importlib.util
+import os
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# --- config ---------------------------------------------------------------------------------
+# config.yaml is the default experiment.  A file given with --configfile (a preset) is a WHOLE
+# experiment that REPLACES config.yaml: config.yaml is then not loaded at all.  Loading both would
+# merge them recursively, so a preset's `models:` / `attacks:` would be united with config.yaml's
+# (e.g. the tiny preset would also train the CIFAR-10 models).  Keys a preset leaves out take the
+# schema defaults (workflow/schemas/config.schema.yaml), not config.yaml's values.
+# `--config key=value` overrides single keys of whichever file is in use.
+if not workflow.overwrite_configfiles:
+    workflow.configfile(os.path.join(workflow.basedir, "config.yaml"))
+
+# Structural validation; fills in defaults.
+validate(config, "workflow/schemas/config.schema.yaml")
+
+# Semantic validation (cross-key checks: `from:` names an existing model, sweep keys exist, ...)
+# lives in the library so that it is shared with `spkrobust validate`.
+if importlib.util.find_spec("spkrobust.validate") is not None:
+    from spkrobust.validate import validate_config
+
+    try:
+        validate_config(config)
+    except Exception as e:  # ConfigError carries a one-line message naming the key path
+        raise WorkflowError(f"invalid config: {e}") from None
+
+
+# --- rules ----------------------------------------------------------------------------------
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/attack.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report/summary.csv",
+        "results/report/models.csv",
+        REPORT_FILES,
+    default_target: True

@@ -1,0 +1,51 @@
+# Stage 3: adversarial sets, crafted on a source model (every replica; replica 2 of a model is the
+# black-box source against replica 1).  FGSM needs one input gradient per source: `grad` computes
+# it once and `craft` turns it into a set for each eps, so adding an eps only crafts that eps.
+
+
+rule grad:
+    input:
+        data=data_pt("{dataset}"),
+        model=model_pt("{dataset}", "{source}", "{replica}"),
+        code=lib_for(["attacks"], "source"),
+    output:
+        grad_pt("{dataset}", "{source}", "{replica}"),
+    params:
+        cfg=lambda wc: cfg_json("grad", dataset=wc.dataset, source=wc.source, replica=wc.replica),
+    log:
+        "logs/{dataset}/grad/{source}/r{replica}.log",
+    benchmark:
+        "benchmarks/{dataset}/grad/{source}/r{replica}.tsv"
+    threads: 8
+    resources:
+        gpu=GPU,
+    shell:
+        "{SPK} grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+def grad_input(wc):
+    return {"grad": grad_pt(wc.dataset, wc.source, wc.replica)} if uses_grad(wc.attack) else {}
+
+
+rule craft:
+    input:
+        unpack(grad_input),
+        data=data_pt("{dataset}"),
+        model=model_pt("{dataset}", "{source}", "{replica}"),
+        code=lib_for(["attacks"], "source"),
+    output:
+        adv_pt("{dataset}", "{source}", "{replica}", "{attack}", "{eps}"),
+    params:
+        attack=lambda wc: to_json(spk.attack_slice(config, wc.attack)),
+        eps=lambda wc: str(EPS[wc.eps]),
+        grad=lambda wc, input: f"--grad {input.grad}" if "grad" in input.keys() else "",
+        cfg=lambda wc: cfg_json("craft", dataset=wc.dataset, source=wc.source, replica=wc.replica),
+    log:
+        "logs/{dataset}/craft/{source}/r{replica}/{attack}/{eps}.log",
+    benchmark:
+        "benchmarks/{dataset}/craft/{source}/r{replica}/{attack}/{eps}.tsv"
+    threads: 8
+    resources:
+        gpu=GPU,
+    shell:
+        "{SPK} craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

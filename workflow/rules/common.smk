@@ -1,0 +1,127 @@
+# Helpers shared by all rule files: the expanded model set, the evaluation grid, per-stage config
+# slices and the library files each stage runs.  Everything here is computed once at parse time.
+import json
+import re
+
+from spkrobust import config as spk  # pure Python; must never import torch
+
+MODELS = spk.expand_models(config)  # name -> resolved spec (sweep members included)
+GRID = spk.grid(config)  # one dict per evaluation record
+DATASETS = list(config["datasets"])
+EPS = {spk.eps_label(e): e for e in config["eps"]}  # label (used in paths) -> config literal
+REPLICAS = {m: spk.model_replicas(config, s) for m, s in MODELS.items()}  # model -> [1, 2, ...]
+
+# The command every rule runs.  `python -m` (not the `spkrobust` script) so that the library next
+# to this Snakefile is the one that runs when the workflow is executed from the repository root.
+SPK = "python -m spkrobust"
+
+# A GPU is requested for training and crafting jobs unless the config pins the device to the CPU.
+# Locally the `gpu` resource is ignored (unless --resources gpu=N is given); with the SLURM
+# executor it becomes `--gpus=N`.  Override per rule with --set-resources RULE:gpu=N.
+GPU = 0 if config.get("device") == "cpu" else 1
+
+
+def _alt(names):
+    """A regex matching exactly one of `names` (and nothing at all for an empty list)."""
+    names = sorted(set(map(str, names)), key=len, reverse=True)
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def models_of(kind):
+    return [n for n, s in MODELS.items() if s["kind"] == kind]
+
+
+wildcard_constraints:
+    dataset=_alt(DATASETS),
+    model=_alt(MODELS),
+    source=_alt(MODELS),
+    target=_alt(MODELS),
+    attack=_alt(config["attacks"]),
+    eps=_alt(EPS),
+    replica=r"\d+",
+    sr=r"\d+",
+    tr=r"\d+",
+
+
+def _slice(stage, wc):
+    if stage == "prepare":
+        return spk.data_slice(config, wc["dataset"])
+    if stage in ("train-ann", "convert", "train-snn"):
+        return spk.model_slice(config, wc["model"], int(wc["replica"]))
+    if stage in ("clean", "grad", "craft", "evaluate"):
+        return spk.eval_slice(config)
+    raise ValueError(f"no config slice for stage {stage!r}")
+
+
+def to_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def cfg_json(stage, **wildcards):
+    """The JSON config slice a stage depends on (passed as params, so only it triggers reruns)."""
+    return to_json(_slice(stage, wildcards))
+
+
+# --- library files per stage ---------------------------------------------------------------------
+# Shell rules only track their command text, so the library modules a stage runs are listed as
+# inputs: editing spkrobust/attacks.py reruns crafting and everything downstream, not training.
+# Plumbing shared by every stage (cli.py, io.py, errors.py, config.py) is deliberately not listed;
+# config changes reach the jobs through their params instead.
+_LIBDIR = os.path.relpath(os.path.join(workflow.basedir, "spkrobust"))
+MODEL_CODE = {
+    "ann": ["models"],
+    "convert": ["models", "neurons", "encoding", "fused"],
+    "snn": ["models", "neurons", "encoding", "fused"],
+}
+
+
+def lib(*modules):
+    """Paths of the given spkrobust modules (those that exist)."""
+    paths = [os.path.join(_LIBDIR, f"{m}.py") for m in dict.fromkeys(modules)]
+    return [p for p in paths if os.path.exists(p)]
+
+
+def lib_for(stage_modules, model_wildcard):
+    """Input function: the stage's modules plus the model code of the model named by a wildcard."""
+
+    def _inputs(wc):
+        return lib(*stage_modules, *MODEL_CODE[MODELS[wc[model_wildcard]]["kind"]])
+
+    return _inputs
+
+
+# --- paths ----------------------------------------------------------------------------------------
+def data_pt(dataset):
+    return f"results/{dataset}/data.pt"
+
+
+def model_pt(dataset, model, replica):
+    return f"results/{dataset}/models/{model}/r{replica}/model.pt"
+
+
+def metrics_json(dataset, model, replica):
+    return f"results/{dataset}/models/{model}/r{replica}/metrics.json"
+
+
+def clean_json(dataset, model, replica):
+    return f"results/{dataset}/clean/{model}/r{replica}.json"
+
+
+def grad_pt(dataset, source, replica):
+    return f"results/{dataset}/grad/{source}/r{replica}.pt"
+
+
+def adv_pt(dataset, source, replica, attack, eps):
+    return f"results/{dataset}/adv/{source}/r{replica}/{attack}/{eps}.pt"
+
+
+def record_json(g):
+    return (
+        f"results/{g['dataset']}/eval/{g['source']}/r{g['source_replica']}/{g['attack']}/"
+        f"{g['eps']}/{g['target']}/r{g['target_replica']}.json"
+    )
+
+
+def uses_grad(attack):
+    """FGSM reuses one input gradient per source model for every eps."""
+    return config["attacks"][attack]["type"] == "fgsm"

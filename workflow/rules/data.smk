@@ -1,0 +1,17 @@
+# Stage 1: prepare a dataset once (canonical, seeded subsets) -> results/{dataset}/data.pt
+
+
+rule prepare:
+    input:
+        code=lib("data"),
+    output:
+        data_pt("{dataset}"),
+    params:
+        cfg=lambda wc: cfg_json("prepare", dataset=wc.dataset),
+    log:
+        "logs/{dataset}/prepare.log",
+    benchmark:
+        "benchmarks/{dataset}/prepare.tsv"
+    threads: 1
+    shell:
+        "{SPK} prepare --dataset {wildcards.dataset} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

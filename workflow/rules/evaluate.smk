@@ -1,0 +1,52 @@
+# Stage 4: accuracy.  Clean accuracy once per target model; then one record per adversarial set x
+# target.  Evaluation jobs are small: `group: "evaluate"` lets a cluster profile pack many of them
+# into one job (group-components), locally it has no effect.
+
+
+rule clean:
+    input:
+        data=data_pt("{dataset}"),
+        model=model_pt("{dataset}", "{model}", "{replica}"),
+        code=lib_for(["evaluate"], "model"),
+    output:
+        clean_json("{dataset}", "{model}", "{replica}"),
+    params:
+        cfg=lambda wc: cfg_json("clean", dataset=wc.dataset, model=wc.model, replica=wc.replica),
+    log:
+        "logs/{dataset}/clean/{model}/r{replica}.log",
+    benchmark:
+        "benchmarks/{dataset}/clean/{model}/r{replica}.tsv"
+    threads: 4
+    shell:
+        "{SPK} clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        data=data_pt("{dataset}"),
+        adv=adv_pt("{dataset}", "{source}", "{sr}", "{attack}", "{eps}"),
+        target=model_pt("{dataset}", "{target}", "{tr}"),
+        clean=clean_json("{dataset}", "{target}", "{tr}"),
+        code=lib_for(["evaluate"], "target"),
+    output:
+        "results/{dataset}/eval/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.json",
+    params:
+        cfg=lambda wc: cfg_json(
+            "evaluate",
+            dataset=wc.dataset,
+            source=wc.source,
+            source_replica=wc.sr,
+            attack=wc.attack,
+            eps=wc.eps,
+            target=wc.target,
+            target_replica=wc.tr,
+        ),
+    log:
+        "logs/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.log",
+    benchmark:
+        "benchmarks/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.tsv"
+    group:
+        "evaluate"
+    threads: 2
+    shell:
+        "{SPK} evaluate --data {input.data} --adv {input.adv} --target {input.target} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,63 @@
+# Stage 5: aggregate the per-job JSON records into tables, then render markdown and plots.
+# Both read only small JSON/CSV files, never checkpoints.  `aggregate` is given the exact list of
+# files of the current grid (via list files), so records left over from an earlier config are
+# never mixed into the summary.
+
+RECORDS = [record_json(g) for g in GRID]
+CLEAN = sorted({clean_json(g["dataset"], g["target"], g["target_replica"]) for g in GRID})
+MODEL_METRICS = [metrics_json(d, m, r) for d in DATASETS for m in MODELS for r in REPLICAS[m]]
+
+# The fixed set of files `spkrobust report` writes (spkrobust.report.REPORT_FILES); each one is
+# shown in `snakemake --report report.html` with the caption in workflow/report/.
+_REPORT_CAPTIONS = {
+    "index.md": ("index.rst", "Report"),
+    "tables.md": ("tables.rst", "Report"),
+    "claims.md": ("claims.rst", "Report"),
+    "checks.md": ("checks.rst", "Report"),
+    "acc_vs_eps.png": ("acc_vs_eps.rst", "Figures"),
+    "heatmap.png": ("heatmap.rst", "Figures"),
+    "acc_vs_T.png": ("acc_vs_T.rst", "Figures"),
+    "acc_vs_leak.png": ("acc_vs_leak.rst", "Figures"),
+}
+REPORT_FILES = [report(f"results/report/{name}", caption=f"../report/{rst}", category=cat)
+                for name, (rst, cat) in _REPORT_CAPTIONS.items()]
+
+
+rule aggregate:
+    input:
+        records=RECORDS,
+        clean=CLEAN,
+        metrics=MODEL_METRICS,
+        code=lib("report"),
+    output:
+        summary=report("results/report/summary.csv", caption="../report/summary.rst", category="Tables"),
+        models=report("results/report/models.csv", caption="../report/models.rst", category="Tables"),
+        records="results/report/records.json",
+        lists=multiext("results/report/inputs/", "records.txt", "clean.txt", "metrics.txt"),
+    log:
+        "logs/aggregate.log",
+    benchmark:
+        "benchmarks/aggregate.tsv"
+    threads: 1
+    shell:
+        "printf '%s\\n' {input.records} > {output.lists[0]} && printf '%s\\n' {input.clean} > {output.lists[1]} && "
+        "printf '%s\\n' {input.metrics} > {output.lists[2]} && "
+        "{SPK} aggregate --records-from {output.lists[0]} --clean-from {output.lists[1]} "
+        "--metrics-from {output.lists[2]} --out-dir results/report > {log} 2>&1"
+
+
+rule render_report:
+    input:
+        summary="results/report/summary.csv",
+        models="results/report/models.csv",
+        records="results/report/records.json",
+        code=lib("report", "checks"),
+    output:
+        REPORT_FILES,
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
+    threads: 1
+    shell:
+        "{SPK} report --report-dir results/report > {log} 2>&1"

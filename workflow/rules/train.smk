@@ -1,0 +1,82 @@
+# Stage 2: models.  One rule per kind; the {model} wildcard is restricted to the names of that
+# kind, so the three rules share one output layout without ambiguity.
+#   ann     -> train_ann  (SGD on images)
+#   convert -> convert    (threshold balancing of its `from:` ANN, same replica)
+#   snn     -> train_snn  (spike-based BPTT, initialised from its `from:` model, same replica)
+
+
+def parent_pt(wc):
+    return model_pt(wc.dataset, MODELS[wc.model]["from"], wc.replica)
+
+
+def init_inputs(wc):
+    return {"init": parent_pt(wc)} if MODELS[wc.model].get("from") else {}
+
+
+rule train_ann:
+    input:
+        data=data_pt("{dataset}"),
+        code=lib("train", "data", *MODEL_CODE["ann"]),
+    output:
+        model=model_pt("{dataset}", "{model}", "{replica}"),
+        metrics=metrics_json("{dataset}", "{model}", "{replica}"),
+    wildcard_constraints:
+        model=_alt(models_of("ann")),
+    params:
+        cfg=lambda wc: cfg_json("train-ann", dataset=wc.dataset, model=wc.model, replica=wc.replica),
+    log:
+        "logs/{dataset}/train_ann/{model}/r{replica}.log",
+    benchmark:
+        "benchmarks/{dataset}/train_ann/{model}/r{replica}.tsv"
+    threads: 8
+    resources:
+        gpu=GPU,
+    shell:
+        "{SPK} train-ann --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule convert:
+    input:
+        data=data_pt("{dataset}"),
+        ann=parent_pt,
+        code=lib("convert", "data", *MODEL_CODE["convert"]),
+    output:
+        model=model_pt("{dataset}", "{model}", "{replica}"),
+        metrics=metrics_json("{dataset}", "{model}", "{replica}"),
+    wildcard_constraints:
+        model=_alt(models_of("convert")),
+    params:
+        cfg=lambda wc: cfg_json("convert", dataset=wc.dataset, model=wc.model, replica=wc.replica),
+    log:
+        "logs/{dataset}/convert/{model}/r{replica}.log",
+    benchmark:
+        "benchmarks/{dataset}/convert/{model}/r{replica}.tsv"
+    threads: 4
+    resources:
+        gpu=GPU,
+    shell:
+        "{SPK} convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule train_snn:
+    input:
+        unpack(init_inputs),
+        data=data_pt("{dataset}"),
+        code=lib("train", "data", *MODEL_CODE["snn"]),
+    output:
+        model=model_pt("{dataset}", "{model}", "{replica}"),
+        metrics=metrics_json("{dataset}", "{model}", "{replica}"),
+    wildcard_constraints:
+        model=_alt(models_of("snn")),
+    params:
+        cfg=lambda wc: cfg_json("train-snn", dataset=wc.dataset, model=wc.model, replica=wc.replica),
+        init=lambda wc, input: f"--init {input.init}" if "init" in input.keys() else "",
+    log:
+        "logs/{dataset}/train_snn/{model}/r{replica}.log",
+    benchmark:
+        "benchmarks/{dataset}/train_snn/{model}/r{replica}.tsv"
+    threads: 8
+    resources:
+        gpu=GPU,
+    shell:
+        "{SPK} train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
