@@ -55,7 +55,7 @@ SUMMARY_COLUMNS = [
 ]
 MODEL_COLUMNS = [
     "dataset", "model", "kind", "arch", "neuron", "leak", "timesteps", "encoder", "replica",
-    "seed", "clean_acc", "method", "epochs", "wall_s", "base", "eval_clean_acc",
+    "seed", "clean_acc", "method", "epochs", "wall_s", "base", "parent", "eval_clean_acc",
     "eval_clean_acc_std",
 ]
 AGGREGATE_FILES = ("summary.csv", "models.csv", "records.json")
@@ -262,13 +262,21 @@ def _record_sort_key(r: dict) -> tuple:
             int(r["source_replica"]), str(r["target"]), int(r["target_replica"]))
 
 
+def _model_spec(m: dict) -> dict:
+    """The model's config spec inside metrics: ``config.model`` (a stage slice) or ``config``."""
+    cfg = m.get("config") or {}
+    if isinstance(cfg.get("model"), dict):
+        return cfg["model"]
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def model_kind(m: dict) -> str:
     """Config kind of a model from its metrics: ``ann`` | ``convert`` | ``snn``."""
     kind = m.get("kind")
     if kind in ("ann", "convert", "snn"):
         return kind
     meta = m.get("meta") or {}
-    cfg = m.get("config") or {}
+    cfg = _model_spec(m)
     if cfg.get("kind") in ("ann", "convert", "snn"):
         return cfg["kind"]
     mk = meta.get("kind")
@@ -289,8 +297,8 @@ def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
         if not isinstance(m, dict):
             raise FileProblem(f"{p}: not a model metrics file (expected a JSON object)")
         meta = m.get("meta") or {}
-        cfg = m.get("config") or {}
-        name = m.get("name", meta.get("name"))
+        cfg = _model_spec(m)
+        name = m.get("name", meta.get("name", cfg.get("name")))
         dataset = m.get("dataset", meta.get("dataset"))
         replica = m.get("replica", meta.get("replica"))
         if name is None or dataset is None or replica is None:
@@ -306,8 +314,10 @@ def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
             "replica": int(replica), "seed": m.get("seed", meta.get("seed")),
             "clean_acc": _num(m.get("clean_acc", meta.get("clean_acc"))),
             "method": m.get("method", cfg.get("method")),
-            "epochs": m.get("epochs"), "wall_s": _num(m.get("wall_s")),
-            "base": m.get("base") or cfg.get("base") or cfg.get("sweep_base") or sweep_base(name),
+            "epochs": m.get("epochs", (cfg.get("train") or {}).get("epochs") if kind != "convert" else 0),
+            "wall_s": _num(m.get("wall_s")),
+            "base": m.get("base") or cfg.get("base") or sweep_base(name),
+            "parent": cfg.get("from") or m.get("from"),
             "eval_clean_acc": None, "eval_clean_acc_std": None,
         }
         key = (dataset, name, int(replica))
@@ -514,7 +524,7 @@ class _Data:
         def key(n):
             info = self.info.get((dataset, n), {})
             return (rank.get(self.kind.get((dataset, n), ""), 3), info.get("base") or sweep_base(n),
-                    info.get("timesteps") or 0, -(info.get("leak") or 0), n)
+                    info.get("timesteps") or 0, info.get("leak") or 0, n)
         return sorted(set(names), key=key)
 
     def rows(self, dataset=None, attack=None, setting=None, target=None, source=None,
@@ -589,7 +599,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def tables_md(data: _Data) -> str:
-    parts = ["# Accuracy tables\n",
+    parts = ["# Accuracy tables\n\n",
              "Accuracies in percent. `mean ± std` where the target was evaluated with repeats > 1 "
              "(std over repeated stochastic forward passes). White-box: source = target (same "
              "replica); black-box: source is another replica of the target's model; transfer: "
@@ -680,10 +690,11 @@ def evaluate_claims(data: _Data) -> list[dict]:
     2. For each SNN target S, per attack: accuracy under ANN-crafted attacks (source kind
        ``ann``, any replica) minus accuracy under SNN-crafted black-box attacks (source = another
        replica of S). Positive = SNN-crafted attacks are stronger.
-    3. Among SNN models of one kind, arch, neuron, encoder, leak and sweep base name that differ
-       only in T (at least two T values), per attack and setting (white-box, black-box): accuracy
-       at the smallest T minus accuracy at the largest T; the Spearman rank correlation between T
-       and accuracy over all members is reported (negative = fewer T more robust).
+    3. Among SNN models of one kind, arch, neuron, encoder, leak, sweep base name and parent
+       (``from``) -- i.e. members of one sweep that differ only in T (at least two T values) --
+       per attack and setting (white-box, black-box): accuracy at the smallest T minus accuracy
+       at the largest T; the Spearman rank correlation between T and accuracy over all members
+       is reported (negative = fewer T more robust).
     4. As 3 with the leak factor (T fixed): accuracy at the smallest leak minus at the largest.
     5. For each spike-trained SNN (kind ``snn``) and converted SNN (kind ``convert``), per attack
        and setting (white-box, black-box): accuracy of the trained minus the converted one.
@@ -769,12 +780,12 @@ def _claim2(data: _Data):
                 c = _compare(r_ann, r_snn)
                 if c:
                     comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": "transfer vs black-box",
-                                                   "a_name": f"ANN→{s}", "b_name": f"{s} r≠→{s}", "note": ""}))
+                                                   "a_name": f"ANN → {s}", "b_name": f"{s} (other replica) → {s}", "note": ""}))
     return comps, "no SNN target attacked both by an ANN (transfer) and by another replica of itself (black-box)"
 
 
 def _param_groups(data: _Data, ds: str, param: str) -> dict[tuple, list[str]]:
-    fixed = ("kind", "arch", "neuron", "encoder", "base", "leak", "timesteps")
+    fixed = ("kind", "arch", "neuron", "encoder", "base", "parent", "leak", "timesteps")
     groups = defaultdict(list)
     for (d, name), info in data.info.items():
         if d != ds or info.get("kind") not in SNN_KINDS or info.get(param) is None:
@@ -855,7 +866,7 @@ def _claim5(data: _Data):
 
 
 def claims_md(claims: list[dict]) -> str:
-    lines = ["# The studies' claims on measured numbers\n",
+    lines = ["# The studies' claims on measured numbers\n\n",
              "Robustness = adversarial accuracy averaged over the eps > 0 measured for both sides "
              "(percent). diff = a − b in points; a comparison holds when diff ≥ 0 (claims 1, 5) or "
              "diff > 0 (claims 2, 3, 4). `(within noise)`: |diff| < max(√(std_a² + std_b²), 1 point), "
@@ -919,7 +930,7 @@ def checks_md(records: list[dict], clean: list[dict], models: list[dict]) -> str
 # plots
 # --------------------------------------------------------------------------------------------
 
-def _figure(nplots: int, ncols: int, w: float = 4.6, h: float = 3.4):
+def _figure(nplots: int, ncols: int, w: float = 6.0, h: float = 3.6):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -973,13 +984,13 @@ def _panel_acc_vs_eps(ax, data: _Data, ds: str, atk: str) -> None:
     eps = data.eps_list(ds, atk)
     targets = data.model_order(ds, {r["target"] for r in data.rows(dataset=ds, attack=atk)})
     for i, t in enumerate(targets):
-        _line(ax, data.rows(dataset=ds, attack=atk, target=t, setting="white-box"),
-              color=_color(i), ls="-", label=f"{t} white-box")
+        wb = _line(ax, data.rows(dataset=ds, attack=atk, target=t, setting="white-box"),
+                   color=_color(i), ls="-", label=t)
         _line(ax, data.rows(dataset=ds, attack=atk, target=t, setting="black-box"),
-              color=_color(i), ls="--", label=f"{t} black-box")
+              color=_color(i), ls="--", label=None if wb else t)
     _eps_axis(ax, eps)
     ax.set_title(f"{ds} / {atk}", fontsize=10)
-    ax.legend(fontsize=6, loc="best")
+    _legend(ax)
 
 
 def _heat_values(data: _Data, ds: str, atk: str, eps: float):
@@ -999,6 +1010,11 @@ def _heat_values(data: _Data, ds: str, atk: str, eps: float):
         vals.append(vrow)
         marks.append(mrow)
     return sources, targets, vals, marks
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def _panel_heatmap(ax, data: _Data, ds: str, atk: str, eps: float, label: str) -> None:
@@ -1036,6 +1052,7 @@ def _heat_eps(data: _Data, ds: str, atk: str, choice: str | None) -> tuple[float
 def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> bool:
     groups = _param_groups(data, ds, param)
     drew = False
+    xvals: set = set()
     eps = data.eps_list(ds, atk)
     ci = 0
     for gi, members in enumerate(groups.values()):
@@ -1050,6 +1067,7 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
                         ys.append(bye[e][0])
                         ss.append(bye[e][1])
                 if len(set(xs)) >= 2:
+                    xvals.update(xs)
                     ax.errorbar(xs, ys, yerr=ss, marker="o", ms=3, capsize=2, ls=ls, color=_color(ci),
                                 label=f"{base} ε={eps_display(l)} {setting}")
                     drew = True
@@ -1060,9 +1078,12 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
         ax.set_ylim(-0.02, 1.02)
         if param == "timesteps":
             ax.set_xscale("log", base=2)
+            ax.minorticks_off()
+        ax.set_xticks(sorted(xvals))
+        ax.set_xticklabels([f"{v:g}" for v in sorted(xvals)], fontsize=8)
         ax.grid(alpha=0.3)
         ax.set_title(f"{ds} / {atk}", fontsize=10)
-        ax.legend(fontsize=6, loc="best")
+        _legend(ax)
     return drew
 
 

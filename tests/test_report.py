@@ -56,7 +56,9 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             if k != "ann":
                 meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0]})
             met = {"name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
-                   "clean_acc": clean[m] + 0.001 * r, "meta": meta, "config": {"kind": k}, "epochs": 1,
+                   "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rp.sweep_base(m),
+                   "config": {"model": {"kind": k, "name": m, "base": rp.sweep_base(m), "from": None},
+                              "replica": r, "seed": 1000 * (r - 1)}, "epochs": 1,
                    "wall_s": 1.5, "versions": {"torch": "x"}}
             if k == "convert":
                 met["method"] = "threshold"
@@ -247,3 +249,26 @@ def test_sweep_base():
     assert rp.sweep_base("snn_bp-T4-leak0.9") == "snn_bp"
     assert rp.sweep_base("snn_bp") == "snn_bp"
     assert rp.eps_display("2_255") == "2/255"
+
+
+def test_model_kind_fallbacks(tmp_path):
+    base = {"name": "x", "replica": 1, "dataset": DS, "clean_acc": 0.5}
+    metas = [({"meta": {"kind": "snn", "T": 8}, "method": "threshold"}, "convert"),
+             ({"meta": {"kind": "snn", "T": 8}}, "snn"),
+             ({"meta": {"kind": "snn"}, "config": {"model": {"kind": "convert"}}}, "convert"),
+             ({"meta": {"kind": "ann"}}, "ann")]
+    for i, (extra, want) in enumerate(metas):
+        p = tmp_path / f"m{i}.json"
+        p.write_text(json.dumps(dict(base, **extra)))
+        rows, _ = rp.load_models([p])
+        assert rows[0]["kind"] == want, extra
+
+
+def test_T_groups_separate_parents(tmp_path):
+    # members of snn_bp trained from different converted parents are not compared with each other
+    models = [dict(dataset=DS, model=n, kind="snn", arch="vgg5", neuron="lif", encoder="poisson", leak=0.99,
+                   timesteps=T, base="snn_bp", parent=par, replica=1)
+              for n, T, par in (("snn_bp-T32-T4", 4, "snn_conv-T32"), ("snn_bp-T32-T8", 8, "snn_conv-T32"),
+                                ("snn_bp-T64-T4", 4, "snn_conv-T64"))]
+    groups = rp._param_groups(rp._Data([], models), DS, "timesteps")
+    assert list(groups.values()) == [["snn_bp-T32-T4", "snn_bp-T32-T8"]]
