@@ -51,8 +51,9 @@ SUMMARY_COLUMNS = [
     "dataset", "source", "source_replica", "source_kind", "attack", "eps", "eps_label",
     "target", "target_replica", "target_kind", "setting", "clean_acc", "clean_acc_std",
     "adv_acc", "adv_acc_std", "n", "repeats", "zero_grad_frac", "stochastic", "seed",
-    "attack_params",
+    "attack_type", "attack_params",
 ]
+NON_ATTACK_TYPES = ("noise",)  # random perturbations: in tables and plots, not in the claims
 MODEL_COLUMNS = [
     "dataset", "model", "kind", "arch", "neuron", "leak", "timesteps", "encoder", "replica",
     "seed", "clean_acc", "method", "epochs", "wall_s", "base", "parent", "eval_clean_acc",
@@ -370,6 +371,8 @@ def summarize(records: list[dict], models: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         row = {c: r.get(c) for c in SUMMARY_COLUMNS}
+        if row.get("attack_type") is None:
+            row["attack_type"] = (r.get("attack_params") or {}).get("type") if isinstance(r.get("attack_params"), dict) else None
         row["source_kind"] = kinds.get((r["dataset"], r["source"]), r.get("source_kind"))
         row["target_kind"] = kinds.get((r["dataset"], r["target"]), r.get("target_kind"))
         for c in ("clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "zero_grad_frac"):
@@ -510,8 +513,11 @@ class _Data:
                 if key not in self.kind and r.get(f"{side}_kind"):
                     self.kind[key] = r[f"{side}_kind"]
 
-    def attacks(self, dataset: str) -> list[str]:
-        return sorted({r["attack"] for r in self.summary if r["dataset"] == dataset})
+    def attacks(self, dataset: str, claims: bool = False) -> list[str]:
+        """Attack names measured on ``dataset``; ``claims=True`` leaves out random-noise baselines."""
+        return sorted({r["attack"] for r in self.summary if r["dataset"] == dataset
+                       and not (claims and (r.get("attack_type") in NON_ATTACK_TYPES
+                                            or r["attack"] in NON_ATTACK_TYPES))})
 
     def eps_list(self, dataset: str, attack: str | None = None) -> list[tuple[float, str]]:
         s = {(r["eps"], r["eps_label"]) for r in self.summary
@@ -699,6 +705,7 @@ def evaluate_claims(data: _Data) -> list[dict]:
     5. For each spike-trained SNN (kind ``snn``) and converted SNN (kind ``convert``), per attack
        and setting (white-box, black-box): accuracy of the trained minus the converted one.
 
+    Attacks of type ``noise`` (random sign noise, a baseline) are left out of every claim.
     A claim's verdict is ``holds`` when every comparison holds, ``does not hold`` when at least
     one does not (the numbers say how many held), ``not measured`` when no comparison could be
     made (the reason is given).
@@ -756,7 +763,7 @@ def _claim1(data: _Data):
     comps = []
     for ds in data.datasets:
         snns, anns = _models_of(data, ds, SNN_KINDS), _models_of(data, ds, ("ann",))
-        for atk in data.attacks(ds):
+        for atk in data.attacks(ds, claims=True):
             for s in snns:
                 rs = data.rows(dataset=ds, attack=atk, setting="black-box", target=s)
                 for a in anns:
@@ -773,7 +780,7 @@ def _claim1(data: _Data):
 def _claim2(data: _Data):
     comps = []
     for ds in data.datasets:
-        for atk in data.attacks(ds):
+        for atk in data.attacks(ds, claims=True):
             for s in _models_of(data, ds, SNN_KINDS):
                 r_ann = data.rows(dataset=ds, attack=atk, target=s, source_kinds=("ann",))
                 r_snn = data.rows(dataset=ds, attack=atk, target=s, setting="black-box")
@@ -822,7 +829,7 @@ def _claim_param(data: _Data, param: str, label: str):
     comps = []
     for ds in data.datasets:
         groups = _param_groups(data, ds, param)
-        for atk in data.attacks(ds):
+        for atk in data.attacks(ds, claims=True):
             for setting in ("white-box", "black-box"):
                 for members in groups.values():
                     have = [n for n in members if data.rows(dataset=ds, attack=atk, setting=setting, target=n)]
@@ -851,7 +858,7 @@ def _claim5(data: _Data):
     comps = []
     for ds in data.datasets:
         trained, conv = _models_of(data, ds, ("snn",)), _models_of(data, ds, ("convert",))
-        for atk in data.attacks(ds):
+        for atk in data.attacks(ds, claims=True):
             for setting in ("white-box", "black-box"):
                 for s in trained:
                     for c_ in conv:
@@ -870,7 +877,8 @@ def claims_md(claims: list[dict]) -> str:
              "Robustness = adversarial accuracy averaged over the eps > 0 measured for both sides "
              "(percent). diff = a − b in points; a comparison holds when diff ≥ 0 (claims 1, 5) or "
              "diff > 0 (claims 2, 3, 4). `(within noise)`: |diff| < max(√(std_a² + std_b²), 1 point), "
-             "std = pooled std over repeats. Precise definitions: `spkrobust.report.evaluate_claims`.\n",
+             "std = pooled std over repeats. Random-noise baselines (attack type `noise`) are left out. "
+             "Precise definitions: `spkrobust.report.evaluate_claims`.\n",
              "\n"]
     lines.append(_md_table(["#", "claim", "verdict", "numbers"],
                            [[c["id"], c["claim"], f"**{c['verdict']}**", c["numbers"]] for c in claims]))

@@ -40,7 +40,8 @@ def kind(name):
 
 
 def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn_bb=0.5,
-               replicas=(1, 2), target_replicas=(1,), metrics_for=None, clean=CLEAN) -> tuple[list[Path], list[Path], list[Path]]:
+               replicas=(1, 2), target_replicas=(1,), metrics_for=None, clean=CLEAN, attacks=ATTACKS,
+               noise_rob=ROB_FAILS) -> tuple[list[Path], list[Path], list[Path]]:
     """Write records/metrics/clean JSONs in the standard results/ layout; return their paths.
 
     adv = clean - eps/(4/255) * strength * (1 - rob[target]); strength: white-box 0.8,
@@ -75,7 +76,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             cleans.append(p)
     for s in models:
         for sr in replicas:
-            for atk in ATTACKS:
+            for atk in attacks:
                 for eps, label in EPS:
                     for t in models:
                         for tr in target_replicas:
@@ -87,7 +88,8 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                             else:
                                 st = ann_src if kind(s) == "ann" else 0.3
                             st *= 1.2 if atk == "pgd" else 1.0
-                            adv = max(0.0, clean[t] - eps / (4 / 255) * st * (1 - rob[t]))
+                            r_t = (noise_rob if atk == "noise" else rob)[t]
+                            adv = max(0.0, clean[t] - eps / (4 / 255) * st * (1 - r_t))
                             stoch = kind(t) != "ann"
                             rec = {"dataset": DS, "source": s, "source_replica": sr, "attack": atk,
                                    "attack_params": {"type": atk}, "eps": eps, "eps_label": label,
@@ -189,6 +191,13 @@ def test_claims_hold(tmp_path):
     assert {k: v["verdict"] for k, v in c.items()} == {str(i): "holds" for i in range(1, 6)}
     assert all(x["holds"] for v in c.values() for x in v["comparisons"])
     assert "Spearman" in c["3"]["comparisons"][0]["note"]
+
+
+def test_noise_baseline_is_not_a_claim_attack(tmp_path):
+    # the noise "attack" alone would contradict every claim; it must be ignored by the claims
+    c = claims_for(tmp_path, attacks=("fgsm", "noise"), noise_rob=ROB_FAILS)
+    assert {k: v["verdict"] for k, v in c.items()} == {str(i): "holds" for i in range(1, 6)}
+    assert all(x["attack"] == "fgsm" for v in c.values() for x in v["comparisons"])
 
 
 def test_claims_do_not_hold(tmp_path):
