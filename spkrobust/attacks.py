@@ -1,0 +1,561 @@
+"""Adversarial attacks in pixel space (L∞), by name, with honest bookkeeping.
+
+Attack types (``{type: ..., params...}`` in the config; eps/alpha in pixel units, numbers or ``"a/b"``):
+
+========  =========================================================================================
+fgsm      one signed-gradient step of eps (own code: the gradient is shared by every eps, see
+          :func:`fgsm_gradient` / :func:`fgsm_from_grad`; equal to ``torchattacks.FGSM``)
+rfgsm     Tramèr et al.: ``x' = x + alpha·sign(N(0, I))``, then a step of ``eps - alpha`` along the
+          gradient sign at ``x'`` (``alpha``: pixel units, default ``eps/2``, capped at eps; with
+          the default it equals ``torchattacks.RFGSM(steps=1, alpha=eps/2)``)
+pgd       ``torchattacks.PGD`` (``steps`` 7, ``alpha`` 2/255, ``random_start`` true); with
+          ``eot_samples > 1`` on a stochastic source ``torchattacks.EOTPGD``
+eotpgd    ``torchattacks.EOTPGD``: PGD whose every step sums gradients of ``eot_samples`` draws
+          (default ``max(4, cfg eot_samples)``)
+apgd      ``torchattacks.APGD`` (L∞, ``steps`` 10, ``n_restarts`` 1, ``loss`` ce, ``rho`` 0.75,
+          its own EOT = ``eot_samples``)
+square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000, ``p_init`` 0.8,
+          ``loss`` margin)
+noise     random-sign noise of the same eps (the baseline every attack must beat)
+========  =========================================================================================
+
+Gradients through SNNs: the spkrobust SNNs give input gradients in ``eval()`` mode (surrogate in
+every backward pass, straight-through Poisson encoder), so the attacks run the source in ``eval()``
+(as torchattacks does) — dropout is off, gradients flow. A source whose output does not depend
+differentiably on its input raises an error instead of silently producing no perturbation.
+
+EOT: on a stochastic source (``model.stochastic``, Poisson input) every gradient is the sum of the
+input gradients of ``eot_samples`` independent forward/backward passes (each pass draws new
+spikes). On a deterministic source EOT is pointless and the effective count is 1 (recorded).
+
+``zero_grad_frac``: the fraction of inputs whose input gradient is exactly zero everywhere, on the
+first gradient the attack computes (fgsm: at x; rfgsm: at x'; pgd/eotpgd: at the random start, the
+sum over the first step's EOT draws). APGD attacks only the inputs the source still classifies
+correctly, so for it the fraction is measured by one extra (EOT) gradient at the clean input.
+Gradient-free attacks (square, noise) record ``None``.
+
+Every adversarial set is verified before it is written: ``‖x_adv − x‖∞ ≤ eps + 1e-6`` and all values
+in [0, 1] and finite; a violation raises :class:`AdversarialSetError`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spkrobust.errors import FileProblem, UserError
+
+ADV_FORMAT = "spkrobust-adv-1"
+GRAD_FORMAT = "spkrobust-grad-1"
+BALL_TOL = 1e-6
+
+# defaults of every parameter an attack type accepts (eot_samples: None = from --cfg)
+ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fgsm": {"eot_samples": None},
+    "rfgsm": {"alpha": None, "eot_samples": None},
+    "pgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
+    "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
+    "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None},
+    "square": {"n_queries": 1000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"},
+    "noise": {},
+}
+ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
+GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd")
+EOTPGD_MIN_SAMPLES = 4
+
+
+class AdversarialSetError(RuntimeError):
+    """An adversarial set leaves the eps-ball or [0, 1]: a bug, never written to disk."""
+
+
+class NoGradientError(UserError):
+    """The source model gives no input gradient (its output is not differentiable w.r.t. the input)."""
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+
+def parse_pixel(value: Any, key: str = "eps") -> float:
+    """Pixel-unit number: ``0.1``, ``8/255`` or the file label ``8_255`` → float ≥ 0."""
+    if isinstance(value, str):
+        value = value.strip().replace("_", "/")
+        try:  # accept a plain number given as a string (e.g. --eps 0.1)
+            value = float(value)
+        except ValueError:
+            pass
+    try:
+        from spkrobust.config import parse_eps
+    except ImportError:  # pragma: no cover - the config module is part of the package
+        parse_eps = None
+    if parse_eps is not None:
+        v = parse_eps(value, key)
+    else:  # pragma: no cover
+        from fractions import Fraction
+
+        try:
+            v = float(Fraction(value)) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise UserError(f"{key}: {value!r} is not a number or 'a/b' fraction") from None
+    if not math.isfinite(v) or v < 0:
+        raise UserError(f"{key}: must be a finite number >= 0, got {value!r}")
+    return float(v)
+
+
+def eps_label_of(value: Any) -> str:
+    """File-name label of an eps literal (``8/255`` → ``8_255``); the config module's rule."""
+    try:
+        from spkrobust.config import eps_label
+    except ImportError:  # pragma: no cover
+        return str(value).replace(" ", "").replace("/", "_")
+    return eps_label(value)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from any printable parts (base seed, names, replica, ...)."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def resolve_device(name: str | None) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but no CUDA GPU is available; use device 'auto' or 'cpu'")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserError(f"device: {name!r} is not one of auto, cpu, cuda")
+    return torch.device(name)
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    return bool(getattr(model, "stochastic", False))
+
+
+def set_grad_mode(model: nn.Module, grad_mode: str | None) -> str | None:
+    """Apply ``grad_mode`` (``bptt``/``rate``) on an SNN source; returns what was applied (None for ANNs)."""
+    kind = (getattr(model, "meta", None) or {}).get("kind")
+    if grad_mode is None or kind == "ann":
+        return None if kind == "ann" else grad_mode
+    if grad_mode not in ("bptt", "rate"):
+        raise UserError(f"grad_mode: {grad_mode!r} is not one of bptt, rate")
+    if hasattr(model, "set_grad_mode"):
+        model.set_grad_mode(grad_mode)
+    elif grad_mode != "bptt":
+        raise UserError(f"grad_mode {grad_mode!r} requested but the source model has no set_grad_mode()")
+    return grad_mode
+
+
+def zero_grad_mask(grad: torch.Tensor) -> torch.Tensor:
+    """Per input: True where the gradient (or its sign) is exactly zero everywhere."""
+    return grad.reshape(grad.shape[0], -1).ne(0).sum(1).eq(0)
+
+
+def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str, dict]:
+    """Check an attack spec ``{type, params...}``; return ``(type, params)`` with defaults filled and
+    pixel values parsed. Unknown types or parameters raise :class:`UserError`."""
+    if not isinstance(attack_cfg, dict):
+        raise UserError(f"attack config must be a mapping with a 'type', got {attack_cfg!r}")
+    spec = dict(attack_cfg)
+    spec.pop("name", None)
+    atype = spec.pop("type", None)
+    if atype not in ATTACK_DEFAULTS:
+        raise UserError(f"attack type {atype!r} unknown; allowed: {', '.join(ATTACK_TYPES)}")
+    defaults = ATTACK_DEFAULTS[atype]
+    unknown = sorted(set(spec) - set(defaults))
+    if unknown:
+        raise UserError(f"attack {atype}: unknown parameter(s) {', '.join(unknown)}; allowed: "
+                        f"{', '.join(defaults) or 'none'}")
+    p = {**defaults, **spec}
+    if "eot_samples" in p:
+        k = p["eot_samples"]
+        if k is None:
+            k = max(EOTPGD_MIN_SAMPLES, cfg_eot) if atype == "eotpgd" else cfg_eot
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UserError(f"attack {atype}: eot_samples must be an integer >= 1, got {k!r}")
+        p["eot_samples"] = int(k)
+    if atype == "rfgsm":
+        a = eps / 2 if p["alpha"] is None else parse_pixel(p["alpha"], "rfgsm.alpha")
+        p["alpha"] = min(a, eps)
+    if atype in ("pgd", "eotpgd"):
+        p["alpha"] = parse_pixel(p["alpha"], f"{atype}.alpha")
+        p["random_start"] = bool(p["random_start"])
+    for key in ("steps", "n_restarts", "n_queries"):
+        if key in p and (isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1):
+            raise UserError(f"attack {atype}: {key} must be an integer >= 1, got {p[key]!r}")
+    if atype == "apgd" and p["loss"] not in ("ce", "dlr"):
+        raise UserError(f"attack apgd: loss must be ce or dlr, got {p['loss']!r}")
+    if atype == "square" and p["loss"] not in ("margin", "ce"):
+        raise UserError(f"attack square: loss must be margin or ce, got {p['loss']!r}")
+    return atype, p
+
+
+# ---- gradients ----------------------------------------------------------------------------------
+
+def _logits_with_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not out.requires_grad:
+        raise NoGradientError(
+            "the source model's output carries no gradient w.r.t. its input (e.g. SpikingJelly neurons "
+            "in eval() mode or a non-differentiable encoder): gradient attacks would silently do nothing")
+    return out
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1) -> torch.Tensor:
+    """Input gradient of the summed cross-entropy, summed over ``eot_samples`` forward/backward
+    passes (independent Poisson draws on a stochastic model). Float tensor shaped like ``x``."""
+    grad = torch.zeros_like(x)
+    for _ in range(max(1, int(eot_samples))):
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(_logits_with_grad(model, xg), y, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xg, allow_unused=True)
+        if g is None:
+            raise NoGradientError("the source model's loss does not depend on its input: no input gradient")
+        grad += g
+    return grad
+
+
+def _batched(n: int, batch_size: int):
+    for i in range(0, n, batch_size):
+        yield slice(i, min(n, i + batch_size))
+
+
+def fgsm_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1,
+                  batch_size: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The sign of the input gradient at the clean inputs, as int8 ``[N, C, H, W]`` (0 where the
+    gradient is exactly zero). One gradient serves FGSM at every eps (:func:`fgsm_from_grad`)."""
+    model.eval()
+    k = int(eot_samples) if is_stochastic(model) else 1
+    out = torch.empty(x.shape, dtype=torch.int8)
+    for s in _batched(len(x), batch_size):
+        g = input_grad(model, x[s].to(device), y[s].to(device), k)
+        out[s] = g.sign().to(torch.int8).cpu()
+    return out
+
+
+def fgsm_from_grad(x: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
+    """FGSM from a stored gradient (or its sign): ``clip(x + eps·sign(grad), x ± eps, [0, 1])``."""
+    if grad.shape != x.shape:
+        raise UserError(f"gradient shape {tuple(grad.shape)} does not match the inputs {tuple(x.shape)}")
+    s = grad.to(device=x.device, dtype=x.dtype).sign()
+    return _project(x, x + eps * s, eps)
+
+
+def _project(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0).detach()
+
+
+class _GradProbe(nn.Module):
+    """Wraps a model for torchattacks: checks that gradients flow and keeps the input gradients of
+    the first ``capture`` gradient-carrying forward passes (the attack's first step)."""
+
+    def __init__(self, model: nn.Module, capture: int):
+        super().__init__()
+        self.model = model
+        self.capture = int(capture)
+        self.grad_calls = 0
+        self.captured: dict[int, torch.Tensor] = {}
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad_calls += 1
+            idx = self.grad_calls
+            if idx <= self.capture:
+                x = x.view_as(x)  # a graph-local alias: the hook fires for this pass only
+                x.register_hook(lambda g, i=idx: self.captured.__setitem__(i, g.detach().clone()))
+            return _logits_with_grad(self.model, x)
+        return self.model(x)
+
+    def first_grad(self) -> torch.Tensor | None:
+        if not self.captured:
+            return None
+        return sum(self.captured[i] for i in sorted(self.captured))
+
+
+# ---- crafting -----------------------------------------------------------------------------------
+
+def _craft_batch(model, atype, p, x, y, eps, eot, seed, stochastic):
+    """One batch → (x_adv, first_grad or None)."""
+    import torchattacks
+
+    if eps == 0.0:  # every attack is the identity; still measure the gradient for the record
+        g = input_grad(model, x, y, eot) if atype in GRADIENT_TYPES else None
+        return x.clone(), g
+    if atype == "noise":
+        s = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
+        return _project(x, x + eps * s, eps), None
+    if atype == "fgsm":
+        g = input_grad(model, x, y, eot)
+        return fgsm_from_grad(x, g, eps), g
+    if atype == "rfgsm":
+        a = p["alpha"]
+        x1 = torch.clamp(x + a * torch.randn_like(x).sign(), 0.0, 1.0)
+        g = input_grad(model, x1, y, eot)
+        return _project(x, x1 + (eps - a) * g.sign(), eps), g
+    if atype in ("pgd", "eotpgd"):
+        probe = _GradProbe(model, capture=eot)
+        if eot > 1:
+            atk = torchattacks.EOTPGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"], eot_iter=eot,
+                                      random_start=p["random_start"])
+        else:
+            atk = torchattacks.PGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"],
+                                   random_start=p["random_start"])
+        x_adv = atk(x, y)
+        return x_adv, probe.first_grad()
+    if atype == "apgd":
+        g = input_grad(model, x, y, eot)
+        probe = _GradProbe(model, capture=0)
+        atk = torchattacks.APGD(probe, norm="Linf", eps=eps, steps=p["steps"], n_restarts=p["n_restarts"],
+                                seed=seed, loss=p["loss"], eot_iter=eot, rho=p["rho"])
+        return atk(x, y), g
+    if atype == "square":
+        atk = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"],
+                                  n_restarts=p["n_restarts"], p_init=p["p_init"], loss=p["loss"], seed=seed)
+        with torch.no_grad():  # query-based: no graphs needed
+            return atk(x, y), None
+    raise UserError(f"attack type {atype!r} unknown")  # pragma: no cover (resolve_attack checks)
+
+
+def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, eps: float, *,
+          eot_samples: int = 1, batch_size: int = 64, seed: int = 0, grad: torch.Tensor | None = None,
+          device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
+    """Craft adversarial examples of ``x`` (pixels in [0, 1], CPU) against ``model``.
+
+    Returns ``(x_adv, info)``: ``x_adv`` float32 on the CPU, verified in the eps-ball and [0, 1];
+    ``info`` = ``{attack_params (resolved), eot_samples (effective), zero_grad_frac, time_s,
+    gradient_calls}``. ``grad`` (from :func:`fgsm_gradient`) makes FGSM reuse a stored gradient.
+    Deterministic given ``seed`` (the global torch RNG is seeded; Poisson draws use it too).
+    """
+    eps = float(eps)
+    atype, p = resolve_attack(attack_cfg, eps, cfg_eot=int(eot_samples))
+    stochastic = is_stochastic(model)
+    eot = p.get("eot_samples", 1) if stochastic else 1
+    model.eval()
+    t0 = time.time()
+    torch.manual_seed(int(seed))
+    n = len(x)
+    x = x.float()
+    if grad is not None and atype == "fgsm":
+        x_adv = fgsm_from_grad(x, grad, eps)
+        zmask = zero_grad_mask(grad)
+    else:
+        chunks, zchunks = [], []
+        for b, s in enumerate(_batched(n, batch_size)):
+            xb, yb = x[s].to(device), y[s].to(device)
+            xa, g = _craft_batch(model, atype, p, xb, yb, eps, eot, derive_seed(seed, b), stochastic)
+            chunks.append(xa.detach().float().cpu())
+            if g is not None:
+                zchunks.append(zero_grad_mask(g).cpu())
+        x_adv = torch.cat(chunks) if chunks else x.clone()
+        zmask = torch.cat(zchunks) if zchunks else None
+    verify_adv(x, x_adv, eps)
+    info = {
+        "attack_type": atype,
+        "attack_params": {k: v for k, v in p.items()},
+        "eot_samples": int(eot) if atype in GRADIENT_TYPES else None,
+        "zero_grad_frac": (float(zmask.float().mean()) if zmask is not None and len(zmask) else None),
+        "time_s": round(time.time() - t0, 3),
+    }
+    if atype not in GRADIENT_TYPES:
+        info["zero_grad_frac"] = None
+    return x_adv, info
+
+
+def verify_adv(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BALL_TOL) -> None:
+    """Raise :class:`AdversarialSetError` unless ``x_adv`` is finite, in [0, 1] and within eps (L∞)."""
+    if x_adv.shape != x.shape:
+        raise AdversarialSetError(f"adversarial set shape {tuple(x_adv.shape)} != inputs {tuple(x.shape)}")
+    xa = x_adv.detach().float().cpu()
+    if not torch.isfinite(xa).all():
+        raise AdversarialSetError("adversarial set contains NaN/inf values")
+    lo, hi = float(xa.min()) if xa.numel() else 0.0, float(xa.max()) if xa.numel() else 0.0
+    if lo < 0.0 or hi > 1.0:
+        raise AdversarialSetError(f"adversarial set leaves [0, 1]: min {lo:.6g}, max {hi:.6g}")
+    dist = float((xa - x.detach().float().cpu()).abs().max()) if xa.numel() else 0.0
+    if dist > eps + tol:
+        raise AdversarialSetError(f"adversarial set leaves the eps-ball: max |x_adv - x| = {dist:.8g} > "
+                                  f"eps {eps:.8g} + {tol:g}")
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+def _cfg_get(cfg: dict, key: str, default=None):
+    if key in cfg and cfg[key] is not None:
+        return cfg[key]
+    sub = cfg.get("attack_options") or {}
+    return sub.get(key, default) if sub.get(key) is not None else default
+
+
+def _load_inputs(data_path: str):
+    from spkrobust.data import load_prepared
+
+    prep = load_prepared(data_path)
+    x = prep.test_x.float() / 255.0
+    y = prep.test_y.long()
+    idx = getattr(prep, "test_idx", None)
+    if idx is None:
+        idx = torch.arange(len(x))
+    return prep, x, y, torch.as_tensor(idx).long()
+
+
+def _load_source(model_path: str, device):
+    from spkrobust.models import load_model
+
+    return load_model(model_path, device=device)
+
+
+def _source_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:
+    meta = getattr(model, "meta", None) or {}
+    name = cfg.get("source") or meta.get("name") or "source"
+    rep = cfg.get("source_replica", cfg.get("replica", meta.get("replica", 1)))
+    return str(name), int(rep)
+
+
+def _options(cfg: dict):
+    eot = _cfg_get(cfg, "eot_samples", 1)
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise UserError(f"eot_samples: must be an integer >= 1, got {eot!r}")
+    bs = _cfg_get(cfg, "attack_batch_size", None) or min(int((cfg.get("eval") or {}).get("batch_size", 64)), 64)
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise UserError(f"attack_batch_size: must be an integer >= 1, got {bs!r}")
+    return int(eot), int(bs), _cfg_get(cfg, "grad_mode", "bptt")
+
+
+def _parse_cfg(text: str, what: str = "--cfg") -> dict:
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{what}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def load_grad(path: str, n: int | None = None) -> dict:
+    from spkrobust.io import safe_load
+
+    d = safe_load(path, expect_format=GRAD_FORMAT, what="gradient file")
+    sign = d.get("sign")
+    if not isinstance(sign, torch.Tensor) or sign.dtype != torch.int8:
+        raise FileProblem(f"{path}: gradient file lacks an int8 'sign' tensor; rerun 'spkrobust grad'")
+    if n is not None and len(sign) != n:
+        raise FileProblem(f"{path}: gradient file has {len(sign)} inputs but the data has {n}; rerun 'spkrobust grad'")
+    return d
+
+
+def load_adv(path: str) -> dict:
+    from spkrobust.io import safe_load
+
+    d = safe_load(path, expect_format=ADV_FORMAT, what="adversarial set")
+    for key in ("x_adv", "indices", "labels", "meta"):
+        if key not in d:
+            raise FileProblem(f"{path}: adversarial set lacks {key!r}; rerun 'spkrobust craft'")
+    return d
+
+
+def _configure_grad(p: argparse.ArgumentParser):
+    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
+    p.add_argument("--model", required=True, help="source model (.pt)")
+    p.add_argument("--cfg", required=True, help="JSON: seed, device, eot_samples, grad_mode, attack_batch_size, "
+                                                "eval.batch_size, dataset, source, replica")
+    p.add_argument("--out", required=True)
+
+
+def _run_grad(args):
+    """Sign of the source's input gradient on the test set (shared by FGSM at every eps)."""
+    from spkrobust.io import atomic_save
+
+    cfg = _parse_cfg(args.cfg)
+    device = resolve_device(cfg.get("device"))
+    eot, bs, grad_mode = _options(cfg)
+    prep, x, y, idx = _load_inputs(args.data)
+    model = _load_source(args.model, device)
+    name, rep = _source_ids(cfg, model)
+    applied_mode = set_grad_mode(model, grad_mode)
+    seed = derive_seed(int(cfg.get("seed", 0)), "grad", name, rep)
+    torch.manual_seed(seed)
+    t0 = time.time()
+    sign = fgsm_gradient(model, x, y, eot_samples=eot, batch_size=bs, device=device)
+    zfrac = float(zero_grad_mask(sign).float().mean())
+    meta = {"source": name, "source_replica": rep, "dataset": cfg.get("dataset", prep.dataset), "seed": seed,
+            "eot_samples": eot if is_stochastic(model) else 1, "grad_mode": applied_mode,
+            "zero_grad_frac": zfrac, "time_s": round(time.time() - t0, 3), "n": len(x),
+            "source_kind": (model.meta or {}).get("kind"), "stochastic": is_stochastic(model)}
+    atomic_save({"format": GRAD_FORMAT, "sign": sign, "indices": idx, "labels": y, "meta": meta}, args.out)
+    print(f"grad {name} r{rep}: n={len(x)} zero_grad_frac={zfrac:.4f} eot={meta['eot_samples']} "
+          f"in {meta['time_s']:.1f}s -> {args.out}")
+    if zfrac > 0.05:
+        print(f"warning: {zfrac:.1%} of inputs have an all-zero input gradient (gradient masking?)", file=sys.stderr)
+
+
+def _configure_craft(p: argparse.ArgumentParser):
+    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
+    p.add_argument("--model", required=True, help="source model (.pt)")
+    p.add_argument("--grad", default=None, help="gradient file from 'spkrobust grad' (FGSM only)")
+    p.add_argument("--attack-cfg", required=True, help='JSON: {"type": "pgd", "steps": 7, ...}')
+    p.add_argument("--eps", required=True, help="pixel units: 0.1, 8/255 or the label 8_255")
+    p.add_argument("--cfg", required=True, help="JSON: seed, device, eot_samples, grad_mode, attack_batch_size, "
+                                                "eval.batch_size, dataset, source, replica, attack")
+    p.add_argument("--out", required=True)
+
+
+def _run_craft(args):
+    """Craft one adversarial set (one source × attack × eps)."""
+    from spkrobust.io import atomic_save
+
+    cfg = _parse_cfg(args.cfg)
+    attack_cfg = _parse_cfg(args.attack_cfg, "--attack-cfg")
+    eps = parse_pixel(args.eps, "--eps")
+    device = resolve_device(cfg.get("device"))
+    eot, bs, grad_mode = _options(cfg)
+    atype, _ = resolve_attack(attack_cfg, eps, cfg_eot=eot)  # fail fast, before loading anything
+    attack_name = str(cfg.get("attack") or attack_cfg.get("name") or atype)
+    prep, x, y, idx = _load_inputs(args.data)
+    model = _load_source(args.model, device)
+    name, rep = _source_ids(cfg, model)
+    applied_mode = set_grad_mode(model, grad_mode)
+    grad = None
+    if args.grad is not None and atype == "fgsm":
+        g = load_grad(args.grad, n=len(x))
+        gm = g.get("meta") or {}
+        if not torch.equal(g["indices"].long(), idx) or not torch.equal(g["labels"].long(), y):
+            raise FileProblem(f"{args.grad}: gradient was computed on other test images than {args.data}; rerun grad")
+        if (gm.get("source"), gm.get("source_replica")) != (name, rep):
+            raise FileProblem(f"{args.grad}: gradient belongs to {gm.get('source')} r{gm.get('source_replica')}, "
+                              f"not {name} r{rep}")
+        if gm.get("grad_mode") != applied_mode or int(gm.get("eot_samples") or 1) != (eot if is_stochastic(model) else 1):
+            raise FileProblem(f"{args.grad}: gradient was computed with grad_mode={gm.get('grad_mode')} "
+                              f"eot_samples={gm.get('eot_samples')}, the config asks for {applied_mode}/{eot}; rerun grad")
+        grad = g["sign"]
+    elif args.grad is not None:
+        print(f"note: --grad is used by fgsm only; ignored for {atype}", file=sys.stderr)
+    label = eps_label_of(args.eps.replace("_", "/") if isinstance(args.eps, str) else args.eps)
+    seed = derive_seed(int(cfg.get("seed", 0)), "craft", name, rep, attack_name, label)
+    x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
+                        device=device)
+    if grad is not None:
+        info["time_s"] = round(info["time_s"] + float((g.get("meta") or {}).get("time_s", 0.0)), 3)
+        info["grad_file"] = str(args.grad)
+    meta = {"source": name, "source_replica": rep, "attack": attack_name, "attack_type": atype,
+            "attack_params": {**{k: v for k, v in attack_cfg.items() if k != "name"}, "type": atype},
+            "attack_params_resolved": info["attack_params"], "eps": eps, "eps_label": label, "seed": seed,
+            "zero_grad_frac": info["zero_grad_frac"], "time_s": info["time_s"],
+            "grad_mode": applied_mode if atype in GRADIENT_TYPES else None,
+            "eot_samples": info["eot_samples"], "dataset": cfg.get("dataset", prep.dataset),
+            "source_kind": (model.meta or {}).get("kind"), "source_stochastic": is_stochastic(model),
+            "n": len(x), "max_linf": float((x_adv - x).abs().max()) if len(x) else 0.0}
+    atomic_save({"format": ADV_FORMAT, "x_adv": x_adv.contiguous(), "indices": idx, "labels": y, "meta": meta},
+                args.out)
+    z = "n/a" if meta["zero_grad_frac"] is None else f"{meta['zero_grad_frac']:.4f}"
+    print(f"craft {name} r{rep} {attack_name} eps={label}: n={len(x)} max|d|={meta['max_linf']:.5f} "
+          f"zero_grad_frac={z} in {meta['time_s']:.1f}s -> {args.out}")
+
+
+CLI = {"grad": (_configure_grad, _run_grad), "craft": (_configure_craft, _run_craft)}

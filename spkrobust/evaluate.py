@@ -1,0 +1,245 @@
+"""Clean and adversarial accuracy of a target model.
+
+* ``clean`` (once per target): accuracy on the clean test images. A stochastic target (Poisson
+  input) is evaluated ``eval.repeats`` times → mean and sample std. Every target's forward pass is
+  run at least twice to *detect* randomness: the JSON reports how many predictions and how much the
+  logits changed between two passes (``repeat_check``), also for targets that claim to be
+  deterministic.
+* ``evaluate`` (one adversarial set × one target): adversarial accuracy, repeated the same way;
+  the clean accuracy comes from the target's clean JSON. Setting: ``white-box`` (same model name and
+  replica), ``black-box`` (same name, other replica), ``transfer`` (other model).
+
+Repeat ``r`` of a target uses the seed ``derive_seed(seed, "eval", target, replica, r)`` in both
+stages (common random numbers): at eps = 0 the adversarial accuracy equals the clean accuracy
+exactly, and differences between eps are not inflated by independent Poisson noise.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from spkrobust.attacks import (AdversarialSetError, _parse_cfg, derive_seed, is_stochastic, load_adv,
+                               resolve_device, verify_adv)
+from spkrobust.errors import FileProblem, UserError
+from spkrobust.io import atomic_write_json, read_json
+
+CLEAN_FORMAT = "spkrobust-clean-1"
+RECORD_FORMAT = "spkrobust-record-1"
+
+
+def setting_of(source: str, source_replica: int, target: str, target_replica: int) -> str:
+    if source == target:
+        return "white-box" if int(source_replica) == int(target_replica) else "black-box"
+    return "transfer"
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, device="cpu") -> torch.Tensor:
+    """Logits for float pixels ``x`` (CPU tensor), batched; returns CPU float logits."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(model(x[i: i + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def repeated_logits(model: nn.Module, x: torch.Tensor, passes: int, seeds: list[int], batch_size: int,
+                    device="cpu") -> list[torch.Tensor]:
+    res = []
+    for r in range(passes):
+        torch.manual_seed(int(seeds[r]))
+        res.append(predict(model, x, batch_size, device))
+    return res
+
+
+def _mean_std(v: list[float]) -> tuple[float, float]:
+    return float(statistics.fmean(v)), (float(statistics.stdev(v)) if len(v) > 1 else 0.0)
+
+
+def _eval_opts(cfg: dict) -> tuple[int, int]:
+    ev = cfg.get("eval") or {}
+    reps, bs = ev.get("repeats", 3), ev.get("batch_size", 256)
+    for key, v in (("eval.repeats", reps), ("eval.batch_size", bs)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserError(f"{key}: must be an integer >= 1, got {v!r}")
+    return int(reps), int(bs)
+
+
+def _seeds(cfg: dict, name: str, rep: int, n: int) -> list[int]:
+    return [derive_seed(int(cfg.get("seed", 0)), "eval", name, rep, r) for r in range(n)]
+
+
+def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=1):
+    """Accuracy over ``repeats`` passes (1 for a deterministic model) plus the two-pass repeat check."""
+    reps = repeats if is_stochastic(model) else 1
+    passes = max(reps, min_passes)
+    logits = repeated_logits(model, x, passes, seeds, batch_size, device)
+    accs = [float((lg.argmax(1) == y).float().mean()) if len(y) else 0.0 for lg in logits[:reps]]
+    check = None
+    if passes >= 2:
+        a, b = logits[0], logits[1]
+        check = {"passes": 2,
+                 "pred_disagree_frac": float((a.argmax(1) != b.argmax(1)).float().mean()) if len(a) else 0.0,
+                 "logit_max_abs_diff": float((a - b).abs().max()) if len(a) else 0.0}
+        check["differs"] = bool(check["logit_max_abs_diff"] > 0)
+    return accs, check
+
+
+def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3, batch_size: int = 256,
+                   seeds: list[int] | None = None, device="cpu") -> dict:
+    """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check}``."""
+    n_pass = max(repeats, 2)
+    seeds = seeds or list(range(n_pass))
+    accs, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
+    m, s = _mean_std(accs)
+    return {"clean_acc": m, "clean_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y),
+            "stochastic": is_stochastic(model), "repeat_check": check}
+
+
+def adversarial_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, repeats: int = 3,
+                         batch_size: int = 256, seeds: list[int] | None = None, device="cpu") -> dict:
+    seeds = seeds or list(range(repeats))
+    accs, _ = accuracy_repeats(model, x_adv, y, repeats, seeds, batch_size, device, min_passes=1)
+    m, s = _mean_std(accs)
+    return {"adv_acc": m, "adv_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y)}
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+
+def _load(data_path: str):
+    from spkrobust.data import load_prepared
+
+    prep = load_prepared(data_path)
+    return prep, prep.test_x.float() / 255.0, prep.test_y.long()
+
+
+def _target_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:
+    meta = getattr(model, "meta", None) or {}
+    name = cfg.get("target") or cfg.get("model") or meta.get("name") or "target"
+    rep = cfg.get("target_replica", cfg.get("replica", meta.get("replica", 1)))
+    return str(name), int(rep)
+
+
+def _num_classes(model: nn.Module, prep) -> int | None:
+    nc = (getattr(model, "meta", None) or {}).get("num_classes")
+    if nc is None and getattr(prep, "classes", None):
+        nc = len(prep.classes)
+    return int(nc) if nc is not None else None
+
+
+def _configure_clean(p: argparse.ArgumentParser):
+    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
+    p.add_argument("--model", required=True, help="target model (.pt)")
+    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{repeats,batch_size}, dataset, model, replica")
+    p.add_argument("--out", required=True)
+
+
+def _run_clean(args):
+    """Clean accuracy of one target (mean ± std over repeats when stochastic)."""
+    from spkrobust.models import load_model
+
+    cfg = _parse_cfg(args.cfg)
+    repeats, bs = _eval_opts(cfg)
+    device = resolve_device(cfg.get("device"))
+    prep, x, y = _load(args.data)
+    model = load_model(args.model, device=device)
+    name, rep = _target_ids(cfg, model)
+    t0 = time.time()
+    res = clean_accuracy(model, x, y, repeats, bs, _seeds(cfg, name, rep, max(repeats, 2)), device)
+    meta = getattr(model, "meta", None) or {}
+    out = {"format": CLEAN_FORMAT, "dataset": cfg.get("dataset", prep.dataset), "model": name, "replica": rep,
+           "kind": meta.get("kind"), "num_classes": _num_classes(model, prep), "seed": int(cfg.get("seed", 0)),
+           "time_s": round(time.time() - t0, 3), **res}
+    atomic_write_json(out, args.out)
+    rc = res["repeat_check"]
+    print(f"clean {name} r{rep}: acc {res['clean_acc']:.4f} ± {res['clean_acc_std']:.4f} over {res['repeats']} "
+          f"repeat(s), n={res['n']}, stochastic={res['stochastic']}, two passes differ: {rc['differs']} "
+          f"(pred disagree {rc['pred_disagree_frac']:.4f}) -> {args.out}")
+
+
+def _configure_evaluate(p: argparse.ArgumentParser):
+    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
+    p.add_argument("--adv", required=True, help="adversarial set from 'spkrobust craft'")
+    p.add_argument("--target", required=True, help="target model (.pt)")
+    p.add_argument("--clean", required=True, help="the target's clean JSON from 'spkrobust clean'")
+    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{repeats,batch_size}, dataset, source, "
+                                                "source_replica, attack, eps, target, target_replica")
+    p.add_argument("--out", required=True)
+
+
+def _run_evaluate(args):
+    """Adversarial accuracy of one adversarial set on one target; writes one record."""
+    from spkrobust.models import load_model
+
+    cfg = _parse_cfg(args.cfg)
+    repeats, bs = _eval_opts(cfg)
+    device = resolve_device(cfg.get("device"))
+    prep, x, y = _load(args.data)
+    adv = load_adv(args.adv)
+    am = adv["meta"]
+    x_adv = adv["x_adv"].float()
+    idx = adv["indices"].long()
+    if len(idx) != len(x_adv) or len(adv["labels"]) != len(x_adv):
+        raise FileProblem(f"{args.adv}: x_adv, indices and labels differ in length; rerun craft")
+    test_idx = getattr(prep, "test_idx", None)
+    pos = torch.arange(len(x))
+    if test_idx is not None and len(test_idx) == len(x):
+        lookup = {int(v): i for i, v in enumerate(torch.as_tensor(test_idx).tolist())}
+        missing = [int(v) for v in idx.tolist() if int(v) not in lookup]
+        if missing:
+            raise FileProblem(f"{args.adv}: made from test images not in {args.data} (e.g. index {missing[0]}); rerun craft")
+        pos = torch.tensor([lookup[int(v)] for v in idx.tolist()], dtype=torch.long)
+    elif len(idx) != len(x):
+        raise FileProblem(f"{args.adv}: {len(idx)} inputs but {args.data} has {len(x)} test images; rerun craft")
+    x, y = x[pos], y[pos]
+    if not torch.equal(adv["labels"].long(), y):
+        raise FileProblem(f"{args.adv}: labels differ from {args.data}; the set was crafted on other data, rerun craft")
+    try:
+        verify_adv(x, x_adv, float(am["eps"]))
+    except AdversarialSetError as e:
+        raise FileProblem(f"{args.adv}: {e}") from None
+    clean = read_json(args.clean)
+    if not isinstance(clean, dict) or clean.get("format") != CLEAN_FORMAT:
+        raise FileProblem(f"{args.clean}: not a spkrobust clean-accuracy JSON; rerun 'spkrobust clean'")
+    model = load_model(args.target, device=device)
+    name, rep = _target_ids(cfg, model)
+    if (clean.get("model"), int(clean.get("replica", -1))) != (name, rep):
+        raise FileProblem(f"{args.clean}: clean accuracy of {clean.get('model')} r{clean.get('replica')}, "
+                          f"not of the target {name} r{rep}")
+    source = str(cfg.get("source") or am["source"])
+    sr = int(cfg.get("source_replica", am["source_replica"]))
+    if (source, sr) != (am["source"], int(am["source_replica"])):
+        raise FileProblem(f"{args.adv}: crafted on {am['source']} r{am['source_replica']}, the config says {source} r{sr}")
+    t0 = time.time()
+    res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(cfg, name, rep, repeats), device)
+    tmeta = getattr(model, "meta", None) or {}
+    record = {
+        "format": RECORD_FORMAT,
+        "dataset": cfg.get("dataset", am.get("dataset", prep.dataset)),
+        "source": source, "source_replica": sr,
+        "attack": str(cfg.get("attack") or am["attack"]), "attack_params": am.get("attack_params"),
+        "attack_type": am.get("attack_type"),
+        "eps": float(am["eps"]), "eps_label": str(am.get("eps_label", cfg.get("eps"))),
+        "target": name, "target_replica": rep, "setting": setting_of(source, sr, name, rep),
+        "clean_acc": clean.get("clean_acc"), "clean_acc_std": clean.get("clean_acc_std"),
+        "clean_repeats": clean.get("repeats"),
+        "adv_acc": res["adv_acc"], "adv_acc_std": res["adv_acc_std"], "adv_accs": res["accs"],
+        "repeats": res["repeats"], "n": res["n"],
+        "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
+        "grad_mode": am.get("grad_mode"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
+        "seed": int(cfg.get("seed", 0)), "stochastic": is_stochastic(model),
+        "source_stochastic": am.get("source_stochastic"),
+        "source_kind": am.get("source_kind"), "target_kind": tmeta.get("kind"),
+        "num_classes": _num_classes(model, prep), "time_s": round(time.time() - t0, 3),
+    }
+    atomic_write_json(record, args.out)
+    print(f"evaluate {record['attack']} eps={record['eps_label']} {source} r{sr} -> {name} r{rep} "
+          f"({record['setting']}): adv {res['adv_acc']:.4f} ± {res['adv_acc_std']:.4f} (clean "
+          f"{record['clean_acc']:.4f}) -> {args.out}")
+
+
+CLI = {"clean": (_configure_clean, _run_clean), "evaluate": (_configure_evaluate, _run_evaluate)}
