@@ -915,6 +915,10 @@ def checks_md(records: list[dict], clean: list[dict], models: list[dict]) -> str
     try:
         results = run_checks(records, clean, models)
     except Exception as e:  # a failing check must not hide the rest of the report
+        import sys
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
         return head + f"not measured: spkrobust.checks.run_checks failed ({type(e).__name__}: {e}).\n"
     results = list(results or [])
     if not results:
@@ -1098,7 +1102,7 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
 def _plot_param(data: _Data, path: Path, datasets: list[str], param: str, label: str, title: str) -> bool:
     panels = [(ds, atk) for ds in datasets if _param_groups(data, ds, param) for atk in data.attacks(ds)]
     if panels:
-        fig, axes = _figure(len(panels), max(len(data.attacks(ds)) for ds in datasets))
+        fig, axes = _figure(len(panels), min(3, max(len(data.attacks(ds)) for ds in datasets)))
         drawn = [_panel_param(ax, data, ds, atk, param, label) for ax, (ds, atk) in zip(axes, panels)]
         if any(drawn):
             for ax, d in zip(axes, drawn):
@@ -1121,7 +1125,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
     panels = [(ds, atk) for ds in data.datasets for atk in data.attacks(ds)]
     title = "Adversarial accuracy vs ε (solid: white-box, dashed: black-box)"
     if panels:
-        ncols = max(len(data.attacks(ds)) for ds in data.datasets)
+        ncols = min(3, max(len(data.attacks(ds)) for ds in data.datasets))
         fig, axes = _figure(len(panels), ncols)
         for ax, (ds, atk) in zip(axes, panels):
             _panel_acc_vs_eps(ax, data, ds, atk)
@@ -1143,7 +1147,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
     hp = [(ds, atk, _heat_eps(data, ds, atk, heatmap_eps)) for ds, atk in panels]
     hp = [x for x in hp if x[2] is not None]
     if hp:
-        ncols = max(len(data.attacks(ds)) for ds in data.datasets)
+        ncols = min(3, max(len(data.attacks(ds)) for ds in data.datasets))
         fig, axes = _figure(len(hp), ncols, 5.2, 4.6)
         for ax, (ds, atk, (e, l)) in zip(axes, hp):
             _panel_heatmap(ax, data, ds, atk, e, l)

@@ -281,3 +281,36 @@ def test_T_groups_separate_parents(tmp_path):
                                 ("snn_bp-T64-T4", 4, "snn_conv-T64"))]
     groups = rp._param_groups(rp._Data([], models), DS, "timesteps")
     assert list(groups.values()) == [["snn_bp-T32-T4", "snn_bp-T32-T8"]]
+
+
+def test_checks_md_calls_run_checks(tmp_path, monkeypatch):
+    import types
+
+    seen = {}
+
+    def run_checks(records, clean_records, models):
+        seen.update(records=records, clean=clean_records, models=models)
+        return [{"name": "eps0_equals_clean", "status": "ok", "detail": "all within noise"},
+                {"name": "monotone_in_eps", "status": "flag", "detail": "snn_bp-T4 pgd rises", "target": "snn_bp-T4"},
+                {"name": "noise_vs_attack", "status": "not_measured", "detail": "no noise attack"}]
+
+    monkeypatch.setitem(__import__("sys").modules, "spkrobust.checks", types.SimpleNamespace(run_checks=run_checks))
+    recs, mets, cleans = make_world(tmp_path, models=("ann", "snn_bp-T4"), replicas=(1,))
+    out = tmp_path / "report"
+    rp.aggregate(recs, mets, out, cleans)
+    rp.report(out, extras=False)
+    md = (out / "checks.md").read_text()
+    assert "1 flag, 1 not_measured, 1 ok" in md
+    lines = [l for l in md.splitlines() if l.startswith("| ")]
+    assert lines[0].split("|")[1:5] == [" check ", " status ", " detail ", " target "]
+    assert "**flag**" in lines[1] and "monotone_in_eps" in lines[1]  # flags first
+    assert len(seen["records"]) == len(recs) and all("adv_acc" in r for r in seen["records"])
+    assert len(seen["clean"]) == len(cleans) and all("model" in c and "replica" in c for c in seen["clean"])
+    assert {m["name"] for m in seen["models"]} == {"ann", "snn_bp-T4"}
+
+    def broken(*a):
+        raise ValueError("boom")
+
+    monkeypatch.setitem(__import__("sys").modules, "spkrobust.checks", types.SimpleNamespace(run_checks=broken))
+    rp.report(out, extras=False)
+    assert "not measured: spkrobust.checks.run_checks failed (ValueError: boom)" in (out / "checks.md").read_text()
