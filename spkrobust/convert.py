@@ -66,7 +66,8 @@ def spikingjelly_scales(ann: nn.Module, calib_x: torch.Tensor, mode: str, batch_
     sj_mode = {"max": "Max", "99.9%": "99.9%"}[mode]
     graph = ann2snn.Converter(loader, mode=sj_mode)(copy.deepcopy(ann).eval())
     tailor = getattr(graph, "snn tailor")
-    return [float(tailor[str(i)][2].scale) for i in range(len(tailor))]
+    groups = list(tailor.children())  # one (VoltageScaler(1/s), IFNode, VoltageScaler(s)) per ReLU, in order
+    return [float(list(g.children())[2].scale) for g in groups]
 
 
 def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch.device) -> SNN:
