@@ -8,7 +8,8 @@ fgsm      one signed-gradient step of eps (own code: the gradient is shared by e
 rfgsm     Tramèr et al.: ``x' = x + alpha·sign(N(0, I))``, then a step of ``eps - alpha`` along the
           gradient sign at ``x'`` (``alpha``: pixel units, default ``eps/2``, capped at eps; with
           the default it equals ``torchattacks.RFGSM(steps=1, alpha=eps/2)``)
-pgd       ``torchattacks.PGD`` (``steps`` 7, ``alpha`` 2/255, ``random_start`` true); with
+pgd       ``torchattacks.PGD`` (``steps`` 7, ``alpha`` 2/255 — or relative: ``"0.25*eps"`` —,
+          ``random_start`` true); with
           ``eot_samples > 1`` on a stochastic source ``torchattacks.EOTPGD``
 eotpgd    ``torchattacks.EOTPGD``: PGD whose every step sums gradients of ``eot_samples`` draws
           (default ``max(4, cfg eot_samples)``)
@@ -108,6 +109,13 @@ def parse_pixel(value: Any, key: str = "eps") -> float:
     return float(v)
 
 
+def parse_alpha(value: Any, eps: float, key: str = "alpha") -> float:
+    """A step size in pixel units (``2/255``, ``0.01``) or relative to eps (``"0.25*eps"``, ``"1/4*eps"``)."""
+    if isinstance(value, str) and value.replace(" ", "").endswith("*eps"):
+        return parse_pixel(value.replace(" ", "")[:-4], key) * eps
+    return parse_pixel(value, key)
+
+
 def eps_label_of(value: Any) -> str:
     """File-name label of an eps literal (``8/255`` → ``8_255``); the config module's rule."""
     try:
@@ -184,7 +192,7 @@ def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str,
         a = eps / 2 if p["alpha"] is None else parse_pixel(p["alpha"], "rfgsm.alpha")
         p["alpha"] = min(a, eps)
     if atype in ("pgd", "eotpgd"):
-        p["alpha"] = parse_pixel(p["alpha"], f"{atype}.alpha")
+        p["alpha"] = parse_alpha(p["alpha"], eps, f"{atype}.alpha")
         p["random_start"] = bool(p["random_start"])
     for key in ("steps", "n_restarts", "n_queries"):
         if key in p and (isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1):
@@ -259,6 +267,7 @@ class _GradProbe(nn.Module):
     def __init__(self, model: nn.Module, capture: int):
         super().__init__()
         self.model = model
+        self.train(model.training)  # torchattacks restores train() after the attack if the wrapper was training
         self.capture = int(capture)
         self.grad_calls = 0
         self.captured: dict[int, torch.Tensor] = {}
@@ -355,7 +364,11 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
                 zchunks.append(zero_grad_mask(g).cpu())
         x_adv = torch.cat(chunks) if chunks else x.clone()
         zmask = torch.cat(zchunks) if zchunks else None
+    model.eval()
     verify_adv(x, x_adv, eps)
+    if atype in ("pgd", "eotpgd") and eps > 0 and p["steps"] * p["alpha"] < eps:
+        print(f"warning: {atype} with {p['steps']} steps of {p['alpha']:.4g} cannot reach the eps-ball boundary "
+              f"(eps {eps:.4g}); use more steps or alpha relative to eps, e.g. '0.25*eps'", file=sys.stderr)
     info = {
         "attack_type": atype,
         "attack_params": {k: v for k, v in p.items()},
