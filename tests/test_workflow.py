@@ -1,0 +1,196 @@
+"""The Snakemake workflow, run for real as a subprocess (no mocks).
+
+* fast: dry-runs of config.yaml and of a >=1000-job grid, preset replacing config.yaml, schema
+  defaults and errors;
+* slow: one end-to-end run of the tiny preset (session fixture, ~2 min on 2 cores), then rerun
+  behaviour checked by dry-runs on copies of that finished run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wfutil import REPO, TINY, copy_run, copy_workflow, plan, snakemake, write_preset
+
+LOCAL = ("--workflow-profile", "workflow/profiles/local")
+
+
+# --------------------------------------------------------------------------------------------------
+# dry-runs (fast)
+
+def test_default_config_dry_run_builds_full_grid_without_touching_data(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    timing = {}
+    counts = plan(wd, timing=timing)
+    # CIFAR-10: 3 models x 2 replicas are sources, replica 1 of each a target, 2 attacks x 5 eps
+    assert counts["evaluate"] == 6 * 2 * 5 * 3
+    assert counts["craft"] == 6 * 2 * 5
+    assert counts["grad"] == 6  # FGSM: one gradient per source replica, shared by all eps
+    assert counts["clean"] == 3
+    assert counts["train_ann"] == counts["convert"] == counts["train_snn"] == 2
+    assert counts["prepare"] == 1
+    assert counts["aggregate"] == counts["render_report"] == 1
+    assert not (wd / "results").exists() and not (wd / "data").exists()
+    assert timing["cpu"] < 10, f"dry-run of config.yaml took {timing}"
+
+
+def test_large_grid_dry_run_is_fast(tmp_path):
+    """A sweep config of >=1000 jobs: the Snakefile must not import torch or do per-job work."""
+    wd = copy_workflow(tmp_path / "wf")
+
+    def big(cfg):
+        for m in cfg["models"].values():
+            m.pop("replicas", None)  # every model: 2 replicas
+        cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 4, 8], "leak": [0.9, 0.95, 0.99]}
+        cfg["eps"] = ["2/255", "4/255", "8/255", "16/255"]
+        cfg["grid"] = {"sources": "all", "targets": "all", "target_replicas": [1]}
+
+    preset = write_preset(wd, "big.yaml", big)
+    timing = {}
+    counts = plan(wd, "--configfile", preset, timing=timing)
+    total = sum(counts.values())
+    assert total >= 1000, counts
+    # CPU seconds (not wall clock) so that other load on a shared CI machine does not fail it
+    assert timing["cpu"] <= 10, f"dry-run of {total} jobs took {timing}"
+    print(f"dry-run of {total} jobs: {timing}")
+
+
+def test_preset_replaces_config_yaml(tmp_path):
+    """--configfile PRESET must not be merged with config.yaml (that would union the models)."""
+    wd = copy_workflow(tmp_path / "wf")
+    p = snakemake(wd, "-n", "--cores", "1", "--configfile", TINY)
+    out = p.stdout + p.stderr
+    assert "results/fashion_mnist/" in out
+    assert "cifar10" not in out
+    # `--config` still overrides single keys of config.yaml when no preset is given
+    p = snakemake(wd, "-n", "--cores", "1", "--config", "datasets=[fashion_mnist]")
+    out = p.stdout + p.stderr
+    assert "results/fashion_mnist/models/snn_bp/r2/model.pt" in out and "cifar10" not in out
+
+
+def test_schema_rejects_bad_config_with_a_clear_message(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    preset = write_preset(wd, "bad.yaml", lambda c: c["models"]["ann"].update(kind="mlp"))
+    p = snakemake(wd, "-n", "--cores", "1", "--configfile", preset, check=False)
+    assert p.returncode != 0
+    assert "mlp" in p.stdout + p.stderr
+
+
+def test_schema_fills_defaults(tmp_path):
+    """Keys a preset leaves out take the schema defaults (not config.yaml's values)."""
+    wd = copy_workflow(tmp_path / "wf")
+
+    def minimal(cfg):
+        for k in ("seed", "data_root", "grid", "eval"):
+            cfg.pop(k)
+
+    preset = write_preset(wd, "min.yaml", minimal)
+    counts = plan(wd, "--configfile", preset)
+    # grid defaults to all sources x all targets (replica 1): 3 source replicas... plus snn_conv
+    assert counts["evaluate"] == (2 + 1 + 1) * 2 * 1 * 3
+
+
+def test_gpu_resource_follows_device(tmp_path):
+    """Training and crafting ask for a GPU unless the config pins the CPU (the tiny preset does)."""
+    wd = copy_workflow(tmp_path / "wf")
+    out = snakemake(wd, "-n", "--cores", "1", "--configfile", TINY).stdout
+    assert "gpu=0" in out and "gpu=1" not in out
+    out = snakemake(wd, "-n", "--cores", "1").stdout
+    assert "gpu=1" in out
+
+
+# --------------------------------------------------------------------------------------------------
+# one real end-to-end run of the tiny preset, shared by the rerun tests
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    wd = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
+    p = snakemake(wd, *LOCAL, "--configfile", TINY, "--cores", "2", timeout=1200)
+    print(f"tiny preset end to end: {p.seconds:.0f} s")
+    (wd / "tiny_seconds.txt").write_text(f"{p.seconds:.1f}\n")
+    return wd
+
+
+@pytest.fixture
+def finished_copy(tiny_run, tmp_path) -> Path:
+    return copy_run(tiny_run, tmp_path / "wf")
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(tiny_run):
+    wd = tiny_run
+    cfg = yaml.safe_load((wd / TINY).read_text())
+    with open(wd / "results/report/summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    # sources ann r1, ann r2, snn_bp r1; 2 attacks; 1 eps; targets ann r1, snn_bp r1
+    assert len(rows) == 3 * len(cfg["attacks"]) * len(cfg["eps"]) * 2
+    assert {r["setting"] for r in rows} == {"white-box", "black-box", "transfer"}
+    with open(wd / "results/report/models.csv") as f:
+        models = list(csv.DictReader(f))
+    assert len(models) == 2 + 1 + 1  # ann r1, r2; snn_conv r1; snn_bp r1
+    for name in ("index.md", "tables.md", "claims.md", "checks.md", "acc_vs_eps.png"):
+        assert (wd / "results/report" / name).stat().st_size > 0
+    # every job left a log and a benchmark
+    assert (wd / "logs/fashion_mnist/train_ann/ann/r1.log").exists()
+    assert (wd / "benchmarks/fashion_mnist/craft/ann/r1/fgsm/8_255.tsv").exists()
+    rec = json.loads(next((wd / "results/fashion_mnist/eval").rglob("*.json")).read_text())
+    assert rec["dataset"] == "fashion_mnist" and 0.0 <= rec["adv_acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_report_html(finished_copy):
+    snakemake(finished_copy, "--configfile", TINY, "--report", "report.html")
+    assert (finished_copy / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_untouched_rerun_has_nothing_to_do(finished_copy):
+    assert plan(finished_copy, "--configfile", TINY) == {}
+
+
+@pytest.mark.slow
+def test_adding_an_eps_reruns_only_that_eps(finished_copy):
+    preset = write_preset(finished_copy, "more_eps.yaml", lambda c: c["eps"].append("4/255"))
+    counts = plan(finished_copy, "--configfile", preset)
+    # 3 source replicas x 2 attacks crafted at the new eps (FGSM from the existing gradient),
+    # each evaluated on 2 targets; then the tables and report
+    assert counts == {"craft": 6, "evaluate": 12, "aggregate": 1, "render_report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_changing_snn_T_reruns_that_snn_only(finished_copy):
+    preset = write_preset(finished_copy, "t3.yaml", lambda c: c["models"]["snn_bp"].update(T=3))
+    counts = plan(finished_copy, "--configfile", preset)
+    assert counts == {
+        "train_snn": 1,  # snn_bp r1
+        "clean": 1,  # snn_bp as target
+        "grad": 1,  # snn_bp as FGSM source
+        "craft": 2,  # snn_bp r1 x {fgsm, pgd}
+        "evaluate": 8,  # snn_bp as source (2 attacks x 2 targets) + as target of ann r1, r2 (2 x 2)
+        "aggregate": 1,
+        "render_report": 1,
+        "all": 1,
+    }
+
+
+@pytest.mark.slow
+def test_editing_attacks_module_reruns_attacks_not_training(finished_copy):
+    attacks = finished_copy / "spkrobust/attacks.py"
+    attacks.write_text(attacks.read_text() + "\n# edited by test\n")
+    counts = plan(finished_copy, "--configfile", TINY)
+    assert "train_ann" not in counts and "train_snn" not in counts and "convert" not in counts
+    assert "prepare" not in counts and "clean" not in counts
+    assert counts == {"grad": 3, "craft": 6, "evaluate": 12, "aggregate": 1, "render_report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_editing_report_module_reruns_only_the_report(finished_copy):
+    report = finished_copy / "spkrobust/report.py"
+    os.utime(report)  # touch
+    counts = plan(finished_copy, "--configfile", TINY)
+    assert counts == {"aggregate": 1, "render_report": 1, "all": 1}
