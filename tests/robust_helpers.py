@@ -92,12 +92,12 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def cli_data_path(tmp_path_factory):
-    """Real Fashion-MNIST prepared file with 24 test images (small: CLI stages stay fast)."""
+    """Real Fashion-MNIST prepared file with 16 test images (small: CLI stages stay fast)."""
     from spkrobust.data import prepare
     from spkrobust.io import atomic_save
 
     path = tmp_path_factory.mktemp("clidata") / "data.pt"
-    atomic_save(prepare("fashion_mnist", "data", train_size=256, test_size=24, calib_size=32, seed=0), path)
+    atomic_save(prepare("fashion_mnist", "data", train_size=256, test_size=16, calib_size=32, seed=0), path)
     return path
 
 

@@ -198,14 +198,14 @@ def test_eot_sums_gradients_over_independent_poisson_draws():
 
 def test_eot_makes_the_gradient_sign_more_stable():
     m = H.snn()
-    x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+    x, y = torch.rand(3, 1, 28, 28), torch.arange(3)
     torch.manual_seed(1)
 
     def agree(k):
         a, b = A.input_grad(m, x, y, k).sign(), A.input_grad(m, x, y, k).sign()
         return float((a == b).float().mean())
 
-    assert agree(6) > agree(1)
+    assert agree(4) > agree(1)
 
 
 def test_eot_counts_forward_passes_and_is_off_for_deterministic_sources(ann, batch):
