@@ -2,9 +2,10 @@
 
 Starts munged (unless one is already running), slurmctld and slurmd with a private slurm.conf in a
 scratch directory: one node (this host, `hostname -s`) with a few CPUs and the memory it has, one
-default partition named like the `slurm_partition` of workflow/profiles/slurm.  Nothing under
-/etc/slurm is written: the config is passed with SLURM_CONF.  Needs root (SlurmUser=root) and the
-Debian packages slurm-wlm and munge.
+default partition named like the `slurm_partition` of workflow/profiles/slurm.  The config is
+also installed as /etc/slurm/slurm.conf for the life of the cluster (`srun` inside a batch job does
+not see SLURM_CONF and would otherwise look for a config server in DNS); a file that was there
+before is restored on stop.  Needs root (SlurmUser=root) and the Debian packages slurm-wlm, munge.
 
     python tests/slurm_cluster.py start DIR   # prints `export SLURM_CONF=...`
     python tests/slurm_cluster.py stop DIR
@@ -27,6 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SLURM_PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
 MUNGE_SOCKET_DIR = Path("/run/munge")
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 
 
 def profile_partition() -> str:
@@ -101,6 +103,26 @@ MpiDefault=none
 NodeName={self.host} CPUs={self.cpus} RealMemory={_mem_mb()} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 """)
+        self._install_system_conf()
+
+    def _install_system_conf(self) -> None:
+        backup = self.root / "slurm.conf.system-backup"
+        if SYSTEM_CONF.exists() and not backup.exists() and SYSTEM_CONF.read_text() != self.conf.read_text():
+            shutil.copy2(SYSTEM_CONF, backup)
+        elif not SYSTEM_CONF.exists():
+            (self.root / "slurm.conf.installed").write_text("no system slurm.conf before\n")
+        SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.conf, SYSTEM_CONF)
+
+    def _restore_system_conf(self) -> None:
+        backup = self.root / "slurm.conf.system-backup"
+        marker = self.root / "slurm.conf.installed"
+        if backup.exists():
+            shutil.copy2(backup, SYSTEM_CONF)
+            backup.unlink()
+        elif marker.exists():
+            SYSTEM_CONF.unlink(missing_ok=True)
+            marker.unlink()
 
     def env(self) -> dict:
         e = dict(os.environ)
@@ -171,6 +193,7 @@ PartitionName={self.partition} Nodes={self.host} Default=YES MaxTime=INFINITE St
                 time.sleep(0.1)
             else:
                 os.kill(pid, signal.SIGKILL)
+        self._restore_system_conf()
 
     def __enter__(self) -> "SlurmCluster":
         return self.start()

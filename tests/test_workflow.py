@@ -189,8 +189,15 @@ def test_editing_attacks_module_reruns_attacks_not_training(finished_copy):
 
 
 @pytest.mark.slow
+def test_touching_without_editing_reruns_nothing(finished_copy):
+    """Snakemake 9 compares checksums of small inputs whose mtime changed: a bare touch is a no-op."""
+    os.utime(finished_copy / "spkrobust/attacks.py")
+    assert plan(finished_copy, "--configfile", TINY) == {}
+
+
+@pytest.mark.slow
 def test_editing_report_module_reruns_only_the_report(finished_copy):
     report = finished_copy / "spkrobust/report.py"
-    os.utime(report)  # touch
+    report.write_text(report.read_text() + "\n# edited by test\n")
     counts = plan(finished_copy, "--configfile", TINY)
     assert counts == {"aggregate": 1, "render_report": 1, "all": 1}
