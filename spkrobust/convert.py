@@ -41,9 +41,7 @@ def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, sca
     for k, li in enumerate(idx):
         vmax = 0.0
         for i in range(0, len(calib_x), batch_size):
-            from spikingjelly.activation_based import functional
-
-            functional.reset_net(snn)
+            snn.reset()
             current = snn.forward_seq(calib_x[i: i + batch_size], upto=li)
             vmax = max(vmax, float(current.max()))
         if vmax <= 0:

@@ -188,10 +188,14 @@ class SNN(nn.Module):
                 h = y.view(T, B, *y.shape[1:])
         return h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from spikingjelly.activation_based import functional
+    def reset(self) -> None:
+        """Reset all state (neuron potentials in :class:`SpikingLayer`, dropout masks)."""
+        for m in self.layers:
+            if hasattr(m, "reset"):
+                m.reset()
 
-        functional.reset_net(self)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.reset()
         return self.forward_seq(x).mean(0)
 
 

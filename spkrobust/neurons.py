@@ -156,9 +156,12 @@ class SpikingLayer(nn.Module):
         self.node.train(True)  # SpikingJelly's eval path has no surrogate gradient
         return self
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def reset(self) -> None:
         if hasattr(self.node, "reset"):
             self.node.reset()
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        self.reset()
         if self.grad_mode == "rate" and torch.is_grad_enabled() and x_seq.requires_grad:
             with torch.no_grad():
                 s = self.node(x_seq)
