@@ -39,6 +39,8 @@ def host_profile(dst: Path) -> Path:
         "seconds-between-status-checks": 2,
         "slurm-init-seconds-before-status-checks": 2,
         "slurm-keep-successful-logs": True,
+        # a group job requests the sum of its members (1 CPU each here): 2 fit the 2-CPU node
+        "group-components": ["evaluate=2"],
     })
     dst.mkdir(parents=True)
     (dst / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
@@ -77,7 +79,5 @@ def test_tiny_preset_on_slurm(cluster, tmp_path, monkeypatch):
     slurm_logs = list((wd / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(slurm_logs) >= len(ids), (ids, slurm_logs)
     assert any("train_ann" in str(x) for x in slurm_logs)
-    # evaluation jobs were packed into group jobs (group-components: evaluate=20)
+    # evaluation jobs were packed into group jobs (group-components)
     assert "group" in out.lower() and any("group" in str(x) for x in slurm_logs)
-    # the node really ran them
-    assert "error" not in (cluster.root / "log/slurmctld.log").read_text().lower().split("sched")[0] or True
