@@ -1,0 +1,462 @@
+"""``spkrobust bench``: how much an SNN costs next to an ANN on this machine (issue #7).
+
+Everything runs on random inputs (no dataset needed): VGG5 on 3×32×32, batch ``--batch``,
+``--threads`` torch threads, the SNN backend ``--backend`` (``auto`` = the fused CPU neuron).
+Times are the best of ``--repeats`` runs after a warm-up; the ANN and SNN runs of one ratio are
+interleaved, so background load hits both alike (the machine's load average is recorded).
+
+Headline numbers (the JSON keys):
+
+* ``snn_step_ratio_T8/T32`` — SNN train step (forward, loss, backward, SGD step; LIF, Poisson
+  input) / (T × ANN train step);
+* ``snn_grad_ratio_T8/T32`` — input gradient of the loss through the SNN (``eval()`` mode, Poisson
+  input with its straight-through gradient, LIF) / (T × ANN input gradient); 1.0 is the
+  "T forward/backward passes of the ANN" floor a hand-written time loop reaches;
+* ``fgsm_sweep_ratio`` — FGSM at 5 eps from one stored gradient (``attacks.fgsm_gradient`` +
+  ``fgsm_from_grad``) / FGSM at one eps (``attacks.craft``), SNN source;
+* ``dryrun_jobs``, ``dryrun_seconds`` — ``snakemake -n --forceall`` of a paper-scale grid
+  (config.yaml, enlarged until it has ≥ 1000 jobs); null with ``dryrun_error`` when impossible;
+
+plus per-image train/inference times of the ANN and of IF/LIF SNNs at several T (``table``),
+PGD-k crafting throughput from ANN and SNN sources (``pgd``), and the peak memory growth of one
+SNN train step as T grows (``memory``: ``ru_maxrss`` delta, one subprocess per T). ``--baseline``
+adds stock SpikingJelly (backend ``torch``) ratios and memory for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+FGSM_EPS = [2 / 255, 4 / 255, 6 / 255, 8 / 255, 16 / 255]
+
+
+# ---- models and steps ----------------------------------------------------------------------------
+
+def _model(kind: str, T: int = 8, neuron: str = "lif", leak: float = 0.99, backend: str = "auto",
+           encoder: str = "poisson", arch: str = "vgg5", image: int = 32, channels: int = 3):
+    import torch
+
+    from spkrobust.models import build_model, default_meta
+
+    torch.manual_seed(0)
+    if kind == "ann":
+        meta = default_meta("ann", arch, channels, image, 10, MEAN[:channels], STD[:channels])
+    else:
+        meta = default_meta("snn", arch, channels, image, 10, MEAN[:channels], STD[:channels], neuron=neuron,
+                            leak=(1.0 if neuron == "if" else leak), T=T, backend=backend, encoder=encoder)
+    return build_model(meta)
+
+
+def _data(batch: int, image: int = 32, channels: int = 3, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, channels, image, image, generator=g), torch.randint(0, 10, (batch,), generator=g)
+
+
+def train_step_fn(model, x, y):
+    """One SGD step (forward, cross-entropy, backward, update) in ``train()`` mode."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+
+    def step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def input_grad_fn(model, x, y):
+    """The input gradient of the loss in ``eval()`` mode (what every gradient attack step does)."""
+    import torch
+    import torch.nn.functional as F
+
+    def grad():
+        model.eval()
+        xg = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
+        return g
+    return grad
+
+
+def infer_fn(model, x):
+    import torch
+
+    def infer():
+        model.eval()
+        with torch.no_grad():
+            return model(x)
+    return infer
+
+
+def best_time(fns: dict, repeats: int, warmup: int = 1, calls: dict | None = None) -> dict:
+    """Best-of-``repeats`` seconds per call of each function, the functions interleaved round by
+    round (``calls[name]`` calls per round, default 1) after ``warmup`` untimed rounds."""
+    calls = calls or {}
+    best = {k: float("inf") for k in fns}
+    for r in range(warmup + repeats):
+        for k, f in fns.items():
+            for _ in range(calls.get(k, 1)):
+                t0 = time.perf_counter()
+                f()
+                dt = time.perf_counter() - t0
+                if r >= warmup:
+                    best[k] = min(best[k], dt)
+    return best
+
+
+# ---- sections ------------------------------------------------------------------------------------
+
+def headline_ratios(Ts, batch, repeats, backend, log, baseline=False) -> dict:
+    """snn_{step,grad}_ratio_T{T}: LIF, Poisson; ANN timed in the same rounds."""
+    out = {}
+    x, y = _data(batch)
+    ann = _model("ann")
+    backends = [backend] + (["torch"] if baseline and backend != "torch" else [])
+    for T in Ts:
+        for be in backends:
+            snn = _model("snn", T=T, backend=be)
+            for what, make in (("step", train_step_fn), ("grad", input_grad_fn)):
+                # each round: the SNN once and the ANN a few times (ANN calls are T× cheaper)
+                t = best_time({"ann": make(ann, x, y), "snn": make(snn, x, y)}, repeats,
+                              calls={"ann": 2})
+                ratio = t["snn"] / (T * t["ann"])
+                key = f"snn_{what}_ratio_T{T}" + ("" if be == backend else f"_{be}")
+                out[key] = ratio
+                out[f"{key}_detail"] = {"ann_s": t["ann"], "snn_s": t["snn"], "T": T, "batch": batch,
+                                        "backend": snn.backend}
+                log(f"  {key:28s} {ratio:6.2f}   (SNN {t['snn'] * 1e3 / batch:8.2f} ms/img, "
+                    f"T x ANN {T * t['ann'] * 1e3 / batch:8.2f} ms/img, backend {snn.backend})")
+            del snn
+    return out
+
+
+def cost_table(Ts, batch, repeats, backend, log) -> list[dict]:
+    """Per-image train-step and inference times: ANN, IF and LIF SNNs at each T."""
+    rows = []
+    x, y = _data(batch)
+    ann = _model("ann")
+    t = best_time({"train": train_step_fn(ann, x, y), "infer": infer_fn(ann, x)}, repeats, calls={"infer": 2})
+    a_train, a_inf = t["train"] / batch, t["infer"] / batch
+    rows.append({"model": "ann", "T": None, "train_ms_per_img": a_train * 1e3, "infer_ms_per_img": a_inf * 1e3,
+                 "train_ratio": None, "infer_ratio": None})
+    for neuron in ("if", "lif"):
+        for T in Ts:
+            snn = _model("snn", T=T, neuron=neuron, backend=backend)
+            t = best_time({"ann_train": train_step_fn(ann, x, y), "train": train_step_fn(snn, x, y),
+                           "ann_infer": infer_fn(ann, x), "infer": infer_fn(snn, x)}, repeats)
+            a_train, a_inf = min(a_train, t["ann_train"] / batch), min(a_inf, t["ann_infer"] / batch)
+            rows.append({"model": f"snn_{neuron}", "T": T, "train_ms_per_img": t["train"] / batch * 1e3,
+                         "infer_ms_per_img": t["infer"] / batch * 1e3, "backend": snn.backend})
+            del snn
+    rows[0].update(train_ms_per_img=a_train * 1e3, infer_ms_per_img=a_inf * 1e3)
+    for r in rows[1:]:  # ratios against T × the best ANN time seen
+        r["train_ratio"] = r["train_ms_per_img"] / (r["T"] * a_train * 1e3)
+        r["infer_ratio"] = r["infer_ms_per_img"] / (r["T"] * a_inf * 1e3)
+    log(f"  {'model':8s} {'T':>3s} {'train ms/img':>13s} {'/(T·ANN)':>9s} {'infer ms/img':>13s} {'/(T·ANN)':>9s}")
+    for r in rows:
+        tr = "" if r["train_ratio"] is None else f"{r['train_ratio']:9.2f}"
+        ir = "" if r["infer_ratio"] is None else f"{r['infer_ratio']:9.2f}"
+        log(f"  {r['model']:8s} {r['T'] or '':>3} {r['train_ms_per_img']:13.2f} {tr:>9s} "
+            f"{r['infer_ms_per_img']:13.2f} {ir:>9s}")
+    return rows
+
+
+def _pgd(model, x, y, steps, eps=8 / 255):
+    """PGD-k through :func:`spkrobust.attacks.craft` (torchattacks), or an equivalent loop when the
+    attacks module is unavailable."""
+    try:
+        from spkrobust.attacks import craft
+    except ImportError:
+        craft = None
+    if craft is not None:
+        alpha = "2/255" if steps * 2 / 255 >= eps else f"{1.25 / steps:.4g}*eps"  # reach the ball's edge
+        craft(model, x, y, {"type": "pgd", "steps": steps, "alpha": alpha, "random_start": True}, eps,
+              batch_size=len(x), seed=0)
+        return
+    import torch
+
+    xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        g = input_grad_fn(model, xa, y)()
+        xa = torch.min(torch.max(xa + 2 / 255 * g.sign(), x - eps), x + eps).clamp(0, 1)
+
+
+def pgd_throughput(steps, T, batch, repeats, backend, log) -> dict:
+    x, y = _data(batch)
+    out = {"steps": steps, "batch": batch}
+    for name, model in (("ann", _model("ann")), (f"snn_lif_T{T}", _model("snn", T=T, backend=backend))):
+        t = best_time({name: lambda m=model: _pgd(m, x, y, steps)}, repeats)[name]
+        out[f"{name}_img_per_s"] = batch / t
+        log(f"  PGD-{steps} from {name:12s} {batch / t:9.2f} img/s")
+    return out
+
+
+def fgsm_sweep(T, batch, repeats, backend, log) -> dict:
+    """FGSM at 5 eps from one gradient vs FGSM at one eps (SNN source)."""
+    from spkrobust import attacks
+
+    x, y = _data(batch)
+    model = _model("snn", T=T, backend=backend)
+
+    def sweep():
+        g = attacks.fgsm_gradient(model, x, y, batch_size=batch)
+        for e in FGSM_EPS:
+            attacks.fgsm_from_grad(x, g, e)
+
+    def one():
+        attacks.craft(model, x, y, {"type": "fgsm"}, FGSM_EPS[0], batch_size=batch, seed=0)
+
+    t = best_time({"sweep": sweep, "one": one}, repeats)
+    r = t["sweep"] / t["one"]
+    log(f"  FGSM over {len(FGSM_EPS)} eps / FGSM at 1 eps: {r:.3f}  ({t['sweep']:.3f} s vs {t['one']:.3f} s, "
+        f"SNN LIF T={T} source)")
+    return {"fgsm_sweep_ratio": r, "fgsm_sweep_s": t["sweep"], "fgsm_one_s": t["one"], "fgsm_eps": len(FGSM_EPS)}
+
+
+def _rss_peak_bytes() -> int | None:
+    """The process's peak RSS (VmHWM) in bytes, or None where /proc is unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _mem_child(spec: str) -> None:
+    """Subprocess body: peak-RSS growth (bytes) of one SNN train step; prints one JSON line.
+
+    On Linux the peak-RSS mark is reset just before the step (``/proc/self/clear_refs``) and the
+    growth is VmHWM after the step minus RSS before it, so memory used only while importing or
+    building the model does not hide the step's own peak; elsewhere ``ru_maxrss`` deltas are used."""
+    import torch
+
+    p = json.loads(spec)
+    torch.set_num_threads(p["threads"])
+    x, y = _data(p["batch"])
+    model = _model("snn", T=p["T"], backend=p["backend"])
+    step = train_step_fn(model, x, y)
+    method = "ru_maxrss"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak RSS mark to the current RSS
+        base, method = _rss_bytes(), "VmHWM"
+    except OSError:
+        base = None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    if method == "VmHWM" and base is not None and _rss_peak_bytes() is not None:
+        delta = _rss_peak_bytes() - base
+    else:
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        delta, method = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * scale, "ru_maxrss"
+    print(json.dumps({"T": p["T"], "peak_delta_bytes": delta, "backend": model.backend, "method": method}))
+
+
+def memory_growth(Ts, batch, threads, backend, log, baseline=False) -> list[dict]:
+    rows = []
+    for be in [backend] + (["torch"] if baseline and backend != "torch" else []):
+        for T in Ts:
+            spec = json.dumps({"T": T, "batch": batch, "threads": threads, "backend": be})
+            cmd = [sys.executable, "-W", "ignore", "-c", f"from spkrobust.bench import _mem_child; _mem_child({spec!r})"]
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+            line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")), None)
+            if r.returncode != 0 or line is None:
+                err = (r.stderr.strip().splitlines() or ["?"])[-1]
+                rows.append({"T": T, "backend": be, "peak_delta_mib": None, "error": err[:300]})
+                log(f"  T={T:3d} {be}: failed ({err[:120]})")
+                continue
+            d = json.loads(line)
+            mib = d["peak_delta_bytes"] / 2 ** 20
+            rows.append({"T": T, "backend": d["backend"], "peak_delta_mib": mib, "batch": batch,
+                         "method": d["method"]})
+            log(f"  SNN train step T={T:3d} ({d['backend']}): peak RSS +{mib:8.1f} MiB")
+    return rows
+
+
+# ---- Snakemake dry-run ---------------------------------------------------------------------------
+
+def _big_config(base: dict, min_jobs_hint: int = 1000) -> dict:
+    """config.yaml enlarged toward a paper-scale grid: three datasets and a T sweep of the
+    spike-trained SNN (as in the studies)."""
+    import copy
+
+    cfg = copy.deepcopy(base)
+    cfg["datasets"] = ["cifar10", "cifar100", "fashion_mnist"]
+    for spec in cfg.get("models", {}).values():
+        if isinstance(spec, dict) and spec.get("kind") == "snn" and "sweep" not in spec:
+            spec["sweep"] = {"T": [25, 50, 100]}
+            break
+    return cfg
+
+
+def snakemake_dryrun(log, timeout: float = 600.0) -> dict:
+    """``snakemake -n --forceall --quiet rules`` from the repo root on a paper-scale config."""
+    out = {"dryrun_jobs": None, "dryrun_seconds": None, "dryrun_config": None}
+    snakefile = REPO / "Snakefile"
+    if not snakefile.exists():
+        out["dryrun_error"] = f"no Snakefile at {snakefile} (workflow not written yet)"
+        log(f"  dry-run skipped: {out['dryrun_error']}")
+        return out
+    exe = [sys.executable, "-m", "snakemake"]
+    try:
+        import snakemake  # noqa: F401
+    except ImportError:
+        out["dryrun_error"] = "snakemake is not installed in this Python environment"
+        log(f"  dry-run skipped: {out['dryrun_error']}")
+        return out
+    try:
+        import yaml
+
+        base = yaml.safe_load((REPO / "config.yaml").read_text()) if (REPO / "config.yaml").exists() else None
+    except Exception as e:  # noqa: BLE001
+        base, out["dryrun_config_note"] = None, f"config.yaml unreadable: {e}"
+    attempts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if base is not None:
+            big = Path(tmp) / "paper_grid.yaml"
+            big.write_text(yaml.safe_dump(_big_config(base), sort_keys=False))
+            attempts.append(("config.yaml enlarged (3 datasets, T sweep)", ["--configfile", str(big)]))
+        attempts.append(("config.yaml", []))
+        for label, extra in attempts:
+            cmd = exe + ["-n", "--forceall", "--quiet", "rules", "--cores", "1", "--nolock", *extra]
+            t0 = time.perf_counter()
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=timeout)
+            except subprocess.TimeoutExpired:
+                out["dryrun_error"] = f"dry-run ({label}) took over {timeout:.0f} s"
+                continue
+            dt = time.perf_counter() - t0
+            m = re.search(r"^\s*total\s+(\d+)\s*$", r.stdout + "\n" + r.stderr, re.M)
+            if r.returncode == 0 and m:
+                out.update(dryrun_jobs=int(m.group(1)), dryrun_seconds=dt, dryrun_config=label)
+                out.pop("dryrun_error", None)
+                log(f"  snakemake -n ({label}): {out['dryrun_jobs']} jobs in {dt:.2f} s")
+                return out
+            tail = (r.stderr.strip() or r.stdout.strip()).splitlines()[-3:]
+            out["dryrun_error"] = f"dry-run ({label}) failed (rc {r.returncode}): {' | '.join(tail)[:400]}"
+            log(f"  {out['dryrun_error']}")
+    return out
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    p.add_argument("--quick", action="store_true", help="a small, fast run (< 1 min; for tests): tiny batch, "
+                   "one repeat, fewer T")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--batch", type=int, default=None, help="images per batch (default 64; --quick: 8)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement, best kept "
+                   "(default 3; --quick: 1)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "fused"],
+                   help="SNN neuron backend (default auto = fused on CPU)")
+    p.add_argument("--T", dest="Ts", type=int, nargs="+", default=None,
+                   help="time steps for the cost table (default 4 8 16; --quick: 4)")
+    p.add_argument("--pgd-steps", type=int, default=None, help="PGD-k steps (default 7; --quick: 2)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["ratios", "table", "pgd", "fgsm", "memory", "dryrun"],
+                   help="sections to leave out (their keys are null)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also measure stock SpikingJelly (backend torch) ratios and memory (slow)")
+
+
+def run(args) -> int:
+    """Benchmark SNN vs ANN cost (train step, input gradient, attacks) and the workflow's dry-run."""
+    import warnings
+
+    import torch
+
+    from spkrobust import fused
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation in SpikingJelly
+    quick = bool(args.quick)
+    batch = args.batch or (8 if quick else 64)
+    repeats = args.repeats or (1 if quick else 3)
+    Ts = args.Ts or ([4] if quick else [4, 8, 16])
+    pgd_steps = args.pgd_steps or (2 if quick else 7)
+    mem_Ts = [2, 8] if quick else [4, 8, 16, 32]
+    torch.set_num_threads(max(1, int(args.threads)))
+    lines: list[str] = []
+
+    def log(s=""):
+        print(s, flush=True)
+        lines.append(s)
+
+    res: dict = {
+        "format": "spkrobust-bench-1", "quick": quick, "threads": torch.get_num_threads(), "batch": batch,
+        "repeats": repeats, "arch": "vgg5", "input": [3, 32, 32], "backend": args.backend,
+        "fused_impl": fused.native_status(), "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(), "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
+        "malloc_tuned": fused.tune_allocator(),
+    }
+    t_all = time.perf_counter()
+    log(f"spkrobust bench: VGG5 3x32x32, batch {batch}, {res['threads']} threads, best of {repeats}, "
+        f"SNN backend {args.backend} (fused neuron: {res['fused_impl']}), load {res['loadavg_start']}")
+    for k in ("snn_step_ratio_T8", "snn_step_ratio_T32", "snn_grad_ratio_T8", "snn_grad_ratio_T32",
+              "fgsm_sweep_ratio", "dryrun_jobs", "dryrun_seconds"):
+        res[k] = None
+    if "ratios" not in args.skip:
+        log("\nSNN (LIF 0.99, Poisson) vs T x ANN:")
+        res.update(headline_ratios([8, 32], batch, repeats, args.backend, log, baseline=args.baseline))
+    if "table" not in args.skip:
+        log(f"\nTrain step and inference per image (T = {Ts}):")
+        res["table"] = cost_table(Ts, batch, repeats, args.backend, log)
+    if "pgd" not in args.skip:
+        log("\nPGD crafting throughput:")
+        res["pgd"] = pgd_throughput(pgd_steps, 8 if not quick else 4, batch, repeats, args.backend, log)
+    if "fgsm" not in args.skip:
+        log("\nFGSM sweep:")
+        try:
+            res.update(fgsm_sweep(8 if not quick else 4, batch, repeats, args.backend, log))
+        except (ImportError, AttributeError) as e:
+            res["fgsm_error"] = f"spkrobust.attacks unavailable: {e}"
+            log(f"  skipped: {res['fgsm_error']}")
+    if "memory" not in args.skip:
+        log("\nPeak memory of one SNN train step (RSS growth, one process per T):")
+        res["memory"] = memory_growth(mem_Ts, batch, res["threads"], args.backend, log, baseline=args.baseline)
+    if "dryrun" not in args.skip:
+        log("\nSnakemake dry-run:")
+        res.update(snakemake_dryrun(log))
+    res["total_seconds"] = time.perf_counter() - t_all
+    res["loadavg_end"] = _loadavg()
+    log(f"\ndone in {res['total_seconds']:.1f} s (load {res['loadavg_end']})")
+    if args.json:
+        from spkrobust.io import atomic_write_json
+
+        atomic_write_json(res, args.json)
+    return 0
+
+
+def _loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+CLI = {"bench": (configure, run)}
