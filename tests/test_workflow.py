@@ -46,7 +46,7 @@ def test_large_grid_dry_run_is_fast(tmp_path):
     def big(cfg):
         for m in cfg["models"].values():
             m.pop("replicas", None)  # every model: 2 replicas
-        cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 4, 8], "leak": [0.9, 0.95, 0.99]}
+        cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 4, 8], "leak": [0.9, 0.99]}
         cfg["eps"] = ["2/255", "4/255", "8/255", "16/255"]
         cfg["grid"] = {"sources": "all", "targets": "all", "target_replicas": [1]}
 
@@ -184,8 +184,10 @@ def test_editing_attacks_module_reruns_attacks_not_training(finished_copy):
     attacks.write_text(attacks.read_text() + "\n# edited by test\n")
     counts = plan(finished_copy, "--configfile", TINY)
     assert "train_ann" not in counts and "train_snn" not in counts and "convert" not in counts
-    assert "prepare" not in counts and "clean" not in counts
-    assert counts == {"grad": 3, "craft": 6, "evaluate": 12, "aggregate": 1, "render_report": 1, "all": 1}
+    assert "prepare" not in counts
+    # clean accuracy reruns too: spkrobust/evaluate.py imports helpers from attacks.py
+    assert counts == {"grad": 3, "craft": 6, "clean": 2, "evaluate": 12, "aggregate": 1, "render_report": 1,
+                      "all": 1}
 
 
 @pytest.mark.slow

@@ -64,7 +64,8 @@ def cfg_json(stage, **wildcards):
 
 # --- library files per stage ---------------------------------------------------------------------
 # Shell rules only track their command text, so the library modules a stage runs are listed as
-# inputs: editing spkrobust/attacks.py reruns crafting and everything downstream, not training.
+# inputs: editing spkrobust/attacks.py reruns gradients, crafting, clean accuracy (evaluate.py
+# imports its seeding/loading helpers) and everything downstream, but no training.
 # Plumbing shared by every stage (cli.py, io.py, errors.py, config.py) is deliberately not listed;
 # config changes reach the jobs through their params instead.
 _LIBDIR = os.path.relpath(os.path.join(workflow.basedir, "spkrobust"))
@@ -88,6 +89,11 @@ def lib_for(stage_modules, model_wildcard):
         return lib(*stage_modules, *MODEL_CODE[MODELS[wc[model_wildcard]]["kind"]])
 
     return _inputs
+
+
+def caption(name):
+    """A caption file of workflow/report/ for `snakemake --report`."""
+    return os.path.join(workflow.basedir, "workflow", "report", name)
 
 
 # --- paths ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ rule clean:
     input:
         data=data_pt("{dataset}"),
         model=model_pt("{dataset}", "{model}", "{replica}"),
-        code=lib_for(["evaluate"], "model"),
+        code=lib_for(["evaluate", "attacks"], "model"),
     output:
         clean_json("{dataset}", "{model}", "{replica}"),
     params:
@@ -27,7 +27,7 @@ rule evaluate:
         adv=adv_pt("{dataset}", "{source}", "{sr}", "{attack}", "{eps}"),
         target=model_pt("{dataset}", "{target}", "{tr}"),
         clean=clean_json("{dataset}", "{target}", "{tr}"),
-        code=lib_for(["evaluate"], "target"),
+        code=lib_for(["evaluate", "attacks"], "target"),
     output:
         "results/{dataset}/eval/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.json",
     params:

@@ -19,7 +19,7 @@ _REPORT_CAPTIONS = {
     "acc_vs_T.png": ("acc_vs_T.rst", "Figures"),
     "acc_vs_leak.png": ("acc_vs_leak.rst", "Figures"),
 }
-REPORT_FILES = [report(f"results/report/{name}", caption=f"../report/{rst}", category=cat)
+REPORT_FILES = [report(f"results/report/{name}", caption=caption(rst), category=cat)
                 for name, (rst, cat) in _REPORT_CAPTIONS.items()]
 
 
@@ -30,8 +30,8 @@ rule aggregate:
         metrics=MODEL_METRICS,
         code=lib("report"),
     output:
-        summary=report("results/report/summary.csv", caption="../report/summary.rst", category="Tables"),
-        models=report("results/report/models.csv", caption="../report/models.rst", category="Tables"),
+        summary=report("results/report/summary.csv", caption=caption("summary.rst"), category="Tables"),
+        models=report("results/report/models.csv", caption=caption("models.rst"), category="Tables"),
         records="results/report/records.json",
         lists=multiext("results/report/inputs/", "records.txt", "clean.txt", "metrics.txt"),
     log:
