@@ -13,6 +13,7 @@ This file only loads and validates the config, then includes one rule file per s
 """
 import importlib.util
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -30,18 +31,20 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
     workflow.configfile(os.path.join(workflow.basedir, "config.yaml"))
 
-# Structural validation; fills in defaults.
-validate(config, "workflow/schemas/config.schema.yaml")
-
-# Semantic validation (cross-key checks: `from:` names an existing model, sweep keys exist, ...)
-# lives in the library so that it is shared with `spkrobust validate`.
+# Semantic validation (cross-key checks: `from:` names an existing model, ...) plus the JSON schema,
+# shared with `spkrobust validate`.  It runs first so that a bad config stops the run with ONE line
+# naming the key (sys.exit prints just the message; a WorkflowError would add a stack line).
 if importlib.util.find_spec("spkrobust.validate") is not None:
+    from spkrobust.errors import UserError
     from spkrobust.validate import validate_config
 
     try:
-        validate_config(config)
-    except Exception as e:  # ConfigError carries a one-line message naming the key path
-        raise WorkflowError(f"invalid config: {e}") from None
+        validate_config(config, schema=os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+    except UserError as e:  # ConfigError carries a one-line message naming the key path
+        sys.exit(f"config error: {e}")
+
+# Structural validation; fills in defaults.
+validate(config, "workflow/schemas/config.schema.yaml")
 
 
 # --- rules ----------------------------------------------------------------------------------
