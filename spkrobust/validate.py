@@ -79,6 +79,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _a(kind: str) -> str:
+    return ("a " if kind == "convert" else "an ") + kind
+
+
 def _allowed(values) -> str:
     return ", ".join(str(v) for v in values)
 
@@ -224,7 +228,7 @@ def _check_model_value(path: str, key: str, value: Any) -> None:
 def _check_train(path: str, kind: str, train: Any) -> None:
     _mapping(path, train)
     _known_keys(path, train, TRAIN_KEYS[kind],
-                f"for a {kind} (trained with {'SGD' if kind == 'ann' else 'Adam'})")
+                f"for {_a(kind)} (trained with {'SGD' if kind == 'ann' else 'Adam'})")
     if "epochs" in train:
         _int(f"{path}.epochs", train["epochs"], minimum=0)
     if "batch_size" in train:
@@ -289,6 +293,8 @@ def _check_models(cfg: dict) -> dict:
             continue
         if not isinstance(parent, str):
             _fail(p, f"must be a model name, got {_show(parent)}")
+        if kind == "ann":
+            _fail(p, f"an ann is trained from scratch and has no parent; remove `from: {parent}`")
         base = parent if parent in models else parent.split("-", 1)[0]
         if base not in models:
             _fail(p, f"{parent!r} is not a model (known: {known})")
@@ -296,8 +302,8 @@ def _check_models(cfg: dict) -> dict:
             _fail(p, f"a model cannot come from itself ({name} -> {name})")
         pkind = models[base]["kind"]
         if pkind not in PARENT_KINDS[kind]:
-            _fail(p, f"{parent!r} is a{'n' if pkind == 'ann' else ''} {pkind}, but a {kind} must come from "
-                     f"{' or '.join('an ann' if k == 'ann' else 'a ' + k for k in PARENT_KINDS[kind])}")
+            _fail(p, f"{parent!r} is {_a(pkind)}, but {_a(kind)} must come from "
+                     f"{' or '.join(_a(k) for k in PARENT_KINDS[kind])}")
         parent_of[name] = base
     for name in models:  # cycles
         chain, cur = [name], parent_of[name]
@@ -310,15 +316,27 @@ def _check_models(cfg: dict) -> dict:
     return parent_of
 
 
-def _check_member_parents(cfg: dict, expanded: dict) -> None:
-    """A ``from:`` naming a sweep member must name one that exists."""
+def _check_member_parents(cfg: dict) -> None:
+    """A ``from:`` naming a sweep member (``snn_conv-T16``) must name one that exists, listed earlier."""
+    from spkrobust.config import expand_models
+
     models = cfg["models"]
+    order = list(models)
+    # the members of each base do not depend on its children: expand with member parents -> bases
+    plain = {n: (dict(s, **{"from": s["from"].split("-", 1)[0]})
+                 if isinstance(s.get("from"), str) and s["from"] not in models else s)
+             for n, s in models.items()}
+    expanded = expand_models({**cfg, "models": plain})
     for name, spec in models.items():
         parent = spec.get("from")
-        if isinstance(parent, str) and parent not in models and parent not in expanded:
-            base = parent.split("-", 1)[0]
-            members = [n for n, m in expanded.items() if m["base"] == base]
+        if not isinstance(parent, str) or parent in models:
+            continue
+        base = parent.split("-", 1)[0]
+        members = [n for n, m in expanded.items() if m["base"] == base]
+        if parent not in members:
             _fail(f"models.{name}.from", f"{parent!r} is not a member of {base} (members: {', '.join(members)})")
+        if order.index(base) > order.index(name):
+            _fail(f"models.{name}.from", f"{parent!r} is a member of {base}, which must be listed before {name}")
 
 
 def _check_attacks(cfg: dict) -> None:
@@ -475,8 +493,8 @@ def validate_config(cfg: dict, schema: str | Path | None = None) -> None:
     _check_attacks(cfg)
     _check_eps(cfg)
     _check_eval(cfg)
+    _check_member_parents(cfg)
     expanded = expand_models(cfg)
-    _check_member_parents(cfg, expanded)
     _check_grid(cfg, expanded)
     if not grid(cfg):
         _fail("grid", "selects no evaluation at all (check grid.sources, grid.targets, grid.target_replicas)")
