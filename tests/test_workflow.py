@@ -81,6 +81,14 @@ def test_schema_rejects_bad_config_with_a_clear_message(tmp_path):
     assert "mlp" in p.stdout + p.stderr
 
 
+def test_semantic_config_error_names_the_key(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    preset = write_preset(wd, "bad.yaml", lambda c: c["models"]["snn_bp"].update({"from": "nope"}))
+    p = snakemake(wd, "-n", "--cores", "1", "--configfile", preset, check=False)
+    assert p.returncode != 0
+    assert "models.snn_bp.from" in p.stdout + p.stderr
+
+
 def test_schema_fills_defaults(tmp_path):
     """Keys a preset leaves out take the schema defaults (not config.yaml's values)."""
     wd = copy_workflow(tmp_path / "wf")

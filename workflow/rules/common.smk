@@ -5,8 +5,13 @@ import re
 
 from spkrobust import config as spk  # pure Python; must never import torch
 
-MODELS = spk.expand_models(config)  # name -> resolved spec (sweep members included)
-GRID = spk.grid(config)  # one dict per evaluation record
+from spkrobust.errors import ConfigError
+
+try:
+    MODELS = spk.expand_models(config)  # name -> resolved spec (sweep members included)
+    GRID = spk.grid(config)  # one dict per evaluation record
+except ConfigError as e:  # one line naming the key path, no traceback
+    raise WorkflowError(f"invalid config: {e}") from None
 DATASETS = list(config["datasets"])
 EPS = {spk.eps_label(e): e for e in config["eps"]}  # label (used in paths) -> config literal
 REPLICAS = {m: spk.model_replicas(config, s) for m, s in MODELS.items()}  # model -> [1, 2, ...]
