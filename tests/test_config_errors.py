@@ -208,3 +208,12 @@ def test_cli_missing_file():
 
 def test_config_error_is_a_user_error():
     assert issubclass(ConfigError, UserError)
+
+
+def test_validate_imports_no_torch():
+    """The Snakefile imports the validator: it must stay torch-free so that dry-runs are fast."""
+    code = ("import sys, yaml; from spkrobust.validate import validate_config; "
+            f"validate_config(yaml.safe_load(open({str(TINY)!r}))); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
