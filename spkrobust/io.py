@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
+import zipfile
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -89,12 +92,24 @@ def safe_load(path: str | os.PathLike, expect_format: str | None = None, what: s
     if not path.exists():
         raise FileProblem(f"{path}: {what} not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        refused = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)
+        if refused:
+            raise FileProblem(
+                f"{path}: refused to load {what}: unpickling it would import or call {refused.group(1)} "
+                f"(a code payload, or a file not written by spkrobust); only load files written by spkrobust"
+            ) from None
+        if zipfile.is_zipfile(path):
+            raise FileProblem(
+                f"{path}: refused to load {what}: it contains objects other than tensors and plain data; "
+                f"only load files written by spkrobust"
+            ) from None
         raise FileProblem(
-            f"{path}: refused to load {what}: it contains objects other than tensors and plain data "
-            f"(possible code payload; {first[:160]}). Only load files written by spkrobust."
+            f"{path}: {what} is corrupt or not a PyTorch file; delete it and rerun the stage that writes it"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -117,9 +117,6 @@ def test_code_payload_is_refused_and_never_runs(tmp_path, loader, how, payload_c
     assert not marker.exists(), "the payload ran while loading"
 
 
-@pytest.mark.xfail(strict=True, reason="io.safe_load passes torch's first error line through: ANSI codes and "
-                                       "'this file can still be loaded' advice, not the refused global; fix "
-                                       "proposed for spkrobust/io.py")
 def test_payload_message_is_clean_and_names_the_refused_object(tmp_path):
     path, marker = _payload_file(tmp_path, models.FORMAT, _model_body, "nested", SystemPayload)
     with pytest.raises(FileProblem) as info:
@@ -165,8 +162,6 @@ def test_random_bytes_are_refused(tmp_path, loader):
     assert str(path) in msg and "\n" not in msg, msg
 
 
-@pytest.mark.xfail(strict=True, reason="io.safe_load reports every UnpicklingError as a 'possible code payload'; "
-                                       "a non-torch file should read as corrupt / not a torch file")
 def test_random_bytes_are_not_called_a_code_payload(tmp_path):
     path = tmp_path / "noise.pt"
     path.write_bytes(bytes(range(256)) * 16)
