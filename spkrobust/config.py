@@ -84,7 +84,8 @@ def expand_models(cfg: dict) -> dict[str, dict]:
         if parent is not None:
             if parent in models:
                 parent_members = resolve(parent, chain + (base,))
-            elif parent in resolved:
+            elif parent in resolved or any(
+                    parent in resolve(b, chain + (base,)) for b in models if parent.startswith(b + "-")):
                 parent_members = [parent]
             else:
                 raise ConfigError(f"models.{base}.from: {parent!r} is not a model in models "
