@@ -104,18 +104,23 @@ def infer_fn(model, x):
 
 
 def best_time(fns: dict, repeats: int, warmup: int = 1, calls: dict | None = None) -> dict:
-    """Best-of-``repeats`` seconds per call of each function, the functions interleaved round by
-    round (``calls[name]`` calls per round, default 1) after ``warmup`` untimed rounds."""
+    """Seconds per call of each function: the functions run interleaved, round by round, each as a
+    block of ``calls[name]`` back-to-back calls (default 1); the fastest of ``repeats`` timed rounds
+    (after ``warmup`` untimed ones) counts, divided by the block size.
+
+    Timing ``T`` ANN calls as one block against one SNN call exposes both to the same stretch of
+    background load (a shared machine's load varies over seconds)."""
     calls = calls or {}
     best = {k: float("inf") for k in fns}
     for r in range(warmup + repeats):
         for k, f in fns.items():
-            for _ in range(calls.get(k, 1)):
-                t0 = time.perf_counter()
+            n = max(1, int(calls.get(k, 1)))
+            t0 = time.perf_counter()
+            for _ in range(n):
                 f()
-                dt = time.perf_counter() - t0
-                if r >= warmup:
-                    best[k] = min(best[k], dt)
+            dt = (time.perf_counter() - t0) / n
+            if r >= warmup:
+                best[k] = min(best[k], dt)
     return best
 
 
@@ -131,9 +136,8 @@ def headline_ratios(Ts, batch, repeats, backend, log, baseline=False) -> dict:
         for be in backends:
             snn = _model("snn", T=T, backend=be)
             for what, make in (("step", train_step_fn), ("grad", input_grad_fn)):
-                # each round: the SNN once and the ANN a few times (ANN calls are T× cheaper)
-                t = best_time({"ann": make(ann, x, y), "snn": make(snn, x, y)}, repeats,
-                              calls={"ann": 2})
+                # each round: T ANN calls as one block, then one SNN call
+                t = best_time({"ann": make(ann, x, y), "snn": make(snn, x, y)}, repeats, calls={"ann": T})
                 ratio = t["snn"] / (T * t["ann"])
                 key = f"snn_{what}_ratio_T{T}" + ("" if be == backend else f"_{be}")
                 out[key] = ratio
@@ -146,27 +150,25 @@ def headline_ratios(Ts, batch, repeats, backend, log, baseline=False) -> dict:
 
 
 def cost_table(Ts, batch, repeats, backend, log) -> list[dict]:
-    """Per-image train-step and inference times: ANN, IF and LIF SNNs at each T."""
+    """Per-image train-step and inference times: ANN, IF and LIF SNNs at each T. Each SNN row's
+    ratios are against T ANN calls timed in the same rounds."""
     rows = []
     x, y = _data(batch)
     ann = _model("ann")
-    t = best_time({"train": train_step_fn(ann, x, y), "infer": infer_fn(ann, x)}, repeats, calls={"infer": 2})
-    a_train, a_inf = t["train"] / batch, t["infer"] / batch
-    rows.append({"model": "ann", "T": None, "train_ms_per_img": a_train * 1e3, "infer_ms_per_img": a_inf * 1e3,
-                 "train_ratio": None, "infer_ratio": None})
+    a_train = a_inf = float("inf")
     for neuron in ("if", "lif"):
         for T in Ts:
             snn = _model("snn", T=T, neuron=neuron, backend=backend)
             t = best_time({"ann_train": train_step_fn(ann, x, y), "train": train_step_fn(snn, x, y),
-                           "ann_infer": infer_fn(ann, x), "infer": infer_fn(snn, x)}, repeats)
-            a_train, a_inf = min(a_train, t["ann_train"] / batch), min(a_inf, t["ann_infer"] / batch)
-            rows.append({"model": f"snn_{neuron}", "T": T, "train_ms_per_img": t["train"] / batch * 1e3,
-                         "infer_ms_per_img": t["infer"] / batch * 1e3, "backend": snn.backend})
+                           "ann_infer": infer_fn(ann, x), "infer": infer_fn(snn, x)}, repeats,
+                          calls={"ann_train": T, "ann_infer": T})
+            a_train, a_inf = min(a_train, t["ann_train"]), min(a_inf, t["ann_infer"])
+            rows.append({"model": f"snn_{neuron}", "T": T, "backend": snn.backend,
+                         "train_ms_per_img": t["train"] / batch * 1e3, "infer_ms_per_img": t["infer"] / batch * 1e3,
+                         "train_ratio": t["train"] / (T * t["ann_train"]), "infer_ratio": t["infer"] / (T * t["ann_infer"])})
             del snn
-    rows[0].update(train_ms_per_img=a_train * 1e3, infer_ms_per_img=a_inf * 1e3)
-    for r in rows[1:]:  # ratios against T × the best ANN time seen
-        r["train_ratio"] = r["train_ms_per_img"] / (r["T"] * a_train * 1e3)
-        r["infer_ratio"] = r["infer_ms_per_img"] / (r["T"] * a_inf * 1e3)
+    rows.insert(0, {"model": "ann", "T": None, "train_ms_per_img": a_train / batch * 1e3,
+                    "infer_ms_per_img": a_inf / batch * 1e3, "train_ratio": None, "infer_ratio": None})
     log(f"  {'model':8s} {'T':>3s} {'train ms/img':>13s} {'/(T·ANN)':>9s} {'infer ms/img':>13s} {'/(T·ANN)':>9s}")
     for r in rows:
         tr = "" if r["train_ratio"] is None else f"{r['train_ratio']:9.2f}"
@@ -425,10 +427,10 @@ def run(args) -> int:
         res.update(headline_ratios([8, 32], batch, repeats, args.backend, log, baseline=args.baseline))
     if "table" not in args.skip:
         log(f"\nTrain step and inference per image (T = {Ts}):")
-        res["table"] = cost_table(Ts, batch, repeats, args.backend, log)
+        res["table"] = cost_table(Ts, batch, max(1, repeats - 1), args.backend, log)
     if "pgd" not in args.skip:
         log("\nPGD crafting throughput:")
-        res["pgd"] = pgd_throughput(pgd_steps, 8 if not quick else 4, batch, repeats, args.backend, log)
+        res["pgd"] = pgd_throughput(pgd_steps, 8 if not quick else 4, batch, max(1, repeats - 1), args.backend, log)
     if "fgsm" not in args.skip:
         log("\nFGSM sweep:")
         try:

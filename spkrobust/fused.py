@@ -19,7 +19,14 @@ Why it is faster than SpikingJelly's torch backend:
 * the backward pass is one reverse loop with a single fused op per step: with
   ``g[t] = dL/ds[t] * sg'(h[t]-θ)`` and ``c[t] = decay * (1 - θ sg'(h[t]-θ))``, both computed for
   all t at once (vectorised over ``[T, ...]``), ``dL/dx[t] = g[t] + c[t] * dL/dx[t+1]``;
-* under ``torch.no_grad`` nothing is stored: one membrane buffer is reused.
+* under ``torch.no_grad`` nothing is stored;
+* on CPU float32 both loops are one compiled C pass each (see ``_C_SRC``; built on first use with
+  the system C compiler, cached, called via ctypes on ``torch.get_num_threads()`` threads): the
+  forward reads x and writes spikes and h, the backward reads h and dL/ds and writes dL/dx. Without
+  a compiler (or with ``SPKROBUST_FUSED_NATIVE=0``, or for other dtypes/devices) the same loops run
+  as preallocated, in-place torch ops: spikes identical, gradients equal up to float rounding;
+* :func:`tune_allocator` (called when a node is built) stops glibc from handing every large
+  ``[T*B, ...]`` block out as fresh, page-faulting ``mmap`` memory.
 
 The backward formula (``dL/dh[t] = dL/ds[t]·sg' + dL/dv[t]·(1 - θ·sg')``, ``dL/dx[t] = dL/dh[t]``,
 ``dL/dv[t-1] = decay·dL/dh[t]``) is that of SpikingJelly's graph with ``detach_reset=False``.
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 from spikingjelly.activation_based import base
 
 
@@ -148,6 +156,7 @@ void fused_backward(const float *restrict h, const float *restrict gs, const flo
 _native = None  # None: not tried yet; False: unavailable; else the ctypes library
 _native_reason = ""
 _pool = None
+_pool_pid = None
 _MIN_PER_THREAD = 1 << 15  # elements; below this one thread does the whole layer
 
 
@@ -227,15 +236,18 @@ def _use_native(*tensors: torch.Tensor) -> bool:
 
 def _parallel(fn, N: int, *args):
     """Run ``fn(i0, i1, *args)`` over [0, N) split across torch's intra-op thread count."""
-    global _pool
+    global _pool, _pool_pid
+    import os
+
     nt = max(1, min(torch.get_num_threads(), N // _MIN_PER_THREAD))
     if nt == 1:
         fn(0, N, *args)
         return
-    if _pool is None or _pool._max_workers < nt:
+    if _pool is None or _pool._max_workers < nt - 1 or _pool_pid != os.getpid():  # new pool after fork
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = ThreadPoolExecutor(max_workers=nt, thread_name_prefix="spkrobust-fused")
+        _pool = ThreadPoolExecutor(max_workers=nt - 1, thread_name_prefix="spkrobust-fused")
+        _pool_pid = os.getpid()
     step = -(-N // nt)
     step = -(-step // 16) * 16  # 64-byte aligned chunks
     bounds = [(i, min(i + step, N)) for i in range(0, N, step)]
@@ -361,6 +373,8 @@ def _forward_loop(x: torch.Tensor, threshold: float, decay: float, store_h: bool
 
 
 class _FusedFn(torch.autograd.Function):
+    """spikes = FusedLIF(x); backward by the reverse loop (first-order only)."""
+
     @staticmethod
     def forward(ctx, x, threshold, decay, sg):
         needs = ctx.needs_input_grad[0]
@@ -371,6 +385,7 @@ class _FusedFn(torch.autograd.Function):
         return spikes
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_s):
         (h,) = ctx.saved_tensors
         th, decay = ctx.threshold, ctx.decay

@@ -56,7 +56,7 @@ def test_best_time_interleaves_and_keeps_minimum():
     calls = []
     t = bench.best_time({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2, warmup=1,
                         calls={"a": 2})
-    assert calls == ["a", "a", "b"] * 3
+    assert calls == ["a", "a", "b"] * 3  # rounds of (2 x a, 1 x b): 1 warm-up + 2 timed
     assert set(t) == {"a", "b"} and all(v >= 0 for v in t.values())
 
 
