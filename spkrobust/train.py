@@ -21,13 +21,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from spkrobust.data import Prepared, batches, load_prepared, to_float
+from spkrobust.data import Prepared, batches, load_prepared
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
 from spkrobust.models import build_model, default_meta, load_model, save_model
 
-ANN_DEFAULTS = {"epochs": 3, "lr": 0.01, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4}
-SNN_DEFAULTS = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.0}
+# ``train_images``: train on a seeded subset of that many prepared training images (None: all)
+ANN_DEFAULTS = {"epochs": 3, "lr": 0.01, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "train_images": None}
+SNN_DEFAULTS = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.0, "train_images": None}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -62,7 +63,11 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
          ckpt: Path, cfg_hash: str, desc: str) -> dict:
     """The shared epoch loop: resume, train, checkpoint after each epoch."""
     epochs, bs = int(hp["epochs"]), int(hp["batch_size"])
-    steps_per_epoch = math.ceil(len(data.train_x) / bs)
+    train_x, train_y = data.train_x, data.train_y
+    if hp.get("train_images"):  # a seeded subset of the prepared training set (e.g. costly SNN BPTT)
+        keep = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(int(seed)))[: int(hp["train_images"])]
+        train_x, train_y = train_x[keep], train_y[keep]
+    steps_per_epoch = math.ceil(len(train_x) / bs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
     start, history = 0, []
     if ckpt.exists():
@@ -81,7 +86,7 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
         torch.manual_seed(int(seed) * 7919 + epoch)
         model.train()
         tot, n, correct = 0.0, 0, 0
-        for xb, yb in tqdm(batches(data.train_x, data.train_y, bs, shuffle=True, generator=gen),
+        for xb, yb in tqdm(batches(train_x, train_y, bs, shuffle=True, generator=gen),
                            total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{epochs}", mininterval=10):
             xb, yb = xb.to(device), yb.to(device)
             out = model(xb)

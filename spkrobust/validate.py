@@ -53,8 +53,8 @@ MODEL_KEYS = {  # keys each kind reads (anything else would be silently ignored 
     "convert": _COMMON_MODEL_KEYS + ("method", "scale") + _NEURON_KEYS,
     "snn": _COMMON_MODEL_KEYS + ("arch", "dropout", "train") + _NEURON_KEYS,
 }
-TRAIN_KEYS = {"ann": ("epochs", "lr", "batch_size", "momentum", "weight_decay"),  # SGD
-              "snn": ("epochs", "lr", "batch_size", "weight_decay")}  # Adam
+TRAIN_KEYS = {"ann": ("epochs", "lr", "batch_size", "momentum", "weight_decay", "train_images"),  # SGD
+              "snn": ("epochs", "lr", "batch_size", "weight_decay", "train_images")}  # Adam
 PARENT_KINDS = {"convert": ("ann",), "snn": ("ann", "convert", "snn")}
 
 # parameters each attack type accepts (mirrors spkrobust.attacks.ATTACK_DEFAULTS, which imports torch)
@@ -233,6 +233,8 @@ def _check_train(path: str, kind: str, train: Any) -> None:
         _int(f"{path}.epochs", train["epochs"], minimum=0)
     if "batch_size" in train:
         _int(f"{path}.batch_size", train["batch_size"])
+    if train.get("train_images") is not None:
+        _int(f"{path}.train_images", train["train_images"])
     if "lr" in train:
         _positive(f"{path}.lr", train["lr"])
     if "momentum" in train:
