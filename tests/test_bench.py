@@ -63,6 +63,7 @@ def test_best_time_interleaves_and_keeps_minimum():
 def test_big_config_grows_the_grid():
     base = {"datasets": ["cifar10"], "models": {"ann": {"kind": "ann"}, "snn": {"kind": "snn", "T": 8}}}
     big = bench._big_config(base)
+    assert bench._big_config(base, 1)["replicas"] == 3
     assert len(big["datasets"]) == 3 and big["models"]["snn"]["sweep"] == {"T": [25, 50, 100]}
     assert base["datasets"] == ["cifar10"]  # the input is not modified
 
