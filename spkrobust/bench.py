@@ -103,24 +103,29 @@ def infer_fn(model, x):
     return infer
 
 
-def best_time(fns: dict, repeats: int, warmup: int = 1, calls: dict | None = None) -> dict:
+def best_time(fns: dict, repeats: int, warmup: int = 1, calls: dict | None = None, cpu: dict | None = None) -> dict:
     """Seconds per call of each function: the functions run interleaved, round by round, each as a
     block of ``calls[name]`` back-to-back calls (default 1); the fastest of ``repeats`` timed rounds
     (after ``warmup`` untimed ones) counts, divided by the block size.
 
     Timing ``T`` ANN calls as one block against one SNN call exposes both to the same stretch of
-    background load (a shared machine's load varies over seconds)."""
+    background load (a shared machine's load varies over seconds). ``cpu``, when given, receives
+    the same statistic of the process's CPU time (all threads), which other processes disturb less
+    than wall time."""
     calls = calls or {}
     best = {k: float("inf") for k in fns}
+    best_cpu = {k: float("inf") for k in fns}
     for r in range(warmup + repeats):
         for k, f in fns.items():
             n = max(1, int(calls.get(k, 1)))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
                 f()
-            dt = (time.perf_counter() - t0) / n
+            dt, dc = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
             if r >= warmup:
-                best[k] = min(best[k], dt)
+                best[k], best_cpu[k] = min(best[k], dt), min(best_cpu[k], dc)
+    if cpu is not None:
+        cpu.update(best_cpu)
     return best
 
 
@@ -137,14 +142,17 @@ def headline_ratios(Ts, batch, repeats, backend, log, baseline=False) -> dict:
             snn = _model("snn", T=T, backend=be)
             for what, make in (("step", train_step_fn), ("grad", input_grad_fn)):
                 # each round: T ANN calls as one block, then one SNN call
-                t = best_time({"ann": make(ann, x, y), "snn": make(snn, x, y)}, repeats, calls={"ann": T})
+                c: dict = {}
+                t = best_time({"ann": make(ann, x, y), "snn": make(snn, x, y)}, repeats, calls={"ann": T}, cpu=c)
                 ratio = t["snn"] / (T * t["ann"])
                 key = f"snn_{what}_ratio_T{T}" + ("" if be == backend else f"_{be}")
                 out[key] = ratio
-                out[f"{key}_detail"] = {"ann_s": t["ann"], "snn_s": t["snn"], "T": T, "batch": batch,
-                                        "backend": snn.backend}
+                out[f"{key}_cpu"] = c["snn"] / (T * c["ann"])
+                out[f"{key}_detail"] = {"ann_s": t["ann"], "snn_s": t["snn"], "ann_cpu_s": c["ann"],
+                                        "snn_cpu_s": c["snn"], "T": T, "batch": batch, "backend": snn.backend}
                 log(f"  {key:28s} {ratio:6.2f}   (SNN {t['snn'] * 1e3 / batch:8.2f} ms/img, "
-                    f"T x ANN {T * t['ann'] * 1e3 / batch:8.2f} ms/img, backend {snn.backend})")
+                    f"T x ANN {T * t['ann'] * 1e3 / batch:8.2f} ms/img; CPU-time ratio {out[key + '_cpu']:.2f}; "
+                    f"backend {snn.backend})")
             del snn
     return out
 
