@@ -1,0 +1,44 @@
+"""The two study presets dry-run to complete DAGs with the expected job counts (no data touched)."""
+from __future__ import annotations
+
+import pytest
+
+from wfutil import copy_workflow, plan
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("presets") / "wf")
+
+
+def test_study2019_dag(wd):
+    counts = plan(wd, "--configfile", "workflow/presets/study2019.yaml")
+    # VGG9 on CIFAR-10: ann, snn_conv, snn_bp x 2 replicas; 3 attacks x 3 eps; 3 targets (replica 1)
+    source_replicas = 3 * 2
+    assert counts["prepare"] == 1
+    assert counts["train_ann"] == counts["convert"] == counts["train_snn"] == 2
+    assert counts["clean"] == 3
+    assert counts["grad"] == source_replicas  # one FGSM gradient per source replica
+    assert counts["craft"] == source_replicas * 3 * 3
+    assert counts["evaluate"] == source_replicas * 3 * 3 * 3
+    assert counts["aggregate"] == 1
+    assert not (wd / "results").exists()
+
+
+def test_study2020_dag(wd):
+    counts = plan(wd, "--configfile", "workflow/presets/study2020.yaml")
+    datasets = 2  # CIFAR-10 and CIFAR-100
+    # per dataset: ann5, ann11, conv5, conv11, snn11 x 2 replicas; snn5 T sweep (3) x 2 replicas;
+    # snn5_leak (4 leaks) and snn5_neuron (IF, LIF) with one replica each
+    anns, convs, snns = 2 * 2, 2 * 2, 3 * 2 + 4 + 2 + 2
+    model_names = 2 + 2 + 3 + 4 + 2 + 1
+    source_replicas = anns + convs + snns
+    assert counts["prepare"] == datasets
+    assert counts["train_ann"] == datasets * anns
+    assert counts["convert"] == datasets * convs
+    assert counts["train_snn"] == datasets * snns
+    assert counts["clean"] == datasets * model_names
+    assert counts["grad"] == datasets * source_replicas
+    assert counts["craft"] == datasets * source_replicas * 2
+    assert counts["evaluate"] == datasets * source_replicas * 2 * model_names
+    assert counts["evaluate"] == 1232
