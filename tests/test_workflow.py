@@ -211,3 +211,19 @@ def test_editing_report_module_reruns_only_the_report(finished_copy):
     report.write_text(report.read_text() + "\n# edited by test\n")
     counts = plan(finished_copy, "--configfile", TINY)
     assert counts == {"aggregate": 1, "render_report": 1, "all": 1}
+
+
+def test_quick_preset_covers_the_study(tmp_path):
+    """quick: ANN, converted IF and spike-trained LIF SNNs, 2 replicas, T and leak sweeps of >= 3
+    values, FGSM and PGD at >= 4 eps; its dry-run builds the whole grid."""
+    wd = copy_workflow(tmp_path / "wf")
+    cfg = yaml.safe_load((wd / "workflow/presets/quick.yaml").read_text())
+    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 2
+    kinds = {m["kind"] for m in cfg["models"].values()}
+    assert kinds == {"ann", "convert", "snn"}
+    sweeps = [m.get("sweep", {}) for m in cfg["models"].values()]
+    assert any(len(s.get("T", [])) >= 3 for s in sweeps) and any(len(s.get("leak", [])) >= 3 for s in sweeps)
+    assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and len(cfg["eps"]) >= 4
+    counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
+    assert counts["train_ann"] == 2 and counts["train_snn"] == 2 and counts["convert"] == 9
+    assert counts["evaluate"] == 4 * 2 * 4 * 8
