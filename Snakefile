@@ -49,6 +49,21 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 # --- rules ----------------------------------------------------------------------------------
 include: "workflow/rules/common.smk"
+
+
+# Wildcards only ever match names from the config (model names may contain '-': sweep members).
+wildcard_constraints:
+    dataset=_alt(DATASETS),
+    model=_alt(MODELS),
+    source=_alt(MODELS),
+    target=_alt(MODELS),
+    attack=_alt(config["attacks"]),
+    eps=_alt(EPS),
+    replica=r"\d+",
+    sr=r"\d+",
+    tr=r"\d+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/attack.smk"

@@ -20,11 +20,7 @@ rule grad:
     resources:
         gpu=GPU,
     shell:
-        "{SPK} grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
-
-
-def grad_input(wc):
-    return {"grad": grad_pt(wc.dataset, wc.source, wc.replica)} if uses_grad(wc.attack) else {}
+        "python -m spkrobust grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule craft:
@@ -48,4 +44,4 @@ rule craft:
     resources:
         gpu=GPU,
     shell:
-        "{SPK} craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -1,5 +1,7 @@
 # Helpers shared by all rule files: the expanded model set, the evaluation grid, per-stage config
 # slices and the library files each stage runs.  Everything here is computed once at parse time.
+# Every rule runs `python -m spkrobust <stage> ...` (not the `spkrobust` script), so that the
+# library next to this Snakefile is the one that runs when executed from the repository root.
 import json
 import re
 
@@ -16,10 +18,6 @@ DATASETS = list(config["datasets"])
 EPS = {spk.eps_label(e): e for e in config["eps"]}  # label (used in paths) -> config literal
 REPLICAS = {m: spk.model_replicas(config, s) for m, s in MODELS.items()}  # model -> [1, 2, ...]
 
-# The command every rule runs.  `python -m` (not the `spkrobust` script) so that the library next
-# to this Snakefile is the one that runs when the workflow is executed from the repository root.
-SPK = "python -m spkrobust"
-
 # A GPU is requested for training and crafting jobs unless the config pins the device to the CPU.
 # Locally the `gpu` resource is ignored (unless --resources gpu=N is given); with the SLURM
 # executor it becomes `--gpus=N`.  Override per rule with --set-resources RULE:gpu=N.
@@ -34,18 +32,6 @@ def _alt(names):
 
 def models_of(kind):
     return [n for n, s in MODELS.items() if s["kind"] == kind]
-
-
-wildcard_constraints:
-    dataset=_alt(DATASETS),
-    model=_alt(MODELS),
-    source=_alt(MODELS),
-    target=_alt(MODELS),
-    attack=_alt(config["attacks"]),
-    eps=_alt(EPS),
-    replica=r"\d+",
-    sr=r"\d+",
-    tr=r"\d+",
 
 
 def _slice(stage, wc):
@@ -136,3 +122,17 @@ def record_json(g):
 def uses_grad(attack):
     """FGSM reuses one input gradient per source model for every eps."""
     return config["attacks"][attack]["type"] == "fgsm"
+
+
+# --- input functions --------------------------------------------------------------------------------
+def parent_pt(wc):
+    """The model a converted / spike-trained model starts from (same dataset and replica)."""
+    return model_pt(wc.dataset, MODELS[wc.model]["from"], wc.replica)
+
+
+def init_inputs(wc):
+    return {"init": parent_pt(wc)} if MODELS[wc.model].get("from") else {}
+
+
+def grad_input(wc):
+    return {"grad": grad_pt(wc.dataset, wc.source, wc.replica)} if uses_grad(wc.attack) else {}

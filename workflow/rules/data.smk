@@ -14,4 +14,4 @@ rule prepare:
         "benchmarks/{dataset}/prepare.tsv"
     threads: 1
     shell:
-        "{SPK} prepare --dataset {wildcards.dataset} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust prepare --dataset {wildcards.dataset} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

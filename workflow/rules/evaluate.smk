@@ -18,7 +18,7 @@ rule clean:
         "benchmarks/{dataset}/clean/{model}/r{replica}.tsv"
     threads: 4
     shell:
-        "{SPK} clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -49,4 +49,4 @@ rule evaluate:
         "evaluate"
     threads: 2
     shell:
-        "{SPK} evaluate --data {input.data} --adv {input.adv} --target {input.target} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.target} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -42,7 +42,7 @@ rule aggregate:
     shell:
         "printf '%s\\n' {input.records} > {output.lists[0]} && printf '%s\\n' {input.clean} > {output.lists[1]} && "
         "printf '%s\\n' {input.metrics} > {output.lists[2]} && "
-        "{SPK} aggregate --records-from {output.lists[0]} --clean-from {output.lists[1]} "
+        "python -m spkrobust aggregate --records-from {output.lists[0]} --clean-from {output.lists[1]} "
         "--metrics-from {output.lists[2]} --out-dir results/report > {log} 2>&1"
 
 
@@ -60,4 +60,4 @@ rule render_report:
         "benchmarks/report.tsv"
     threads: 1
     shell:
-        "{SPK} report --report-dir results/report > {log} 2>&1"
+        "python -m spkrobust report --report-dir results/report > {log} 2>&1"

@@ -5,14 +5,6 @@
 #   snn     -> train_snn  (spike-based BPTT, initialised from its `from:` model, same replica)
 
 
-def parent_pt(wc):
-    return model_pt(wc.dataset, MODELS[wc.model]["from"], wc.replica)
-
-
-def init_inputs(wc):
-    return {"init": parent_pt(wc)} if MODELS[wc.model].get("from") else {}
-
-
 rule train_ann:
     input:
         data=data_pt("{dataset}"),
@@ -32,7 +24,7 @@ rule train_ann:
     resources:
         gpu=GPU,
     shell:
-        "{SPK} train-ann --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-ann --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule convert:
@@ -55,7 +47,7 @@ rule convert:
     resources:
         gpu=GPU,
     shell:
-        "{SPK} convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule train_snn:
@@ -79,4 +71,4 @@ rule train_snn:
     resources:
         gpu=GPU,
     shell:
-        "{SPK} train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
