@@ -398,7 +398,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a small, fast run (< 1 min; for tests): tiny batch, "
                    "one repeat, fewer T")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--batch", type=int, default=None, help="images per batch (default 64; --quick: 8)")
+    p.add_argument("--batch", type=int, default=None, help="images per batch (default 64; --quick: 4)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement, best kept "
                    "(default 3; --quick: 1)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "fused"],
@@ -422,11 +422,11 @@ def run(args) -> int:
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation in SpikingJelly
     quick = bool(args.quick)
-    batch = args.batch or (8 if quick else 64)
+    batch = args.batch or (4 if quick else 64)
     repeats = args.repeats or (1 if quick else 3)
     Ts = args.Ts or ([4] if quick else [4, 8, 16])
     pgd_steps = args.pgd_steps or (2 if quick else 7)
-    mem_Ts = [2, 8] if quick else [4, 8, 16, 32]
+    mem_Ts = [2, 4] if quick else [4, 8, 16, 32]
     torch.set_num_threads(max(1, int(args.threads)))
     lines: list[str] = []
 
