@@ -164,82 +164,96 @@ def _run_clean(args):
 def _configure_evaluate(p: argparse.ArgumentParser):
     p.add_argument("--data", required=True, help="prepared dataset (.pt)")
     p.add_argument("--adv", required=True, help="adversarial set from 'spkrobust craft'")
-    p.add_argument("--target", required=True, help="target model (.pt)")
-    p.add_argument("--clean", required=True, help="the target's clean JSON from 'spkrobust clean'")
+    p.add_argument("--target", required=True, nargs="+", help="target model(s) (.pt)")
+    p.add_argument("--clean", required=True, nargs="+", help="each target's clean JSON from 'spkrobust clean'")
     p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{repeats,batch_size}, dataset, source, "
-                                                "source_replica, attack, eps, target, target_replica")
-    p.add_argument("--out", required=True)
+                                                "source_replica, attack, eps[, target, target_replica]")
+    p.add_argument("--out", required=True, nargs="+", help="one record per target")
 
 
-def _run_evaluate(args):
-    """Adversarial accuracy of one adversarial set on one target; writes one record."""
-    from spkrobust.models import load_model
-
-    cfg = _parse_cfg(args.cfg)
-    repeats, bs = _eval_opts(cfg)
-    device = resolve_device(cfg.get("device"))
-    prep, x, y = _load(args.data)
-    adv = load_adv(args.adv)
+def _load_adv_checked(adv_path: str, data_path: str, prep, x: torch.Tensor, y: torch.Tensor):
+    """The adversarial set, checked against the data: indices, labels, eps-ball and range."""
+    adv = load_adv(adv_path)
     am = adv["meta"]
     x_adv = adv["x_adv"].float()
     idx = adv["indices"].long()
     if len(idx) != len(x_adv) or len(adv["labels"]) != len(x_adv):
-        raise FileProblem(f"{args.adv}: x_adv, indices and labels differ in length; rerun craft")
+        raise FileProblem(f"{adv_path}: x_adv, indices and labels differ in length; rerun craft")
     test_idx = getattr(prep, "test_idx", None)
     pos = torch.arange(len(x))
     if test_idx is not None and len(test_idx) == len(x):
         lookup = {int(v): i for i, v in enumerate(torch.as_tensor(test_idx).tolist())}
         missing = [int(v) for v in idx.tolist() if int(v) not in lookup]
         if missing:
-            raise FileProblem(f"{args.adv}: made from test images not in {args.data} (e.g. index {missing[0]}); rerun craft")
+            raise FileProblem(f"{adv_path}: made from test images not in {data_path} (e.g. index {missing[0]}); rerun craft")
         pos = torch.tensor([lookup[int(v)] for v in idx.tolist()], dtype=torch.long)
     elif len(idx) != len(x):
-        raise FileProblem(f"{args.adv}: {len(idx)} inputs but {args.data} has {len(x)} test images; rerun craft")
+        raise FileProblem(f"{adv_path}: {len(idx)} inputs but {data_path} has {len(x)} test images; rerun craft")
     x, y = x[pos], y[pos]
     if not torch.equal(adv["labels"].long(), y):
-        raise FileProblem(f"{args.adv}: labels differ from {args.data}; the set was crafted on other data, rerun craft")
+        raise FileProblem(f"{adv_path}: labels differ from {data_path}; the set was crafted on other data, rerun craft")
     try:
         verify_adv(x, x_adv, float(am["eps"]))
     except AdversarialSetError as e:
-        raise FileProblem(f"{args.adv}: {e}") from None
-    clean = read_json(args.clean)
-    if not isinstance(clean, dict) or clean.get("format") != CLEAN_FORMAT:
-        raise FileProblem(f"{args.clean}: not a spkrobust clean-accuracy JSON; rerun 'spkrobust clean'")
-    model = load_model(args.target, device=device)
-    name, rep = _target_ids(cfg, model)
-    if (clean.get("model"), int(clean.get("replica", -1))) != (name, rep):
-        raise FileProblem(f"{args.clean}: clean accuracy of {clean.get('model')} r{clean.get('replica')}, "
-                          f"not of the target {name} r{rep}")
+        raise FileProblem(f"{adv_path}: {e}") from None
+    return am, x_adv, y
+
+
+def _run_evaluate(args):
+    """Adversarial accuracy of one adversarial set on each target; writes one record per target.
+
+    The data and the adversarial set are loaded and checked once; each target model once."""
+    from spkrobust.models import load_model
+
+    if not len(args.target) == len(args.clean) == len(args.out):
+        raise UserError(f"evaluate: --target, --clean and --out need the same number of paths "
+                        f"({len(args.target)}, {len(args.clean)}, {len(args.out)})")
+    cfg = _parse_cfg(args.cfg)
+    if len(args.target) > 1:  # names come from each target's metadata
+        cfg = {k: v for k, v in cfg.items() if k not in ("target", "target_replica", "model", "replica")}
+    repeats, bs = _eval_opts(cfg)
+    device = resolve_device(cfg.get("device"))
+    prep, x, y = _load(args.data)
+    am, x_adv, y = _load_adv_checked(args.adv, args.data, prep, x, y)
     source = str(cfg.get("source") or am["source"])
     sr = int(cfg.get("source_replica", am["source_replica"]))
     if (source, sr) != (am["source"], int(am["source_replica"])):
         raise FileProblem(f"{args.adv}: crafted on {am['source']} r{am['source_replica']}, the config says {source} r{sr}")
-    t0 = time.time()
-    res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(cfg, name, rep, repeats), device)
-    tmeta = getattr(model, "meta", None) or {}
-    record = {
-        "format": RECORD_FORMAT,
-        "dataset": cfg.get("dataset", am.get("dataset", prep.dataset)),
-        "source": source, "source_replica": sr,
-        "attack": str(cfg.get("attack") or am["attack"]), "attack_params": am.get("attack_params"),
-        "attack_type": am.get("attack_type"),
-        "eps": float(am["eps"]), "eps_label": str(am.get("eps_label", cfg.get("eps"))),
-        "target": name, "target_replica": rep, "setting": setting_of(source, sr, name, rep),
-        "clean_acc": clean.get("clean_acc"), "clean_acc_std": clean.get("clean_acc_std"),
-        "clean_repeats": clean.get("repeats"),
-        "adv_acc": res["adv_acc"], "adv_acc_std": res["adv_acc_std"], "adv_accs": res["accs"],
-        "repeats": res["repeats"], "n": res["n"],
-        "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
-        "grad_mode": am.get("grad_mode"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
-        "seed": int(cfg.get("seed", 0)), "stochastic": is_stochastic(model),
-        "source_stochastic": am.get("source_stochastic"),
-        "source_kind": am.get("source_kind"), "target_kind": tmeta.get("kind"),
-        "num_classes": _num_classes(model, prep), "time_s": round(time.time() - t0, 3),
-    }
-    atomic_write_json(record, args.out)
-    print(f"evaluate {record['attack']} eps={record['eps_label']} {source} r{sr} -> {name} r{rep} "
-          f"({record['setting']}): adv {res['adv_acc']:.4f} ± {res['adv_acc_std']:.4f} (clean "
-          f"{record['clean_acc']:.4f}) -> {args.out}")
+    for target_path, clean_path, out in zip(args.target, args.clean, args.out):
+        clean = read_json(clean_path)
+        if not isinstance(clean, dict) or clean.get("format") != CLEAN_FORMAT:
+            raise FileProblem(f"{clean_path}: not a spkrobust clean-accuracy JSON; rerun 'spkrobust clean'")
+        model = load_model(target_path, device=device)
+        name, rep = _target_ids(cfg, model)
+        if (clean.get("model"), int(clean.get("replica", -1))) != (name, rep):
+            raise FileProblem(f"{clean_path}: clean accuracy of {clean.get('model')} r{clean.get('replica')}, "
+                              f"not of the target {name} r{rep}")
+        t0 = time.time()
+        res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(cfg, name, rep, repeats), device)
+        tmeta = getattr(model, "meta", None) or {}
+        record = {
+            "format": RECORD_FORMAT,
+            "dataset": cfg.get("dataset", am.get("dataset", prep.dataset)),
+            "source": source, "source_replica": sr,
+            "attack": str(cfg.get("attack") or am["attack"]), "attack_params": am.get("attack_params"),
+            "attack_type": am.get("attack_type"),
+            "eps": float(am["eps"]), "eps_label": str(am.get("eps_label", cfg.get("eps"))),
+            "target": name, "target_replica": rep, "setting": setting_of(source, sr, name, rep),
+            "clean_acc": clean.get("clean_acc"), "clean_acc_std": clean.get("clean_acc_std"),
+            "clean_repeats": clean.get("repeats"),
+            "adv_acc": res["adv_acc"], "adv_acc_std": res["adv_acc_std"], "adv_accs": res["accs"],
+            "repeats": res["repeats"], "n": res["n"],
+            "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
+            "grad_mode": am.get("grad_mode"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
+            "seed": int(cfg.get("seed", 0)), "stochastic": is_stochastic(model),
+            "source_stochastic": am.get("source_stochastic"),
+            "source_kind": am.get("source_kind"), "target_kind": tmeta.get("kind"),
+            "num_classes": _num_classes(model, prep), "time_s": round(time.time() - t0, 3),
+        }
+        atomic_write_json(record, out)
+        print(f"evaluate {record['attack']} eps={record['eps_label']} {source} r{sr} -> {name} r{rep} "
+              f"({record['setting']}): adv {res['adv_acc']:.4f} ± {res['adv_acc_std']:.4f} (clean "
+              f"{record['clean_acc']:.4f}) -> {out}")
 
 
 CLI = {"clean": (_configure_clean, _run_clean), "evaluate": (_configure_evaluate, _run_evaluate)}
