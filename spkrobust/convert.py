@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -44,8 +45,11 @@ def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, sca
             snn.reset()
             current = snn.forward_seq(calib_x[i: i + batch_size], upto=li)
             vmax = max(vmax, float(current.max()))
-        if vmax <= 0:
-            raise UserError(f"threshold balancing: layer {k} receives no positive input on the calibration set")
+        if vmax <= 0:  # a silent layer (e.g. a barely trained ANN at small T): keep it, flag it
+            warnings.warn(f"threshold balancing: spiking layer {k} receives no positive input on the "
+                          f"calibration set at T={snn.T}; its threshold stays {thresholds[k]:.4g}")
+            snn.meta.setdefault("silent_layers", []).append(k)
+            continue
         thresholds[k] = vmax
         snn.set_thresholds(thresholds)
     thresholds = [t * scale for t in thresholds]
@@ -102,13 +106,18 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
     ann = load_model(ann_path, device=device)
     if ann.meta["kind"] != "ann":
         raise UserError(f"{ann_path}: conversion needs an ANN, got a {ann.meta['kind']}")
-    snn = convert(ann, data, spec, seed, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snn = convert(ann, data, spec, seed, device)
+    for w in caught:
+        print(f"warning: {w.message}", flush=True)
     seed_everything(seed)
     acc = accuracy(snn, data.test_x, data.test_y, device=device)
     ann_acc = accuracy(ann, data.test_x, data.test_y, device=device)
     metrics = {"name": spec["name"], "base": spec.get("base", spec["name"]), "kind": "convert",
                "replica": cfg["replica"], "dataset": data.dataset, "seed": seed, "clean_acc": acc,
                "ann_clean_acc": ann_acc, "method": spec.get("method", "threshold"),
+               "silent_layers": snn.meta.get("silent_layers", []),
                "n_test": len(data.test_y), "meta": snn.meta, "config": cfg, "epochs": 0,
                "wall_s": time.time() - t0, "versions": package_versions(), "device": str(device), "init": ann_path}
     save_model(snn.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,

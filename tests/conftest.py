@@ -52,3 +52,16 @@ def trained_ann_path(small_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ann") / "model.pt"
     train_ann(small_data, ann_cfg(), out, out.parent / "metrics.json")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real end-to-end Snakemake run of the tiny preset, shared by the workflow and reliability tests."""
+    from wfutil import TINY, copy_workflow, snakemake
+
+    wd = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
+    p = snakemake(wd, "--workflow-profile", "workflow/profiles/local", "--configfile", TINY, "--cores", "2",
+                  timeout=1200)
+    print(f"tiny preset end to end: {p.seconds:.0f} s")
+    (wd / "tiny_seconds.txt").write_text(f"{p.seconds:.1f}\n")
+    return wd

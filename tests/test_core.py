@@ -237,3 +237,15 @@ def test_killed_training_resumes_from_last_epoch_and_matches_uninterrupted(small
     a = torch.load(killed / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(full / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_silent_layer_in_threshold_balancing_is_flagged_not_fatal():
+    from spkrobust.convert import threshold_balance
+
+    torch.manual_seed(0)
+    snn = build_model(snn_meta(neuron="if", encoder="direct", T=2))
+    with torch.no_grad():
+        snn.layers[3].weight.zero_()  # the second convolution: its spiking layer never gets input
+    with pytest.warns(UserWarning, match="spiking layer 1 receives no positive input"):
+        th = threshold_balance(snn, torch.rand(8, 1, 28, 28), scale=0.7)
+    assert 1 in snn.meta["silent_layers"] and th[0] > 0

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
+
+from spkrobust.config import grid
 
 from wfutil import copy_workflow, plan
 
@@ -20,7 +23,7 @@ def test_study2019_dag(wd):
     assert counts["clean"] == 3
     assert counts["grad"] == source_replicas  # one FGSM gradient per source replica
     assert counts["craft"] == source_replicas * 3 * 3
-    assert counts["evaluate"] == source_replicas * 3 * 3 * 3
+    assert counts["evaluate"] == source_replicas * 3 * 3  # one job per adversarial set (3 targets each)
     assert counts["aggregate"] == 1
     assert not (wd / "results").exists()
 
@@ -40,5 +43,6 @@ def test_study2020_dag(wd):
     assert counts["clean"] == datasets * model_names
     assert counts["grad"] == datasets * source_replicas
     assert counts["craft"] == datasets * source_replicas * 2
-    assert counts["evaluate"] == datasets * source_replicas * 2 * model_names
-    assert counts["evaluate"] == 1232
+    assert counts["evaluate"] == datasets * source_replicas * 2  # one job per adversarial set
+    cfg = yaml.safe_load((wd / "workflow/presets/study2020.yaml").read_text())
+    assert len(grid(cfg)) == datasets * source_replicas * 2 * model_names == 1232  # records

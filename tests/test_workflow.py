@@ -28,7 +28,7 @@ def test_default_config_dry_run_builds_full_grid_without_touching_data(tmp_path)
     timing = {}
     counts = plan(wd, timing=timing)
     # CIFAR-10: 3 models x 2 replicas are sources, replica 1 of each a target, 2 attacks x 5 eps
-    assert counts["evaluate"] == 6 * 2 * 5 * 3
+    assert counts["evaluate"] == 6 * 2 * 5  # one job per adversarial set, each evaluating 3 targets
     assert counts["craft"] == 6 * 2 * 5
     assert counts["grad"] == 6  # FGSM: one gradient per source replica, shared by all eps
     assert counts["clean"] == 3
@@ -46,9 +46,10 @@ def test_large_grid_dry_run_is_fast(tmp_path):
     def big(cfg):
         for m in cfg["models"].values():
             m.pop("replicas", None)  # every model: 2 replicas
-        cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 4, 8], "leak": [0.9, 0.99]}
-        cfg["eps"] = ["2/255", "4/255", "8/255", "16/255"]
-        cfg["grid"] = {"sources": "all", "targets": "all", "target_replicas": [1]}
+        cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 4, 8, 16], "leak": [0.9, 0.95, 0.99, 1.0]}
+        cfg["eps"] = [f"{e}/255" for e in (1, 2, 3, 4, 6, 8, 12, 16)]
+        # every sweep member is a source; three targets (each evaluation job loads every target)
+        cfg["grid"] = {"sources": "all", "targets": ["ann", "snn_conv", "snn_bp-T8-leak0.99"], "target_replicas": [1]}
 
     preset = write_preset(wd, "big.yaml", big)
     timing = {}
@@ -100,7 +101,7 @@ def test_schema_fills_defaults(tmp_path):
     preset = write_preset(wd, "min.yaml", minimal)
     counts = plan(wd, "--configfile", preset)
     # grid defaults to all sources x all targets (replica 1): 3 source replicas... plus snn_conv
-    assert counts["evaluate"] == (2 + 1 + 1) * 2 * 1 * 3
+    assert counts["evaluate"] == (2 + 1 + 1) * 2 * 1  # one job per adversarial set
 
 
 def test_gpu_resource_follows_device(tmp_path):
@@ -114,15 +115,6 @@ def test_gpu_resource_follows_device(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # one real end-to-end run of the tiny preset, shared by the rerun tests
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    wd = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
-    p = snakemake(wd, *LOCAL, "--configfile", TINY, "--cores", "2", timeout=1200)
-    print(f"tiny preset end to end: {p.seconds:.0f} s")
-    (wd / "tiny_seconds.txt").write_text(f"{p.seconds:.1f}\n")
-    return wd
-
 
 @pytest.fixture
 def finished_copy(tiny_run, tmp_path) -> Path:
@@ -167,7 +159,7 @@ def test_adding_an_eps_reruns_only_that_eps(finished_copy):
     counts = plan(finished_copy, "--configfile", preset)
     # 3 source replicas x 2 attacks crafted at the new eps (FGSM from the existing gradient),
     # each evaluated on 2 targets; then the tables and report
-    assert counts == {"craft": 6, "evaluate": 12, "aggregate": 1, "render_report": 1, "all": 1}
+    assert counts == {"craft": 6, "evaluate": 6, "aggregate": 1, "render_report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -179,7 +171,7 @@ def test_changing_snn_T_reruns_that_snn_only(finished_copy):
         "clean": 1,  # snn_bp as target
         "grad": 1,  # snn_bp as FGSM source
         "craft": 2,  # snn_bp r1 x {fgsm, pgd}
-        "evaluate": 8,  # snn_bp as source (2 attacks x 2 targets) + as target of ann r1, r2 (2 x 2)
+        "evaluate": 6,  # every adversarial set: snn_bp is one of the targets each job evaluates
         "aggregate": 1,
         "render_report": 1,
         "all": 1,
@@ -194,7 +186,7 @@ def test_editing_attacks_module_reruns_attacks_not_training(finished_copy):
     assert "train_ann" not in counts and "train_snn" not in counts and "convert" not in counts
     assert "prepare" not in counts
     # clean accuracy reruns too: spkrobust/evaluate.py imports helpers from attacks.py
-    assert counts == {"grad": 3, "craft": 6, "clean": 2, "evaluate": 12, "aggregate": 1, "render_report": 1,
+    assert counts == {"grad": 3, "craft": 6, "clean": 2, "evaluate": 6, "aggregate": 1, "render_report": 1,
                       "all": 1}
 
 
@@ -226,4 +218,4 @@ def test_quick_preset_covers_the_study(tmp_path):
     assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and len(cfg["eps"]) >= 4
     counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
     assert counts["train_ann"] == 2 and counts["train_snn"] == 2 and counts["convert"] == 9
-    assert counts["evaluate"] == 4 * 2 * 4 * 8
+    assert counts["evaluate"] == 4 * 2 * 4  # adversarial sets; each job evaluates all 8 targets

@@ -119,6 +119,21 @@ def record_json(g):
     )
 
 
+# The grid is a product: every adversarial set is evaluated on the same targets.  One evaluation job
+# per adversarial set loads it once and evaluates every target (process start-up, mostly importing
+# torch, costs seconds: per-record jobs would multiply it by the number of targets).
+EVAL_TARGETS = list(dict.fromkeys((g["target"], g["target_replica"]) for g in GRID))
+
+
+def eval_outputs():
+    return [f"results/{{dataset}}/eval/{{source}}/r{{sr}}/{{attack}}/{{eps}}/{t}/r{tr}.json" for t, tr in EVAL_TARGETS]
+
+
+def eval_target_inputs(wc):
+    return {"targets": [model_pt(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
+            "clean": [clean_json(wc.dataset, t, tr) for t, tr in EVAL_TARGETS]}
+
+
 def uses_grad(attack):
     """FGSM reuses one input gradient per source model for every eps."""
     return config["attacks"][attack]["type"] == "fgsm"

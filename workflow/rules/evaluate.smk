@@ -1,5 +1,5 @@
-# Stage 4: accuracy.  Clean accuracy once per target model; then one record per adversarial set x
-# target.  Evaluation jobs are small: `group: "evaluate"` lets a cluster profile pack many of them
+# Stage 4: accuracy.  Clean accuracy once per target model; then one job per adversarial set that
+# writes one record per target.  Evaluation jobs are small: `group: "evaluate"` lets a cluster profile pack many of them
 # into one job (group-components), locally it has no effect.
 
 
@@ -23,13 +23,12 @@ rule clean:
 
 rule evaluate:
     input:
+        unpack(eval_target_inputs),
         data=data_pt("{dataset}"),
         adv=adv_pt("{dataset}", "{source}", "{sr}", "{attack}", "{eps}"),
-        target=model_pt("{dataset}", "{target}", "{tr}"),
-        clean=clean_json("{dataset}", "{target}", "{tr}"),
-        code=lib_for(["evaluate", "attacks"], "target"),
+        code=lib("evaluate", "attacks", *MODEL_CODE["snn"]),
     output:
-        "results/{dataset}/eval/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.json",
+        eval_outputs(),
     params:
         cfg=lambda wc: cfg_json(
             "evaluate",
@@ -38,15 +37,13 @@ rule evaluate:
             source_replica=wc.sr,
             attack=wc.attack,
             eps=wc.eps,
-            target=wc.target,
-            target_replica=wc.tr,
         ),
     log:
-        "logs/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.log",
+        "logs/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}.log",
     benchmark:
-        "benchmarks/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}/{target}/r{tr}.tsv"
+        "benchmarks/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}.tsv"
     group:
         "evaluate"
     threads: 2
     shell:
-        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.target} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -39,11 +39,16 @@ rule aggregate:
     benchmark:
         "benchmarks/aggregate.tsv"
     threads: 1
-    shell:
-        "printf '%s\\n' {input.records} > {output.lists[0]} && printf '%s\\n' {input.clean} > {output.lists[1]} && "
-        "printf '%s\\n' {input.metrics} > {output.lists[2]} && "
-        "python -m spkrobust aggregate --records-from {output.lists[0]} --clean-from {output.lists[1]} "
-        "--metrics-from {output.lists[2]} --out-dir results/report > {log} 2>&1"
+    run:
+        # list files written here, not by `printf` in the shell: thousands of record paths would
+        # exceed the kernel's limit on one command-line argument
+        for path, items in zip(output.lists, (input.records, input.clean, input.metrics)):
+            with open(path, "w") as f:
+                f.write("".join(f"{item}\n" for item in items))
+        shell(
+            "python -m spkrobust aggregate --records-from {output.lists[0]} --clean-from {output.lists[1]} "
+            "--metrics-from {output.lists[2]} --out-dir results/report > {log} 2>&1"
+        )
 
 
 rule render_report:
