@@ -24,17 +24,12 @@ import torch.nn as nn
 
 from spkrobust.attacks import (AdversarialSetError, _parse_cfg, derive_seed, is_stochastic, load_adv,
                                resolve_device, verify_adv)
+from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
 
 CLEAN_FORMAT = "spkrobust-clean-1"
 RECORD_FORMAT = "spkrobust-record-1"
-
-
-def setting_of(source: str, source_replica: int, target: str, target_replica: int) -> str:
-    if source == target:
-        return "white-box" if int(source_replica) == int(target_replica) else "black-box"
-    return "transfer"
 
 
 @torch.no_grad()

@@ -37,15 +37,13 @@ import csv
 import io as _pyio
 import json
 import math
-import os
 import re
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
 from spkrobust.errors import FileProblem, UserError
-from spkrobust.io import atomic_write_json, atomic_write_text
+from spkrobust.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SUMMARY_COLUMNS = [
     "dataset", "source", "source_replica", "source_kind", "attack", "eps", "eps_label",
@@ -80,20 +78,6 @@ _FLOAT_COLS = {"eps", "clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "z
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 def _read_json(path: Path) -> Any:
     if not path.exists():
@@ -957,7 +941,7 @@ def _figure(nplots: int, ncols: int, w: float = 6.0, h: float = 3.6):
 def _save(fig, path: Path) -> None:
     buf = _pyio.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    _atomic_write_bytes(buf.getvalue(), path)
+    atomic_write_bytes(buf.getvalue(), path)
 
 
 def _not_measured_png(path: Path, title: str, why: str) -> None:

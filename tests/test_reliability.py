@@ -51,8 +51,11 @@ def test_killed_pipeline_resumes_and_reproduces_the_summary(tiny_run, tmp_path):
             safe_load(f)
         elif f.suffix == ".json":
             read_json(f)
+    # a SIGKILLed Snakemake leaves its lock: the user unlocks (as Snakemake's message says), then reruns;
     # the rerun completes what was left and reproduces the uninterrupted run exactly
-    snakemake(wd, *LOCAL, "--configfile", TINY, "--cores", "2", timeout=1200)
+    snakemake(wd, "--configfile", TINY, "--unlock")
+    p = snakemake(wd, *LOCAL, "--configfile", TINY, "--cores", "2", timeout=1200)
+    assert "rule prepare:" not in p.stdout + p.stderr, "finished work was redone after the interruption"
     a = (wd / "results/report/summary.csv").read_text()
     b = (tiny_run / "results/report/summary.csv").read_text()
     assert a == b, "same config and seed must give an identical summary.csv"
