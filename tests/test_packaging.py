@@ -39,3 +39,30 @@ def test_ci_runs_the_readme_commands(repo):
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
     test_cmd = next(b for b in blocks if "pytest" in b).strip()
     assert test_cmd in ci, "the README's test command must be what .ci/run runs"
+
+
+def test_readme_snakemake_commands_dry_run(repo, tmp_path):
+    """Every `snakemake ...` line of the README parses and builds its DAG (run as a dry-run)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from wfutil import copy_workflow, env
+
+    wd = copy_workflow(tmp_path / "wf")
+    readme = (repo / "README.md").read_text()
+    cmds = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
+        for line in block.splitlines():
+            for part in line.split("&&"):
+                part = part.split("#")[0].strip()
+                if part.startswith("snakemake ") and "--report" not in part and "--unlock" not in part:
+                    cmds.append(part)
+    assert any("quick.yaml" in c for c in cmds), cmds
+    for c in cmds:
+        args = shlex.split(c)[1:]
+        if "--workflow-profile" in args and "slurm" in args[args.index("--workflow-profile") + 1]:
+            continue  # needs a SLURM cluster (tests/test_slurm.py runs that profile for real)
+        p = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--quiet"], cwd=wd, env=env(),
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, f"README command fails: {c}\n{p.stderr[-2000:]}"
