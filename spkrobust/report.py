@@ -682,12 +682,13 @@ def evaluate_claims(data: _Data) -> list[dict]:
        replica of S). Positive = SNN-crafted attacks are stronger.
     3. Among SNN models of one kind, arch, neuron, encoder, leak, sweep base name and parent
        (``from``) -- i.e. members of one sweep that differ only in T (at least two T values) --
-       per attack and setting (white-box, black-box): accuracy at the smallest T minus accuracy
+       per attack and setting (white-box, black-box, and transfer from each common source model: the
+       same adversarial inputs for every member): accuracy at the smallest T minus accuracy
        at the largest T; the Spearman rank correlation between T and accuracy over all members
        is reported (negative = fewer T more robust).
     4. As 3 with the leak factor (T fixed): accuracy at the smallest leak minus at the largest.
     5. For each spike-trained SNN (kind ``snn``) and converted SNN (kind ``convert``), per attack
-       and setting (white-box, black-box): accuracy of the trained minus the converted one.
+       and setting (as in 3): accuracy of the trained minus the converted one.
 
     Attacks of type ``noise`` (random sign noise, a baseline) are left out of every claim.
     A claim's verdict is ``holds`` when every comparison holds, ``does not hold`` when at least
@@ -809,33 +810,43 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return num / den if den > 0 else None
 
 
+def _settings(data: "_Data", ds: str, atk: str):
+    """(label, setting, source) to compare models in: white-box, black-box, then transfer attacks
+    from each common source model (e.g. every T-sweep member attacked by the same ANN-crafted sets),
+    so that models that are targets only are still compared on identical adversarial inputs."""
+    out = [("white-box", "white-box", None), ("black-box", "black-box", None)]
+    srcs = sorted({r["source"] for r in data.rows(dataset=ds, attack=atk, setting="transfer")})
+    out += [(f"transfer from {src}", "transfer", src) for src in srcs]
+    return out
+
+
 def _claim_param(data: _Data, param: str, label: str):
     comps = []
     for ds in data.datasets:
         groups = _param_groups(data, ds, param)
         for atk in data.attacks(ds, claims=True):
-            for setting in ("white-box", "black-box"):
+            for slabel, setting, src in _settings(data, ds, atk):
                 for members in groups.values():
-                    have = [n for n in members if data.rows(dataset=ds, attack=atk, setting=setting, target=n)]
+                    have = [n for n in members if data.rows(dataset=ds, attack=atk, setting=setting, target=n, source=src)]
                     vals = [data.info[(ds, n)][param] for n in have]
                     if len(set(vals)) < 2:
                         continue
                     lo, hi = have[0], have[-1]
-                    c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=lo),
-                                 data.rows(dataset=ds, attack=atk, setting=setting, target=hi))
+                    c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=lo, source=src),
+                                 data.rows(dataset=ds, attack=atk, setting=setting, target=hi, source=src))
                     if not c:
                         continue
-                    accs = [_mean_acc([r for r in data.rows(dataset=ds, attack=atk, setting=setting, target=n)
+                    accs = [_mean_acc([r for r in data.rows(dataset=ds, attack=atk, setting=setting, target=n, source=src)
                                        if r["eps"] in c["eps"]]) for n in have]
                     rho = _spearman(vals, accs)
                     series = ", ".join(f"{label}={v:g}: {_pct(a)}" for v, a in zip(vals, accs))
                     cleans = ", ".join(f"{label}={v:g}: {_pct(_clean_of(data, ds, n))}" for v, n in zip(vals, have))
                     note = (f"adv acc {series}; Spearman ρ({label}, acc) = "
                             f"{'n/a' if rho is None else f'{rho:+.2f}'}; clean {cleans}")
-                    comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": setting,
+                    comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": slabel,
                                                    "a_name": lo, "b_name": hi, "note": note}))
     return comps, (f"no SNN models that differ only in {label} (need a sweep over {label} with "
-                   f"white-box or black-box records)")
+                   f"white-box, black-box or common-source transfer records)")
 
 
 def _claim5(data: _Data):
@@ -843,15 +854,15 @@ def _claim5(data: _Data):
     for ds in data.datasets:
         trained, conv = _models_of(data, ds, ("snn",)), _models_of(data, ds, ("convert",))
         for atk in data.attacks(ds, claims=True):
-            for setting in ("white-box", "black-box"):
+            for slabel, setting, src in _settings(data, ds, atk):
                 for s in trained:
                     for c_ in conv:
-                        c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=s),
-                                     data.rows(dataset=ds, attack=atk, setting=setting, target=c_))
+                        c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=s, source=src),
+                                     data.rows(dataset=ds, attack=atk, setting=setting, target=c_, source=src))
                         if c:
                             cs, cc = _clean_of(data, ds, s), _clean_of(data, ds, c_)
                             note = "" if cs is None or cc is None else f"clean {_pct(cs)} vs {_pct(cc)}"
-                            comps.append(_finish(c, False, {"dataset": ds, "attack": atk, "setting": setting,
+                            comps.append(_finish(c, False, {"dataset": ds, "attack": atk, "setting": slabel,
                                                             "a_name": s, "b_name": c_, "note": note}))
     return comps, "no spike-trained and converted SNN evaluated in the same setting"
 
