@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from spkrobust.errors import FileProblem, UserError
+from spkrobust.config import setting_of
 from spkrobust.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SUMMARY_COLUMNS = [
@@ -205,12 +206,6 @@ def _gather(explicit: list[str] | None, from_files: list[str] | None) -> list[Pa
 # loading
 # --------------------------------------------------------------------------------------------
 
-def infer_setting(source: str, source_replica: int, target: str, target_replica: int) -> str:
-    if source == target:
-        return "white-box" if int(source_replica) == int(target_replica) else "black-box"
-    return "transfer"
-
-
 def load_records(paths: Iterable[Path]) -> list[dict]:
     """Read evaluation records; checks the required keys; one record per key (else UserError)."""
     recs, where = [], {}
@@ -227,7 +222,7 @@ def load_records(paths: Iterable[Path]) -> list[dict]:
         r.setdefault("eps_label", _eps_label(r["eps"]))
         r["eps"] = _eps_value(r["eps"])
         if not r.get("setting"):
-            r["setting"] = infer_setting(r["source"], r["source_replica"], r["target"], r["target_replica"])
+            r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
         key = _record_key(r)
         if key in where:
             raise UserError(f"two records for the same evaluation {key}: {where[key]} and {p}")
@@ -1231,7 +1226,7 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
         raise FileProblem(f"{report_dir / 'summary.csv'}: missing columns {', '.join(missing)}")
     for r in summary:
         if not r.get("setting"):
-            r["setting"] = infer_setting(r["source"], r["source_replica"], r["target"], r["target_replica"])
+            r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
     data = _Data(summary, models)
     claims = evaluate_claims(data)

@@ -118,6 +118,22 @@ def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, 
     return m
 
 
+def _train_and_save(model, opt, data: Prepared, cfg: dict, hp: dict, kind: str, t0: float, device,
+                    out, metrics_out, extra: dict | None = None) -> dict:
+    """Shared tail of ANN and SNN training: fit (resumable), measure, save the model, write metrics."""
+    spec, seed = cfg["model"], int(cfg["seed"])
+    fit = _fit(model, opt, data, hp, seed, device, Path(out).parent / "ckpt" / "last.pt", _cfg_hash(cfg),
+               f"{spec['name']} r{cfg['replica']}")
+    metrics = _metrics(model, data, cfg, kind, fit, t0, device,
+                       {"epochs": int(hp["epochs"]), "train": hp, **(extra or {})})
+    save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
+               clean_acc=metrics["clean_acc"], config_kind=kind)
+    metrics["meta"] = model.meta
+    if metrics_out:
+        atomic_write_json(metrics, metrics_out)
+    return metrics
+
+
 def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None) -> dict:
     """Train the ANN described by ``cfg`` (a model slice: ``{model, replica, seed, device}``)."""
     t0 = time.time()
@@ -130,15 +146,7 @@ def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
                                      dropout=spec.get("dropout", 0.2))).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
                           weight_decay=float(hp["weight_decay"]))
-    fit = _fit(model, opt, data, hp, seed, device, Path(out).parent / "ckpt" / "last.pt", _cfg_hash(cfg),
-               f"{spec['name']} r{cfg['replica']}")
-    metrics = _metrics(model, data, cfg, "ann", fit, t0, device, {"epochs": int(hp["epochs"]), "train": hp})
-    save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
-               clean_acc=metrics["clean_acc"], config_kind="ann")
-    metrics["meta"] = model.meta
-    if metrics_out:
-        atomic_write_json(metrics, metrics_out)
-    return metrics
+    return _train_and_save(model, opt, data, cfg, hp, "ann", t0, device, out, metrics_out)
 
 
 def snn_meta_from(spec: dict, base_meta: dict) -> dict:
@@ -176,16 +184,8 @@ def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
         model = build_model(meta, device=device)
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
-    fit = _fit(model, opt, data, hp, seed, device, Path(out).parent / "ckpt" / "last.pt", _cfg_hash(cfg),
-               f"{spec['name']} r{cfg['replica']}")
-    metrics = _metrics(model, data, cfg, "snn", fit, t0, device,
-                       {"epochs": int(hp["epochs"]), "train": hp, "init": str(init) if init else None})
-    save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
-               clean_acc=metrics["clean_acc"], config_kind="snn")
-    metrics["meta"] = model.meta
-    if metrics_out:
-        atomic_write_json(metrics, metrics_out)
-    return metrics
+    return _train_and_save(model, opt, data, cfg, hp, "snn", t0, device, out, metrics_out,
+                           {"init": str(init) if init else None})
 
 
 # ---- CLI ----------------------------------------------------------------------------------------

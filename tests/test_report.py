@@ -80,7 +80,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                 for eps, label in EPS:
                     for t in models:
                         for tr in target_replicas:
-                            setting = rp.infer_setting(s, sr, t, tr)
+                            setting = rp.setting_of(s, sr, t, tr)
                             if setting == "white-box":
                                 st = 0.8
                             elif setting == "black-box":
