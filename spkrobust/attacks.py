@@ -400,10 +400,13 @@ def verify_adv(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BA
 # ---- files --------------------------------------------------------------------------------------
 
 def _cfg_get(cfg: dict, key: str, default=None):
-    if key in cfg and cfg[key] is not None:
-        return cfg[key]
-    sub = cfg.get("attack_options") or {}
-    return sub.get(key, default) if sub.get(key) is not None else default
+    """An attack option from ``--cfg``: top level, else its ``eval`` section (where the pipeline puts
+    it), else either one's ``attack_options``."""
+    ev = cfg.get("eval") or {}
+    for place in (cfg, ev, cfg.get("attack_options") or {}, ev.get("attack_options") or {}):
+        if place.get(key) is not None:
+            return place[key]
+    return default
 
 
 def _load_inputs(data_path: str):

@@ -202,4 +202,6 @@ def attack_slice(cfg: dict, attack: str) -> dict:
 
 
 def eval_slice(cfg: dict) -> dict:
-    return {"seed": int(cfg.get("seed", 0)), "device": cfg.get("device", "auto"), **(cfg.get("eval") or {})}
+    """What clean / grad / craft / evaluate read: seed, device and the ``eval`` section (nested, as the
+    stages' ``--cfg`` expects it: ``eval.repeats``, ``eval.batch_size``, ``eval.eot_samples``, ...)."""
+    return {"seed": int(cfg.get("seed", 0)), "device": cfg.get("device", "auto"), "eval": dict(cfg.get("eval") or {})}

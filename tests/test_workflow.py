@@ -140,6 +140,15 @@ def test_tiny_end_to_end(tiny_run):
     assert (wd / "benchmarks/fashion_mnist/craft/ann/r1/fgsm/8_255.tsv").exists()
     rec = json.loads(next((wd / "results/fashion_mnist/eval").rglob("*.json")).read_text())
     assert rec["dataset"] == "fashion_mnist" and 0.0 <= rec["adv_acc"] <= 1.0
+    # the preset's eval section reaches the stages: R repeats for stochastic targets, 1 otherwise
+    reps = cfg["eval"]["repeats"]
+    assert reps != 3  # differs from the schema default, so a dropped eval section shows
+    recs = [json.loads(p.read_text()) for p in (wd / "results/fashion_mnist/eval").rglob("*.json")]
+    assert {r["repeats"] for r in recs if r["stochastic"]} == {reps}
+    assert {r["repeats"] for r in recs if not r["stochastic"]} == {1}
+    assert {r["n"] for r in recs} == {cfg["data"]["test_size"]}
+    clean = json.loads((wd / "results/fashion_mnist/clean/snn_bp/r1.json").read_text())
+    assert clean["stochastic"] and clean["repeats"] == reps
 
 
 @pytest.mark.slow
@@ -207,7 +216,7 @@ def test_editing_report_module_reruns_only_the_report(finished_copy):
 
 def test_quick_preset_covers_the_study(tmp_path):
     """quick: ANN, converted IF and spike-trained LIF SNNs, 2 replicas, T and leak sweeps of >= 3
-    values, FGSM and PGD at >= 4 eps; its dry-run builds the whole grid."""
+    values, FGSM and PGD at >= 3 eps, PGD able to reach every eps; its dry-run builds the whole grid."""
     wd = copy_workflow(tmp_path / "wf")
     cfg = yaml.safe_load((wd / "workflow/presets/quick.yaml").read_text())
     assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 2
@@ -215,7 +224,14 @@ def test_quick_preset_covers_the_study(tmp_path):
     assert kinds == {"ann", "convert", "snn"}
     sweeps = [m.get("sweep", {}) for m in cfg["models"].values()]
     assert any(len(s.get("T", [])) >= 3 for s in sweeps) and any(len(s.get("leak", [])) >= 3 for s in sweeps)
-    assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and len(cfg["eps"]) >= 4
+    assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and len(cfg["eps"]) >= 3
+    from spkrobust.attacks import parse_alpha
+    from spkrobust.config import parse_eps
+
+    for a in cfg["attacks"].values():
+        if a["type"] == "pgd":
+            for e in map(parse_eps, cfg["eps"]):
+                assert a["steps"] * parse_alpha(a["alpha"], e) >= e - 1e-12
     counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
     assert counts["train_ann"] == 2 and counts["train_snn"] == 2 + 3 and counts["convert"] == 6
-    assert counts["evaluate"] == 4 * 2 * 4  # adversarial sets; each job evaluates all 8 targets
+    assert counts["evaluate"] == 4 * 2 * len(cfg["eps"])  # adversarial sets; each job evaluates all 8 targets

@@ -16,7 +16,7 @@ rule grad:
         "logs/{dataset}/grad/{source}/r{replica}.log",
     benchmark:
         "benchmarks/{dataset}/grad/{source}/r{replica}.tsv"
-    threads: 8
+    threads: JOB_THREADS
     resources:
         gpu=GPU,
     shell:
@@ -40,7 +40,7 @@ rule craft:
         "logs/{dataset}/craft/{source}/r{replica}/{attack}/{eps}.log",
     benchmark:
         "benchmarks/{dataset}/craft/{source}/r{replica}/{attack}/{eps}.tsv"
-    threads: 8
+    threads: JOB_THREADS
     resources:
         gpu=GPU,
     shell:

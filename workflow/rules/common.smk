@@ -23,6 +23,15 @@ REPLICAS = {m: spk.model_replicas(config, s) for m, s in MODELS.items()}  # mode
 # executor it becomes `--gpus=N`.  Override per rule with --set-resources RULE:gpu=N.
 GPU = 0 if config.get("device") == "cpu" else 1
 
+# Threads per torch job (exported by Snakemake as OMP_NUM_THREADS, which torch follows): 1.
+# These networks and batches are small, so torch's intra-op threads scale poorly and the grid has
+# many independent jobs: on a 2-core CPU, two 1-thread jobs side by side finished 17 % (ANN
+# training), 20 % (SNN training) and 15 % (evaluation) sooner than the same jobs one after another
+# with 2 threads each.  With few, large jobs and idle cores, raise it per rule, e.g.
+# `--set-threads train_ann=8 train_snn=8`.  On a GPU, `--resources gpu=N` (not threads) limits
+# how many GPU jobs run at once.
+JOB_THREADS = 1
+
 
 def _alt(names):
     """A regex matching exactly one of `names` (and nothing at all for an empty list)."""

@@ -16,7 +16,7 @@ rule clean:
         "logs/{dataset}/clean/{model}/r{replica}.log",
     benchmark:
         "benchmarks/{dataset}/clean/{model}/r{replica}.tsv"
-    threads: 4
+    threads: JOB_THREADS
     shell:
         "python -m spkrobust clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
@@ -44,6 +44,6 @@ rule evaluate:
         "benchmarks/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}.tsv"
     group:
         "evaluate"
-    threads: 2
+    threads: JOB_THREADS
     shell:
         "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule train_ann:
         "logs/{dataset}/train_ann/{model}/r{replica}.log",
     benchmark:
         "benchmarks/{dataset}/train_ann/{model}/r{replica}.tsv"
-    threads: 8
+    threads: JOB_THREADS
     resources:
         gpu=GPU,
     shell:
@@ -43,7 +43,7 @@ rule convert:
         "logs/{dataset}/convert/{model}/r{replica}.log",
     benchmark:
         "benchmarks/{dataset}/convert/{model}/r{replica}.tsv"
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=GPU,
     shell:
@@ -67,7 +67,7 @@ rule train_snn:
         "logs/{dataset}/train_snn/{model}/r{replica}.log",
     benchmark:
         "benchmarks/{dataset}/train_snn/{model}/r{replica}.tsv"
-    threads: 8
+    threads: JOB_THREADS
     resources:
         gpu=GPU,
     shell:
