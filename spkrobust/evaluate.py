@@ -27,6 +27,7 @@ from spkrobust.attacks import (AdversarialSetError, _parse_cfg, derive_seed, is_
 from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
+from spkrobust.outcomes import encode as encode_outcomes
 
 CLEAN_FORMAT = "spkrobust-clean-1"
 RECORD_FORMAT = "spkrobust-record-1"
@@ -69,11 +70,13 @@ def _seeds(cfg: dict, name: str, rep: int, n: int) -> list[int]:
 
 
 def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=1):
-    """Accuracy over ``repeats`` passes (1 for a deterministic model) plus the two-pass repeat check."""
+    """Accuracy over ``repeats`` passes (1 for a deterministic model), each pass's per-image
+    correctness, and the two-pass repeat check."""
     reps = repeats if is_stochastic(model) else 1
     passes = max(reps, min_passes)
     logits = repeated_logits(model, x, passes, seeds, batch_size, device)
-    accs = [float((lg.argmax(1) == y).float().mean()) if len(y) else 0.0 for lg in logits[:reps]]
+    correct = [(lg.argmax(1) == y).numpy() for lg in logits[:reps]]
+    accs = [float(c.mean()) if len(y) else 0.0 for c in correct]
     check = None
     if passes >= 2:
         a, b = logits[0], logits[1]
@@ -81,26 +84,31 @@ def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes
                  "pred_disagree_frac": float((a.argmax(1) != b.argmax(1)).float().mean()) if len(a) else 0.0,
                  "logit_max_abs_diff": float((a - b).abs().max()) if len(a) else 0.0}
         check["differs"] = bool(check["logit_max_abs_diff"] > 0)
-    return accs, check
+    return accs, correct, check
 
 
 def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3, batch_size: int = 256,
                    seeds: list[int] | None = None, device="cpu") -> dict:
-    """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check}``."""
+    """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check, outcomes}``;
+    ``outcomes`` (see :mod:`spkrobust.outcomes`) covers the images of ``x`` in order."""
     n_pass = max(repeats, 2)
     seeds = seeds or list(range(n_pass))
-    accs, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
+    accs, correct, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
     m, s = _mean_std(accs)
     return {"clean_acc": m, "clean_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y),
-            "stochastic": is_stochastic(model), "repeat_check": check}
+            "stochastic": is_stochastic(model), "repeat_check": check, "outcomes": encode_outcomes(correct)}
 
 
 def adversarial_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, repeats: int = 3,
-                         batch_size: int = 256, seeds: list[int] | None = None, device="cpu") -> dict:
+                         batch_size: int = 256, seeds: list[int] | None = None, device="cpu",
+                         positions=None, split_size: int | None = None) -> dict:
+    """``{adv_acc, adv_acc_std, accs, repeats, n, outcomes}``; ``positions`` are the images'
+    positions in the prepared test split (default: the whole split in order)."""
     seeds = seeds or list(range(repeats))
-    accs, _ = accuracy_repeats(model, x_adv, y, repeats, seeds, batch_size, device, min_passes=1)
+    accs, correct, _ = accuracy_repeats(model, x_adv, y, repeats, seeds, batch_size, device, min_passes=1)
     m, s = _mean_std(accs)
-    return {"adv_acc": m, "adv_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y)}
+    return {"adv_acc": m, "adv_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y),
+            "outcomes": encode_outcomes(correct, positions, split_size)}
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -191,7 +199,7 @@ def _load_adv_checked(adv_path: str, data_path: str, prep, x: torch.Tensor, y: t
         verify_adv(x, x_adv, float(am["eps"]))
     except AdversarialSetError as e:
         raise FileProblem(f"{adv_path}: {e}") from None
-    return am, x_adv, y
+    return am, x_adv, y, pos
 
 
 def _run_evaluate(args):
@@ -209,7 +217,8 @@ def _run_evaluate(args):
     repeats, bs = _eval_opts(cfg)
     device = resolve_device(cfg.get("device"))
     prep, x, y = _load(args.data)
-    am, x_adv, y = _load_adv_checked(args.adv, args.data, prep, x, y)
+    split_size = len(x)
+    am, x_adv, y, pos = _load_adv_checked(args.adv, args.data, prep, x, y)
     source = str(cfg.get("source") or am["source"])
     sr = int(cfg.get("source_replica", am["source_replica"]))
     if (source, sr) != (am["source"], int(am["source_replica"])):
@@ -224,7 +233,8 @@ def _run_evaluate(args):
             raise FileProblem(f"{clean_path}: clean accuracy of {clean.get('model')} r{clean.get('replica')}, "
                               f"not of the target {name} r{rep}")
         t0 = time.time()
-        res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(cfg, name, rep, repeats), device)
+        res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(cfg, name, rep, repeats), device,
+                                   pos.numpy(), split_size)
         tmeta = getattr(model, "meta", None) or {}
         record = {
             "format": RECORD_FORMAT,
@@ -237,7 +247,7 @@ def _run_evaluate(args):
             "clean_acc": clean.get("clean_acc"), "clean_acc_std": clean.get("clean_acc_std"),
             "clean_repeats": clean.get("repeats"),
             "adv_acc": res["adv_acc"], "adv_acc_std": res["adv_acc_std"], "adv_accs": res["accs"],
-            "repeats": res["repeats"], "n": res["n"],
+            "repeats": res["repeats"], "n": res["n"], "outcomes": res["outcomes"],
             "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
             "grad_mode": am.get("grad_mode"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
             "seed": int(cfg.get("seed", 0)), "stochastic": is_stochastic(model),
