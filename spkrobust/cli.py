@@ -22,8 +22,8 @@ STAGES: dict[str, str] = {
     "grad": "spkrobust.attacks",
     "craft": "spkrobust.attacks",
     "evaluate": "spkrobust.evaluate",
-    "aggregate": "spkrobust.report",
-    "report": "spkrobust.report",
+    "aggregate": "spkrobust.report.aggregate",
+    "report": "spkrobust.report.render",
     "bench": "spkrobust.bench",
     "validate": "spkrobust.validate",
 }

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from spkrobust import report as rp
+from spkrobust.report import aggregate as agg, claims as rclaims, data as rdata, fmt, render
 from spkrobust.cli import main
+from spkrobust.config import setting_of
 
 DS = "fashion_mnist"
 EPS = [(0.0, "0"), (2 / 255, "2_255"), (4 / 255, "4_255")]
@@ -57,8 +58,8 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             if k != "ann":
                 meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0]})
             met = {"name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
-                   "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rp.sweep_base(m),
-                   "config": {"model": {"kind": k, "name": m, "base": rp.sweep_base(m), "from": None},
+                   "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rdata.sweep_base(m),
+                   "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": None},
                               "replica": r, "seed": 1000 * (r - 1)}, "epochs": 1,
                    "wall_s": 1.5, "versions": {"torch": "x"}}
             if k == "convert":
@@ -80,7 +81,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                 for eps, label in EPS:
                     for t in models:
                         for tr in target_replicas:
-                            setting = rp.setting_of(s, sr, t, tr)
+                            setting = setting_of(s, sr, t, tr)
                             if setting == "white-box":
                                 st = 0.8
                             elif setting == "black-box":
@@ -110,9 +111,9 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
 def claims_for(tmp_path, **kw) -> dict[str, dict]:
     recs, mets, cleans = make_world(tmp_path, **kw)
     out = tmp_path / "report"
-    rp.aggregate(recs, mets, out, cleans)
-    data = rp._Data(rp.read_csv(out / "summary.csv"), rp.read_csv(out / "models.csv"))
-    return {c["id"]: c for c in rp.evaluate_claims(data)}
+    agg.aggregate(recs, mets, out, cleans)
+    data = rdata._Data(rdata.read_csv(out / "summary.csv"), rdata.read_csv(out / "models.csv"))
+    return {c["id"]: c for c in rclaims.evaluate_claims(data)}
 
 
 def test_aggregate_and_report_end_to_end(tmp_path):
@@ -152,7 +153,7 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     assert by[("snn_lk-leak0.9", "1")]["leak"] == "0.9" and by[("snn_lk-leak0.9", "1")]["base"] == "snn_lk"
     assert float(by[("ann", "1")]["eval_clean_acc"]) == pytest.approx(0.90)
     merged = json.loads((out / "records.json").read_text())
-    assert merged["format"] == rp.RECORDS_FORMAT and len(merged["records"]) == len(recs)
+    assert merged["format"] == agg.RECORDS_FORMAT and len(merged["records"]) == len(recs)
     assert all("versions" not in m for m in merged["models"])
 
     # aggregate is deterministic
@@ -161,9 +162,9 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     assert ((out / "summary.csv").read_bytes(), (out / "models.csv").read_bytes()) == before
 
     assert main(["report", "--report-dir", str(out)]) == 0
-    for name in rp.REPORT_FILES:
+    for name in render.REPORT_FILES:
         assert (out / name).stat().st_size > 0, name
-    for name in [n for n in rp.REPORT_FILES if n.endswith(".png")] + [
+    for name in [n for n in render.REPORT_FILES if n.endswith(".png")] + [
             "acc_vs_eps_fashion_mnist_pgd.png", "heatmap_fashion_mnist_fgsm_2_255.png",
             "acc_vs_T_fashion_mnist.png", "acc_vs_leak_fashion_mnist.png"]:
         data = (out / name).read_bytes()
@@ -174,7 +175,7 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     claims = (out / "claims.md").read_text()
     assert claims.count("**holds**") == 5
     index = (out / "index.md").read_text()
-    for name in rp.REPORT_FILES:
+    for name in render.REPORT_FILES:
         if name != "index.md":
             assert f"({name})" in index
     assert "(heatmap_fashion_mnist_pgd_4_255.png)" in index
@@ -232,7 +233,7 @@ def test_report_without_data_writes_not_measured(tmp_path):
     out = tmp_path / "report"
     assert main(["aggregate", "--metrics", *map(str, mets), "--out-dir", str(out)]) == 0
     assert main(["report", "--report-dir", str(out), "--no-extras"]) == 0
-    for name in rp.REPORT_FILES:
+    for name in render.REPORT_FILES:
         assert (out / name).exists(), name
     assert (out / "acc_vs_T.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "claims.md").read_text().count("**not measured**") == 5
@@ -256,10 +257,10 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 
 def test_sweep_base():
-    assert rp.sweep_base("snn_bp-T4") == "snn_bp"
-    assert rp.sweep_base("snn_bp-T4-leak0.9") == "snn_bp"
-    assert rp.sweep_base("snn_bp") == "snn_bp"
-    assert rp.eps_display("2_255") == "2/255"
+    assert rdata.sweep_base("snn_bp-T4") == "snn_bp"
+    assert rdata.sweep_base("snn_bp-T4-leak0.9") == "snn_bp"
+    assert rdata.sweep_base("snn_bp") == "snn_bp"
+    assert fmt.eps_display("2_255") == "2/255"
 
 
 def test_model_kind_fallbacks(tmp_path):
@@ -271,7 +272,7 @@ def test_model_kind_fallbacks(tmp_path):
     for i, (extra, want) in enumerate(metas):
         p = tmp_path / f"m{i}.json"
         p.write_text(json.dumps(dict(base, **extra)))
-        rows, _ = rp.load_models([p])
+        rows, _ = agg.load_models([p])
         assert rows[0]["kind"] == want, extra
 
 
@@ -281,7 +282,7 @@ def test_T_groups_separate_parents(tmp_path):
                    timesteps=T, base="snn_bp", parent=par, replica=1)
               for n, T, par in (("snn_bp-T32-T4", 4, "snn_conv-T32"), ("snn_bp-T32-T8", 8, "snn_conv-T32"),
                                 ("snn_bp-T64-T4", 4, "snn_conv-T64"))]
-    groups = rp._param_groups(rp._Data([], models), DS, "timesteps")
+    groups = rdata._param_groups(rdata._Data([], models), DS, "timesteps")
     assert list(groups.values()) == [["snn_bp-T32-T4", "snn_bp-T32-T8"]]
 
 
@@ -299,8 +300,8 @@ def test_checks_md_calls_run_checks(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "spkrobust.checks", types.SimpleNamespace(run_checks=run_checks))
     recs, mets, cleans = make_world(tmp_path, models=("ann", "snn_bp-T4"), replicas=(1,))
     out = tmp_path / "report"
-    rp.aggregate(recs, mets, out, cleans)
-    rp.report(out, extras=False)
+    agg.aggregate(recs, mets, out, cleans)
+    render.report(out, extras=False)
     md = (out / "checks.md").read_text()
     assert "1 flag, 1 not_measured, 1 ok" in md
     lines = [l for l in md.splitlines() if l.startswith("| ")]
@@ -314,5 +315,5 @@ def test_checks_md_calls_run_checks(tmp_path, monkeypatch):
         raise ValueError("boom")
 
     monkeypatch.setitem(__import__("sys").modules, "spkrobust.checks", types.SimpleNamespace(run_checks=broken))
-    rp.report(out, extras=False)
+    render.report(out, extras=False)
     assert "not measured: spkrobust.checks.run_checks failed (ValueError: boom)" in (out / "checks.md").read_text()

@@ -208,7 +208,7 @@ def test_touching_without_editing_reruns_nothing(finished_copy):
 
 @pytest.mark.slow
 def test_editing_report_module_reruns_only_the_report(finished_copy):
-    report = finished_copy / "spkrobust/report.py"
+    report = finished_copy / "spkrobust/report/render.py"
     report.write_text(report.read_text() + "\n# edited by test\n")
     counts = plan(finished_copy, "--configfile", TINY)
     assert counts == {"aggregate": 1, "render_report": 1, "all": 1}

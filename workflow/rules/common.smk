@@ -77,9 +77,15 @@ MODEL_CODE = {
 
 
 def lib(*modules):
-    """Paths of the given spkrobust modules (those that exist)."""
-    paths = [os.path.join(_LIBDIR, f"{m}.py") for m in dict.fromkeys(modules)]
-    return [p for p in paths if os.path.exists(p)]
+    """Paths of the given spkrobust modules (those that exist); a package stands for its files."""
+    paths = []
+    for m in dict.fromkeys(modules):
+        pkg = os.path.join(_LIBDIR, m)
+        if os.path.isdir(pkg):
+            paths += sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
+        elif os.path.exists(pkg + ".py"):
+            paths.append(pkg + ".py")
+    return paths
 
 
 def lib_for(stage_modules, model_wildcard):

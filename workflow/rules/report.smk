@@ -7,7 +7,7 @@ RECORDS = [record_json(g) for g in GRID]
 CLEAN = sorted({clean_json(g["dataset"], g["target"], g["target_replica"]) for g in GRID})
 MODEL_METRICS = [metrics_json(d, m, r) for d in DATASETS for m in MODELS for r in REPLICAS[m]]
 
-# The fixed set of files `spkrobust report` writes (spkrobust.report.REPORT_FILES); each one is
+# The fixed set of files `spkrobust report` writes (spkrobust.report.render.REPORT_FILES); each one is
 # shown in `snakemake --report report.html` with the caption in workflow/report/.
 _REPORT_CAPTIONS = {
     "index.md": ("index.rst", "Report"),

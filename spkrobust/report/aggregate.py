@@ -1,0 +1,320 @@
+"""``spkrobust aggregate``: merge the per-job evaluation records, the models' ``metrics.json``
+and the clean-accuracy JSONs into ``summary.csv``, ``models.csv`` and ``records.json``.
+
+* ``summary.csv`` -- one row per (dataset, source, source_replica, attack, eps, target,
+  target_replica), columns :data:`SUMMARY_COLUMNS`, sorted by dataset, attack, eps (numeric),
+  source, source replica, target, target replica;
+* ``models.csv`` -- one row per trained model replica, columns :data:`MODEL_COLUMNS`;
+* ``records.json`` -- ``{"format": "spkrobust-records-1", "records": [...], "clean": [...],
+  "models": [...]}``: the merged raw records, clean records and model metrics (without
+  package versions), read by the ``report`` stage for the sanity checks.
+
+Model kinds: ``models.csv`` ``kind`` is the *config* kind, ``ann`` | ``convert`` | ``snn``, read
+from the metrics' top-level ``"kind"``; when that is missing it is derived from ``meta.kind`` (an
+``snn`` whose metrics carry ``method``/``source_kind == "convert"``/``config.kind == "convert"``
+is ``convert``). ``summary.csv`` ``source_kind``/``target_kind`` use the same config kind when the
+model's metrics are known, otherwise the record's own field.
+
+All accuracies are fractions in [0, 1] in the CSV files.
+"""
+from __future__ import annotations
+
+import csv
+import io as _pyio
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from spkrobust.config import setting_of
+from spkrobust.errors import FileProblem, UserError
+from spkrobust.io import atomic_write_json, atomic_write_text
+from spkrobust.report.data import _num, _read_json, sweep_base
+from spkrobust.report.fmt import _eps_label, _fmt_csv
+
+
+SUMMARY_COLUMNS = [
+    "dataset", "source", "source_replica", "source_kind", "attack", "eps", "eps_label",
+    "target", "target_replica", "target_kind", "setting", "clean_acc", "clean_acc_std",
+    "adv_acc", "adv_acc_std", "n", "repeats", "zero_grad_frac", "stochastic", "seed",
+    "attack_type", "attack_params",
+]
+
+MODEL_COLUMNS = [
+    "dataset", "model", "kind", "arch", "neuron", "leak", "timesteps", "encoder", "replica",
+    "seed", "clean_acc", "method", "epochs", "wall_s", "base", "parent", "eval_clean_acc",
+    "eval_clean_acc_std",
+]
+
+AGGREGATE_FILES = ("summary.csv", "models.csv", "records.json")
+
+RECORDS_FORMAT = "spkrobust-records-1"
+
+_REQUIRED_RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "eps", "target",
+                         "target_replica", "adv_acc")
+
+
+def _eps_value(eps: Any) -> float:
+    if isinstance(eps, str):
+        s = eps.replace("_", "/")
+        if "/" in s:
+            a, b = s.split("/", 1)
+            return float(a) / float(b)
+        return float(s)
+    return float(eps)
+
+
+def _read_path_list(path: str) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise FileProblem(f"{p}: path list not found")
+    out = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def _gather(explicit: list[str] | None, from_files: list[str] | None) -> list[Path]:
+    paths: list[str] = list(explicit or [])
+    for f in from_files or []:
+        paths.extend(_read_path_list(f))
+    seen, out = set(), []
+    for p in paths:
+        if p not in seen:
+            seen.add(p)
+            out.append(Path(p))
+    return out
+
+
+def load_records(paths: Iterable[Path]) -> list[dict]:
+    """Read evaluation records; checks the required keys; one record per key (else UserError)."""
+    recs, where = [], {}
+    for p in paths:
+        r = _read_json(Path(p))
+        if not isinstance(r, dict):
+            raise FileProblem(f"{p}: not an evaluation record (expected a JSON object)")
+        missing = [k for k in _REQUIRED_RECORD_KEYS if k not in r]
+        if missing:
+            raise FileProblem(f"{p}: not an evaluation record (missing {', '.join(missing)})")
+        r = dict(r)
+        r["source_replica"] = int(r["source_replica"])
+        r["target_replica"] = int(r["target_replica"])
+        r.setdefault("eps_label", _eps_label(r["eps"]))
+        r["eps"] = _eps_value(r["eps"])
+        if not r.get("setting"):
+            r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
+        key = _record_key(r)
+        if key in where:
+            raise UserError(f"two records for the same evaluation {key}: {where[key]} and {p}")
+        where[key] = p
+        recs.append(r)
+    recs.sort(key=_record_sort_key)
+    return recs
+
+
+def _record_key(r: dict) -> tuple:
+    return (r["dataset"], r["source"], int(r["source_replica"]), r["attack"], str(r["eps_label"]),
+            r["target"], int(r["target_replica"]))
+
+
+def _record_sort_key(r: dict) -> tuple:
+    return (str(r["dataset"]), str(r["attack"]), float(r["eps"]), str(r["source"]),
+            int(r["source_replica"]), str(r["target"]), int(r["target_replica"]))
+
+
+def _model_spec(m: dict) -> dict:
+    """The model's config spec inside metrics: ``config.model`` (a stage slice) or ``config``."""
+    cfg = m.get("config") or {}
+    if isinstance(cfg.get("model"), dict):
+        return cfg["model"]
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def model_kind(m: dict) -> str:
+    """Config kind of a model from its metrics: ``ann`` | ``convert`` | ``snn``."""
+    kind = m.get("kind")
+    if kind in ("ann", "convert", "snn"):
+        return kind
+    meta = m.get("meta") or {}
+    cfg = _model_spec(m)
+    if cfg.get("kind") in ("ann", "convert", "snn"):
+        return cfg["kind"]
+    mk = meta.get("kind")
+    if mk == "ann":
+        return "ann"
+    if mk == "snn":
+        if m.get("source_kind") == "convert" or meta.get("source_kind") == "convert" or "method" in m:
+            return "convert"
+        return "snn"
+    return str(kind or mk or "")
+
+
+def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
+    """Read model metrics files -> (models.csv rows, raw metrics without ``versions``)."""
+    rows, raws, where = [], [], {}
+    for p in paths:
+        m = _read_json(Path(p))
+        if not isinstance(m, dict):
+            raise FileProblem(f"{p}: not a model metrics file (expected a JSON object)")
+        meta = m.get("meta") or {}
+        cfg = _model_spec(m)
+        name = m.get("name", meta.get("name", cfg.get("name")))
+        dataset = m.get("dataset", meta.get("dataset"))
+        replica = m.get("replica", meta.get("replica"))
+        if name is None or dataset is None or replica is None:
+            raise FileProblem(f"{p}: not a model metrics file (needs name, dataset and replica)")
+        kind = model_kind(m)
+        row = {
+            "dataset": dataset, "model": name, "kind": kind,
+            "arch": meta.get("arch", cfg.get("arch")),
+            "neuron": meta.get("neuron") if kind != "ann" else None,
+            "leak": _num(meta.get("leak")) if kind != "ann" else None,
+            "timesteps": meta.get("T") if kind != "ann" else None,
+            "encoder": meta.get("encoder") if kind != "ann" else None,
+            "replica": int(replica), "seed": m.get("seed", meta.get("seed")),
+            "clean_acc": _num(m.get("clean_acc", meta.get("clean_acc"))),
+            "method": m.get("method", cfg.get("method")),
+            "epochs": m.get("epochs", (cfg.get("train") or {}).get("epochs") if kind != "convert" else 0),
+            "wall_s": _num(m.get("wall_s")),
+            "base": m.get("base") or cfg.get("base") or sweep_base(name),
+            "parent": cfg.get("from") or m.get("from"),
+            "eval_clean_acc": None, "eval_clean_acc_std": None,
+        }
+        key = (dataset, name, int(replica))
+        if key in where:
+            raise UserError(f"two metrics files for model {name} replica {replica} of {dataset}: "
+                            f"{where[key]} and {p}")
+        where[key] = p
+        rows.append(row)
+        raws.append({k: v for k, v in m.items() if k != "versions"})
+    rows.sort(key=lambda r: (str(r["dataset"]), str(r["model"]), int(r["replica"])))
+    raws.sort(key=lambda r: (str(r.get("dataset")), str(r.get("name")), int(r.get("replica", 0))))
+    return rows, raws
+
+_CLEAN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/clean/(?P<model>[^/]+)/r(?P<replica>\d+)\.json$")
+
+
+def load_clean(paths: Iterable[Path]) -> list[dict]:
+    """Read clean-accuracy JSONs; dataset/model/replica from the content or the standard path."""
+    out = []
+    for p in paths:
+        c = _read_json(Path(p))
+        if not isinstance(c, dict):
+            raise FileProblem(f"{p}: not a clean-accuracy record (expected a JSON object)")
+        c = dict(c)
+        m = _CLEAN_PATH.search(Path(p).as_posix())
+        c.setdefault("dataset", m.group("dataset") if m else None)
+        model = c.get("model", c.get("target", c.get("name")))
+        if model is None and m:
+            model = m.group("model")
+        c["model"] = model
+        rep = c.get("replica", c.get("target_replica"))
+        if rep is None and m:
+            rep = m.group("replica")
+        c["replica"] = int(rep) if rep is not None else None
+        if c["dataset"] is None or c["model"] is None or c["replica"] is None:
+            raise FileProblem(f"{p}: clean record without dataset/model/replica")
+        out.append(c)
+    out.sort(key=lambda c: (str(c["dataset"]), str(c["model"]), int(c["replica"])))
+    return out
+
+
+def summarize(records: list[dict], models: list[dict]) -> list[dict]:
+    """One ``summary.csv`` row per record, kinds from the models' config kind when known."""
+    kinds = {(m["dataset"], m["model"]): m["kind"] for m in models}
+    rows = []
+    for r in records:
+        row = {c: r.get(c) for c in SUMMARY_COLUMNS}
+        if row.get("attack_type") is None:
+            row["attack_type"] = (r.get("attack_params") or {}).get("type") if isinstance(r.get("attack_params"), dict) else None
+        row["source_kind"] = kinds.get((r["dataset"], r["source"]), r.get("source_kind"))
+        row["target_kind"] = kinds.get((r["dataset"], r["target"]), r.get("target_kind"))
+        for c in ("clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "zero_grad_frac"):
+            row[c] = _num(r.get(c))
+        rows.append(row)
+    rows.sort(key=_record_sort_key)
+    return rows
+
+
+def write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
+    buf = _pyio.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt_csv(r.get(c)) for c in columns])
+    atomic_write_text(buf.getvalue(), path)
+
+
+def aggregate(record_paths: Iterable[Path], metrics_paths: Iterable[Path], out_dir: Path,
+              clean_paths: Iterable[Path] = ()) -> list[Path]:
+    """Write ``summary.csv``, ``models.csv`` and ``records.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    records = load_records(record_paths)
+    models, raw_models = load_models(metrics_paths)
+    clean = load_clean(clean_paths)
+    by_model = {(c["dataset"], c["model"], c["replica"]): c for c in clean}
+    for m in models:
+        c = by_model.get((m["dataset"], m["model"], m["replica"]))
+        if c is not None:
+            m["eval_clean_acc"] = _num(c.get("clean_acc"))
+            m["eval_clean_acc_std"] = _num(c.get("clean_acc_std"))
+    summary = summarize(records, models)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(summary, SUMMARY_COLUMNS, out_dir / "summary.csv")
+    write_csv(models, MODEL_COLUMNS, out_dir / "models.csv")
+    atomic_write_json({"format": RECORDS_FORMAT, "records": records, "clean": clean,
+                       "models": raw_models}, out_dir / "records.json")
+    return [out_dir / f for f in AGGREGATE_FILES]
+
+
+def _discover(records_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Standard layout under ``results/``: eval records, model metrics, clean JSONs."""
+    d = Path(records_dir)
+    if not d.is_dir():
+        raise FileProblem(f"{d}: records directory not found")
+    recs = sorted(p for p in d.glob("*/eval/*/r*/*/*/*/r*.json"))
+    mets = sorted(d.glob("*/models/*/r*/metrics.json"))
+    clean = sorted(d.glob("*/clean/*/r*.json"))
+    return recs, mets, clean
+
+
+def configure_aggregate(p) -> None:
+    p.add_argument("--records", nargs="*", metavar="FILE", default=[],
+                   help="evaluation record JSON files")
+    p.add_argument("--records-from", action="append", metavar="FILE", default=[],
+                   help="file listing record paths, one per line (repeatable)")
+    p.add_argument("--metrics", nargs="*", metavar="FILE", default=[],
+                   help="model metrics.json files")
+    p.add_argument("--metrics-from", action="append", metavar="FILE", default=[],
+                   help="file listing metrics paths, one per line (repeatable)")
+    p.add_argument("--clean", nargs="*", metavar="FILE", default=[],
+                   help="clean-accuracy JSON files (optional)")
+    p.add_argument("--clean-from", action="append", metavar="FILE", default=[],
+                   help="file listing clean-accuracy paths, one per line (repeatable)")
+    p.add_argument("--records-dir", metavar="DIR", default=None,
+                   help="instead of lists: discover every record, metrics and clean JSON under "
+                        "the standard results/ layout")
+    p.add_argument("--out-dir", required=True, metavar="DIR",
+                   help="where summary.csv, models.csv and records.json are written")
+
+
+def run_aggregate(args) -> int:
+    """Merge evaluation records and model metrics into summary.csv, models.csv, records.json."""
+    recs = _gather(args.records, args.records_from)
+    mets = _gather(args.metrics, args.metrics_from)
+    clean = _gather(args.clean, args.clean_from)
+    if args.records_dir:
+        r2, m2, c2 = _discover(Path(args.records_dir))
+        recs = list(dict.fromkeys(recs + r2))
+        mets = list(dict.fromkeys(mets + m2))
+        clean = list(dict.fromkeys(clean + c2))
+    if not recs and not mets:
+        raise UserError("nothing to aggregate: give --records/--records-from, --metrics/--metrics-from "
+                        "or --records-dir")
+    files = aggregate(recs, mets, Path(args.out_dir), clean)
+    print(f"aggregate: {len(recs)} records, {len(mets)} models -> " + ", ".join(str(f) for f in files))
+    return 0
+
+
+CLI = {"aggregate": (configure_aggregate, run_aggregate)}

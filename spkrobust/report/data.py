@@ -1,0 +1,210 @@
+"""The report's data: ``summary.csv``/``models.csv`` read back typed, and the queries on them
+(:class:`_Data`, per-eps means, the pairwise comparison the claims and plots use)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from spkrobust.errors import FileProblem
+
+
+SNN_KINDS = ("convert", "snn")
+
+SETTINGS = ("white-box", "black-box", "transfer")
+
+NON_ATTACK_TYPES = ("noise",)  # random perturbations: in tables and plots, not in the claims
+
+NOISE_FLOOR = 0.01  # differences below max(std, 1 point) are marked "(within noise)"
+
+_INT_COLS = {"source_replica", "target_replica", "n", "repeats", "replica", "seed", "timesteps",
+             "epochs"}
+
+_FLOAT_COLS = {"eps", "clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "zero_grad_frac",
+               "leak", "wall_s", "eval_clean_acc", "eval_clean_acc_std"}
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise FileProblem(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); "
+                          "delete it and rerun the stage that writes it") from None
+    except UnicodeDecodeError:
+        raise FileProblem(f"{path}: not a text JSON file") from None
+
+
+def _num(x: Any) -> float | None:
+    if x is None or x == "":
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _mean(xs: Iterable[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _pooled_std(stds: Iterable[float | None]) -> float:
+    stds = [s for s in stds if s is not None]
+    return math.sqrt(sum(s * s for s in stds) / len(stds)) if stds else 0.0
+
+_SWEEP_PART = re.compile(r"^[A-Za-z_]+-?[0-9][0-9._e]*$")
+
+
+def sweep_base(name: str) -> str:
+    """Base model name of a sweep member: ``snn_bp-T4-leak0.9`` -> ``snn_bp``."""
+    parts = str(name).split("-")
+    while len(parts) > 1 and _SWEEP_PART.match(parts[-1]):
+        parts.pop()
+    return "-".join(parts)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Read ``summary.csv``/``models.csv`` back with numbers typed (empty -> None)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileProblem(f"{path}: not found; run `spkrobust aggregate` first")
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if v is None or v == "":
+                    row[k] = None
+                elif k in _INT_COLS:
+                    try:
+                        row[k] = int(float(v))
+                    except ValueError:
+                        raise FileProblem(f"{path}: column {k} holds {v!r}, not a number") from None
+                elif k in _FLOAT_COLS:
+                    try:
+                        row[k] = float(v)
+                    except ValueError:
+                        raise FileProblem(f"{path}: column {k} holds {v!r}, not a number") from None
+                else:
+                    row[k] = v
+            rows.append(row)
+    return rows
+
+
+class _Data:
+    """The summary and models tables with the lookups the report needs."""
+
+    def __init__(self, summary: list[dict], models: list[dict]):
+        self.summary = summary
+        self.models = models
+        self.datasets = sorted({r["dataset"] for r in summary} | {m["dataset"] for m in models})
+        self.kind: dict[tuple, str] = {}
+        self.info: dict[tuple, dict] = {}
+        for m in models:
+            key = (m["dataset"], m["model"])
+            self.kind[key] = m.get("kind") or ""
+            self.info.setdefault(key, m)
+        for r in summary:
+            for side in ("source", "target"):
+                key = (r["dataset"], r[side])
+                if key not in self.kind and r.get(f"{side}_kind"):
+                    self.kind[key] = r[f"{side}_kind"]
+
+    def attacks(self, dataset: str, claims: bool = False) -> list[str]:
+        """Attack names measured on ``dataset``; ``claims=True`` leaves out random-noise baselines."""
+        return sorted({r["attack"] for r in self.summary if r["dataset"] == dataset
+                       and not (claims and (r.get("attack_type") in NON_ATTACK_TYPES
+                                            or r["attack"] in NON_ATTACK_TYPES))})
+
+    def eps_list(self, dataset: str, attack: str | None = None) -> list[tuple[float, str]]:
+        s = {(r["eps"], r["eps_label"]) for r in self.summary
+             if r["dataset"] == dataset and (attack is None or r["attack"] == attack)}
+        return sorted(s)
+
+    def model_order(self, dataset: str, names: Iterable[str]) -> list[str]:
+        rank = {"ann": 0, "convert": 1, "snn": 2}
+
+        def key(n):
+            info = self.info.get((dataset, n), {})
+            return (rank.get(self.kind.get((dataset, n), ""), 3), info.get("base") or sweep_base(n),
+                    info.get("timesteps") or 0, info.get("leak") or 0, n)
+        return sorted(set(names), key=key)
+
+    def rows(self, dataset=None, attack=None, setting=None, target=None, source=None,
+             source_kinds=None, target_kinds=None, eps=None) -> list[dict]:
+        out = []
+        for r in self.summary:
+            if dataset is not None and r["dataset"] != dataset:
+                continue
+            if attack is not None and r["attack"] != attack:
+                continue
+            if setting is not None and r["setting"] not in ((setting,) if isinstance(setting, str) else setting):
+                continue
+            if target is not None and r["target"] != target:
+                continue
+            if source is not None and r["source"] != source:
+                continue
+            if eps is not None and r["eps"] != eps:
+                continue
+            if source_kinds is not None and self.kind.get((r["dataset"], r["source"])) not in source_kinds:
+                continue
+            if target_kinds is not None and self.kind.get((r["dataset"], r["target"])) not in target_kinds:
+                continue
+            out.append(r)
+        return out
+
+
+def _by_eps(rows: list[dict]) -> dict[float, tuple[float, float]]:
+    """eps -> (mean adv acc over the rows at that eps, pooled std over repeats)."""
+    acc = defaultdict(list)
+    std = defaultdict(list)
+    for r in rows:
+        if r.get("adv_acc") is None:
+            continue
+        acc[r["eps"]].append(r["adv_acc"])
+        std[r["eps"]].append(r.get("adv_acc_std") or 0.0)
+    return {e: (sum(v) / len(v), _pooled_std(std[e])) for e, v in acc.items()}
+
+
+def _compare(rows_a: list[dict], rows_b: list[dict]) -> dict | None:
+    """Average adversarial accuracy over the eps > 0 measured on both sides.
+
+    Returns a dict with ``a``, ``b`` (means over the common eps > 0, each eps first averaged over
+    the rows at that eps, i.e. over replicas/sources), ``std_a``, ``std_b`` (pooled repeat std),
+    ``diff = a - b``, ``noise = max(sqrt(std_a^2 + std_b^2), 0.01)``, ``eps`` (common values),
+    or None when no eps > 0 is measured on both sides.
+    """
+    ea, eb = _by_eps(rows_a), _by_eps(rows_b)
+    common = sorted(e for e in set(ea) & set(eb) if e > 0)
+    if not common:
+        return None
+    a = sum(ea[e][0] for e in common) / len(common)
+    b = sum(eb[e][0] for e in common) / len(common)
+    sa = _pooled_std(ea[e][1] for e in common)
+    sb = _pooled_std(eb[e][1] for e in common)
+    return {"a": a, "b": b, "std_a": sa, "std_b": sb, "diff": a - b,
+            "noise": max(math.sqrt(sa * sa + sb * sb), NOISE_FLOOR), "eps": common}
+
+
+def _mean_acc(rows: list[dict]) -> float | None:
+    e = _by_eps([r for r in rows if r["eps"] > 0])
+    return sum(v[0] for v in e.values()) / len(e) if e else None
+
+
+def _param_groups(data: _Data, ds: str, param: str) -> dict[tuple, list[str]]:
+    fixed = ("kind", "arch", "neuron", "encoder", "base", "parent", "leak", "timesteps")
+    groups = defaultdict(list)
+    for (d, name), info in data.info.items():
+        if d != ds or info.get("kind") not in SNN_KINDS or info.get(param) is None:
+            continue
+        key = tuple((f, info.get(f)) for f in fixed if f != param)
+        groups[key].append(name)
+    return {k: sorted(v, key=lambda n: data.info[(ds, n)][param]) for k, v in groups.items()
+            if len({data.info[(ds, n)][param] for n in v}) >= 2}
