@@ -11,12 +11,11 @@ Usage (see docs/architecture.md for the contract between this workflow and the l
 This file only loads and validates the config, then includes one rule file per stage.  It imports
 ``spkrobust.config`` (pure Python, no torch), so building even a large DAG stays fast.
 """
-import importlib.util
 import os
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -31,20 +30,17 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
     workflow.configfile(os.path.join(workflow.basedir, "config.yaml"))
 
-# Semantic validation (cross-key checks: `from:` names an existing model, ...) plus the JSON schema,
-# shared with `spkrobust validate`.  It runs first so that a bad config stops the run with ONE line
-# naming the key (sys.exit prints just the message; a WorkflowError would add a stack line).
-if importlib.util.find_spec("spkrobust.validate") is not None:
-    from spkrobust.errors import UserError
-    from spkrobust.validate import validate_config
+# The one validation: the JSON schema (types, ranges, allowed values; fills in its defaults) and
+# the cross-key checks (`from:` names an existing model, ...), shared with `spkrobust validate`.
+# A bad config stops the run with ONE line naming the key (sys.exit prints just the message; a
+# WorkflowError would add a stack line).
+from spkrobust.errors import UserError
+from spkrobust.validate import validate_config
 
-    try:
-        validate_config(config, schema=os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
-    except UserError as e:  # ConfigError carries a one-line message naming the key path
-        sys.exit(f"config error: {e}")
-
-# Structural validation; fills in defaults.
-validate(config, "workflow/schemas/config.schema.yaml")
+try:
+    validate_config(config, schema=os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+except UserError as e:  # ConfigError carries a one-line message naming the key path
+    sys.exit(f"config error: {e}")
 
 
 # --- rules ----------------------------------------------------------------------------------

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import math
 import sys
 import time
 from typing import Any
@@ -52,25 +50,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spkrobust.config import eps_label, parse_alpha, parse_eps
 from spkrobust.errors import FileProblem, UserError
+from spkrobust.stage import AttackOptions, read_cfg, resolve_device
+from spkrobust.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
 
 ADV_FORMAT = "spkrobust-adv-1"
 GRAD_FORMAT = "spkrobust-grad-1"
 BALL_TOL = 1e-6
 
-# defaults of every parameter an attack type accepts (eot_samples: None = from --cfg)
-ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fgsm": {"eot_samples": None},
-    "rfgsm": {"alpha": None, "eot_samples": None},
-    "pgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
-    "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
-    "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None},
-    "square": {"n_queries": 1000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"},
-    "noise": {},
-}
-ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
-GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd")
-EOTPGD_MIN_SAMPLES = 4
 
 
 class AdversarialSetError(RuntimeError):
@@ -83,63 +71,10 @@ class NoGradientError(UserError):
 
 # ---- small helpers ------------------------------------------------------------------------------
 
-def parse_pixel(value: Any, key: str = "eps") -> float:
-    """Pixel-unit number: ``0.1``, ``8/255`` or the file label ``8_255`` → float ≥ 0."""
-    if isinstance(value, str):
-        value = value.strip().replace("_", "/")
-        try:  # accept a plain number given as a string (e.g. --eps 0.1)
-            value = float(value)
-        except ValueError:
-            pass
-    try:
-        from spkrobust.config import parse_eps
-    except ImportError:  # pragma: no cover - the config module is part of the package
-        parse_eps = None
-    if parse_eps is not None:
-        v = parse_eps(value, key)
-    else:  # pragma: no cover
-        from fractions import Fraction
-
-        try:
-            v = float(Fraction(value)) if isinstance(value, str) else float(value)
-        except (TypeError, ValueError, ZeroDivisionError):
-            raise UserError(f"{key}: {value!r} is not a number or 'a/b' fraction") from None
-    if not math.isfinite(v) or v < 0:
-        raise UserError(f"{key}: must be a finite number >= 0, got {value!r}")
-    return float(v)
-
-
-def parse_alpha(value: Any, eps: float, key: str = "alpha") -> float:
-    """A step size in pixel units (``2/255``, ``0.01``) or relative to eps (``"0.25*eps"``, ``"1/4*eps"``)."""
-    if isinstance(value, str) and value.replace(" ", "").endswith("*eps"):
-        return parse_pixel(value.replace(" ", "")[:-4], key) * eps
-    return parse_pixel(value, key)
-
-
-def eps_label_of(value: Any) -> str:
-    """File-name label of an eps literal (``8/255`` → ``8_255``); the config module's rule."""
-    try:
-        from spkrobust.config import eps_label
-    except ImportError:  # pragma: no cover
-        return str(value).replace(" ", "").replace("/", "_")
-    return eps_label(value)
-
-
 def derive_seed(*parts: Any) -> int:
     """A stable 31-bit seed from any printable parts (base seed, names, replica, ...)."""
     h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
-
-
-def resolve_device(name: str | None) -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but no CUDA GPU is available; use device 'auto' or 'cpu'")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"device: {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
 
 
 def is_stochastic(model: nn.Module) -> bool:
@@ -166,41 +101,28 @@ def zero_grad_mask(grad: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str, dict]:
-    """Check an attack spec ``{type, params...}``; return ``(type, params)`` with defaults filled and
-    pixel values parsed. Unknown types or parameters raise :class:`UserError`."""
-    if not isinstance(attack_cfg, dict):
-        raise UserError(f"attack config must be a mapping with a 'type', got {attack_cfg!r}")
-    spec = dict(attack_cfg)
-    spec.pop("name", None)
-    atype = spec.pop("type", None)
-    if atype not in ATTACK_DEFAULTS:
-        raise UserError(f"attack type {atype!r} unknown; allowed: {', '.join(ATTACK_TYPES)}")
+    """Check an attack spec ``{type, params...}`` against the config schema; return ``(type, params)``
+    with defaults filled and pixel values parsed. A bad spec raises a one-line :class:`UserError`."""
+    from spkrobust.validate import check_value
+
+    spec = dict(attack_cfg) if isinstance(attack_cfg, dict) else attack_cfg
+    if isinstance(spec, dict):
+        spec.pop("name", None)
+    check_value(spec, "attack", "attack")  # the config schema: type, parameters, ranges
+    atype = spec.pop("type")
     defaults = ATTACK_DEFAULTS[atype]
-    unknown = sorted(set(spec) - set(defaults))
-    if unknown:
-        raise UserError(f"attack {atype}: unknown parameter(s) {', '.join(unknown)}; allowed: "
-                        f"{', '.join(defaults) or 'none'}")
     p = {**defaults, **spec}
     if "eot_samples" in p:
         k = p["eot_samples"]
         if k is None:
             k = max(EOTPGD_MIN_SAMPLES, cfg_eot) if atype == "eotpgd" else cfg_eot
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise UserError(f"attack {atype}: eot_samples must be an integer >= 1, got {k!r}")
         p["eot_samples"] = int(k)
     if atype == "rfgsm":
-        a = eps / 2 if p["alpha"] is None else parse_pixel(p["alpha"], "rfgsm.alpha")
+        a = eps / 2 if p["alpha"] is None else parse_eps(p["alpha"], "rfgsm.alpha")
         p["alpha"] = min(a, eps)
     if atype in ("pgd", "eotpgd"):
         p["alpha"] = parse_alpha(p["alpha"], eps, f"{atype}.alpha")
         p["random_start"] = bool(p["random_start"])
-    for key in ("steps", "n_restarts", "n_queries"):
-        if key in p and (isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1):
-            raise UserError(f"attack {atype}: {key} must be an integer >= 1, got {p[key]!r}")
-    if atype == "apgd" and p["loss"] not in ("ce", "dlr"):
-        raise UserError(f"attack apgd: loss must be ce or dlr, got {p['loss']!r}")
-    if atype == "square" and p["loss"] not in ("margin", "ce"):
-        raise UserError(f"attack square: loss must be margin or ce, got {p['loss']!r}")
     return atype, p
 
 
@@ -399,16 +321,6 @@ def verify_adv(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BA
 
 # ---- files --------------------------------------------------------------------------------------
 
-def _cfg_get(cfg: dict, key: str, default=None):
-    """An attack option from ``--cfg``: top level, else its ``eval`` section (where the pipeline puts
-    it), else either one's ``attack_options``."""
-    ev = cfg.get("eval") or {}
-    for place in (cfg, ev, cfg.get("attack_options") or {}, ev.get("attack_options") or {}):
-        if place.get(key) is not None:
-            return place[key]
-    return default
-
-
 def _load_inputs(data_path: str):
     from spkrobust.data import load_prepared
 
@@ -432,26 +344,6 @@ def _source_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:
     name = cfg.get("source") or meta.get("name") or "source"
     rep = cfg.get("source_replica", cfg.get("replica", meta.get("replica", 1)))
     return str(name), int(rep)
-
-
-def _options(cfg: dict):
-    eot = _cfg_get(cfg, "eot_samples", 1)
-    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
-        raise UserError(f"eot_samples: must be an integer >= 1, got {eot!r}")
-    bs = _cfg_get(cfg, "attack_batch_size", None) or min(int((cfg.get("eval") or {}).get("batch_size", 64)), 64)
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise UserError(f"attack_batch_size: must be an integer >= 1, got {bs!r}")
-    return int(eot), int(bs), _cfg_get(cfg, "grad_mode", "bptt")
-
-
-def _parse_cfg(text: str, what: str = "--cfg") -> dict:
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{what}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{what}: expected a JSON object, got {type(cfg).__name__}")
-    return cfg
 
 
 def load_grad(path: str, n: int | None = None) -> dict:
@@ -479,8 +371,8 @@ def load_adv(path: str) -> dict:
 def _configure_grad(p: argparse.ArgumentParser):
     p.add_argument("--data", required=True, help="prepared dataset (.pt)")
     p.add_argument("--model", required=True, help="source model (.pt)")
-    p.add_argument("--cfg", required=True, help="JSON: seed, device, eot_samples, grad_mode, attack_batch_size, "
-                                                "eval.batch_size, dataset, source, replica")
+    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
+                                                "grad_mode}, dataset, source, replica")
     p.add_argument("--out", required=True)
 
 
@@ -488,14 +380,15 @@ def _run_grad(args):
     """Sign of the source's input gradient on the test set (shared by FGSM at every eps)."""
     from spkrobust.io import atomic_save
 
-    cfg = _parse_cfg(args.cfg)
-    device = resolve_device(cfg.get("device"))
-    eot, bs, grad_mode = _options(cfg)
+    cfg = read_cfg(args.cfg)
+    opts = AttackOptions.from_cfg(cfg)
+    device = resolve_device(opts.device)
+    eot, bs, grad_mode = opts.eot_samples, opts.attack_batch_size, opts.grad_mode
     prep, x, y, idx = _load_inputs(args.data)
     model = _load_source(args.model, device)
     name, rep = _source_ids(cfg, model)
     applied_mode = set_grad_mode(model, grad_mode)
-    seed = derive_seed(int(cfg.get("seed", 0)), "grad", name, rep)
+    seed = derive_seed(opts.seed, "grad", name, rep)
     torch.manual_seed(seed)
     t0 = time.time()
     sign = fgsm_gradient(model, x, y, eot_samples=eot, batch_size=bs, device=device)
@@ -517,8 +410,8 @@ def _configure_craft(p: argparse.ArgumentParser):
     p.add_argument("--grad", default=None, help="gradient file from 'spkrobust grad' (FGSM only)")
     p.add_argument("--attack-cfg", required=True, help='JSON: {"type": "pgd", "steps": 7, ...}')
     p.add_argument("--eps", required=True, help="pixel units: 0.1, 8/255 or the label 8_255")
-    p.add_argument("--cfg", required=True, help="JSON: seed, device, eot_samples, grad_mode, attack_batch_size, "
-                                                "eval.batch_size, dataset, source, replica, attack")
+    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
+                                                "grad_mode}, dataset, source, replica, attack")
     p.add_argument("--out", required=True)
 
 
@@ -526,11 +419,12 @@ def _run_craft(args):
     """Craft one adversarial set (one source × attack × eps)."""
     from spkrobust.io import atomic_save
 
-    cfg = _parse_cfg(args.cfg)
-    attack_cfg = _parse_cfg(args.attack_cfg, "--attack-cfg")
-    eps = parse_pixel(args.eps, "--eps")
-    device = resolve_device(cfg.get("device"))
-    eot, bs, grad_mode = _options(cfg)
+    cfg = read_cfg(args.cfg)
+    attack_cfg = read_cfg(args.attack_cfg, "--attack-cfg")
+    eps = parse_eps(args.eps, "--eps")
+    opts = AttackOptions.from_cfg(cfg)
+    device = resolve_device(opts.device)
+    eot, bs, grad_mode = opts.eot_samples, opts.attack_batch_size, opts.grad_mode
     atype, _ = resolve_attack(attack_cfg, eps, cfg_eot=eot)  # fail fast, before loading anything
     attack_name = str(cfg.get("attack") or attack_cfg.get("name") or atype)
     prep, x, y, idx = _load_inputs(args.data)
@@ -552,8 +446,8 @@ def _run_craft(args):
         grad = g["sign"]
     elif args.grad is not None:
         print(f"note: --grad is used by fgsm only; ignored for {atype}", file=sys.stderr)
-    label = eps_label_of(args.eps.replace("_", "/") if isinstance(args.eps, str) else args.eps)
-    seed = derive_seed(int(cfg.get("seed", 0)), "craft", name, rep, attack_name, label)
+    label = eps_label(args.eps)
+    seed = derive_seed(opts.seed, "craft", name, rep, attack_name, label)
     x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
                         device=device)
     if grad is not None:

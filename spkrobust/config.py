@@ -1,5 +1,8 @@
 """Config expansion shared by the Snakefile and the library (imports no torch: dry-runs stay fast).
 
+Every function takes the config as :func:`spkrobust.validate.validate_config` leaves it: checked
+and filled with the schema's defaults (so no default is restated here).
+
 * :func:`expand_models` turns the ``models:`` section (with sweeps) into resolved model specs;
 * :func:`parse_eps` / :func:`eps_label` handle epsilons written as numbers or ``"a/b"`` strings;
 * :func:`model_seed` gives each replica its seed;
@@ -10,29 +13,49 @@
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 from typing import Any
 
 from spkrobust.errors import ConfigError
+from spkrobust.vocab import SWEEPABLE
 
-MODEL_KINDS = ("ann", "convert", "snn")
-SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
 # keys whose value is not part of a model's identity for training (kept out of the param slices)
 _NON_TRAINING_KEYS = ("sweep", "replicas")
 
 
-def parse_eps(value: Any, key: str = "eps") -> float:
-    """``8/255`` (string), ``0.1`` or ``0`` → float in pixel units."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not a number or 'a/b' fraction")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+PIXEL_HELP = "a number or 'a/b' fraction in [0, 1] (pixel units, e.g. 8/255)"
+
+
+def parse_eps(value: Any, key: str = "eps", positive: bool = False) -> float:
+    """THE pixel-value parser: ``8/255`` or its file label ``8_255``, ``"0.1"``, ``0.1`` → float in
+    [0, 1] (``positive``: in (0, 1]); anything else is a :class:`ConfigError` naming ``key``."""
+    v = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+    elif isinstance(value, str):
         try:
-            return float(Fraction(value.replace(" ", "")))
+            v = float(Fraction(value.replace(" ", "").replace("_", "/")))
         except (ValueError, ZeroDivisionError):
-            pass
-    raise ConfigError(f"{key}: {value!r} is not a number or 'a/b' fraction (e.g. 8/255)")
+            v = None
+    if v is None or not math.isfinite(v) or v < 0 or v > 1 or (positive and v == 0):
+        what = PIXEL_HELP.replace("[0, 1]", "(0, 1]") if positive else PIXEL_HELP
+        raise ConfigError(f"{key}: must be {what}, got {value!r}")
+    return v
+
+
+def parse_alpha(value: Any, eps: float, key: str = "alpha") -> float:
+    """A step size in pixel units (``2/255``, ``0.01``) or relative to eps (``"0.25*eps"``, ``"1/4*eps"``)."""
+    if isinstance(value, str) and value.replace(" ", "").endswith("*eps"):
+        factor = value.replace(" ", "")[:-4]
+        try:
+            k = float(Fraction(factor))
+        except (ValueError, ZeroDivisionError):
+            k = -1.0
+        if not math.isfinite(k) or k <= 0:
+            raise ConfigError(f"{key}: a relative step must be 'k*eps' with a number k > 0, got {value!r}")
+        return k * eps
+    return parse_eps(value, key, positive=True)
 
 
 def eps_label(value: Any) -> str:
@@ -51,7 +74,7 @@ def eps_from_label(cfg: dict, label: str) -> Any:
 
 def model_seed(cfg: dict, replica: int) -> int:
     """Replica ``r`` (1-based) of every model uses ``seed + 1000*(r-1)``: replicas differ only by seed."""
-    return int(cfg.get("seed", 0)) + 1000 * (int(replica) - 1)
+    return int(cfg["seed"]) + 1000 * (int(replica) - 1)
 
 
 def _member_suffix(key: str, value: Any) -> str:
@@ -130,13 +153,13 @@ def expand_models(cfg: dict) -> dict[str, dict]:
 
 
 def model_replicas(cfg: dict, spec: dict) -> list[int]:
-    n = int(spec.get("replicas", cfg.get("replicas", 1)))
+    n = int(spec.get("replicas", cfg["replicas"]))
     return list(range(1, n + 1))
 
 
 def _names(cfg: dict, key: str, models: dict[str, dict]) -> list[str]:
-    sel = (cfg.get("grid") or {}).get(key, "all")
-    if sel in (None, "all"):
+    sel = cfg["grid"][key]
+    if sel == "all":
         return list(models)
     out: list[str] = []
     for s in sel:
@@ -161,7 +184,7 @@ def grid(cfg: dict) -> list[dict]:
     models = expand_models(cfg)
     sources = _names(cfg, "sources", models)
     targets = _names(cfg, "targets", models)
-    target_reps = (cfg.get("grid") or {}).get("target_replicas", [1])
+    target_reps = cfg["grid"]["target_replicas"]
     cells = []
     for dataset in cfg["datasets"]:
         for src in sources:
@@ -181,8 +204,7 @@ def grid(cfg: dict) -> list[dict]:
 # ---- config slices (what each stage depends on) -------------------------------------------------
 
 def data_slice(cfg: dict, dataset: str) -> dict:
-    return {"dataset": dataset, "data_root": cfg.get("data_root", "data"), "seed": int(cfg.get("seed", 0)),
-            **(cfg.get("data") or {})}
+    return {"dataset": dataset, "data_root": cfg["data_root"], "seed": cfg["seed"], **cfg["data"]}
 
 
 def model_slice(cfg: dict, name: str, replica: int) -> dict:
@@ -191,7 +213,7 @@ def model_slice(cfg: dict, name: str, replica: int) -> dict:
     for k in _NON_TRAINING_KEYS:
         spec.pop(k, None)
     return {"model": spec, "replica": int(replica), "seed": model_seed(cfg, replica),
-            "device": cfg.get("device", "auto")}
+            "device": cfg["device"]}
 
 
 def attack_slice(cfg: dict, attack: str) -> dict:
@@ -202,6 +224,15 @@ def attack_slice(cfg: dict, attack: str) -> dict:
 
 
 def eval_slice(cfg: dict) -> dict:
-    """What clean / grad / craft / evaluate read: seed, device and the ``eval`` section (nested, as the
-    stages' ``--cfg`` expects it: ``eval.repeats``, ``eval.batch_size``, ``eval.eot_samples``, ...)."""
-    return {"seed": int(cfg.get("seed", 0)), "device": cfg.get("device", "auto"), "eval": dict(cfg.get("eval") or {})}
+    """What ``clean`` and ``evaluate`` read (:class:`spkrobust.stage.EvalOptions`)."""
+    from spkrobust.stage import EvalOptions, options_slice
+
+    return options_slice(cfg, EvalOptions)
+
+
+def craft_slice(cfg: dict) -> dict:
+    """What ``grad`` and ``craft`` read (:class:`spkrobust.stage.AttackOptions`): editing
+    ``eval.repeats`` or ``eval.batch_size`` reruns no crafting."""
+    from spkrobust.stage import AttackOptions, options_slice
+
+    return options_slice(cfg, AttackOptions)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 
@@ -24,9 +23,10 @@ from spkrobust.errors import UserError
 from spkrobust.io import atomic_write_json, package_versions
 from spkrobust.models import SNN, build_model, load_model, save_model
 from spkrobust.neurons import SpikingLayer
-from spkrobust.train import accuracy, pick_device, seed_everything, snn_meta_from
+from spkrobust.stage import read_cfg, resolve_device
+from spkrobust.train import accuracy, seed_everything, snn_meta_from
+from spkrobust.vocab import METHODS
 
-METHODS = ("threshold", "max", "99.9%")
 
 
 def _weight_layers(model: nn.Module) -> list[nn.Module]:
@@ -102,7 +102,7 @@ def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch
 def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out: str | None = None) -> dict:
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
-    device = pick_device(cfg.get("device", "auto"))
+    device = resolve_device(cfg["device"])
     ann = load_model(ann_path, device=device)
     if ann.meta["kind"] != "ann":
         raise UserError(f"{ann_path}: conversion needs an ANN, got a {ann.meta['kind']}")
@@ -138,7 +138,7 @@ def _configure(p: argparse.ArgumentParser):
 
 def _run(args):
     """Convert an ANN to an SNN."""
-    m = run_convert(load_prepared(args.data), json.loads(args.cfg), args.ann, args.out, args.metrics)
+    m = run_convert(load_prepared(args.data), read_cfg(args.cfg), args.ann, args.out, args.metrics)
     print(f"{m['name']} r{m['replica']}: SNN clean accuracy {m['clean_acc']:.4f} "
           f"(ANN {m['ann_clean_acc']:.4f}), thresholds {[round(t, 3) for t in m['meta']['thresholds']]}, "
           f"{m['wall_s']:.0f}s")

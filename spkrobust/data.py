@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ import torch
 
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
+from spkrobust.vocab import DATASETS
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100")
 FORMAT = "spkrobust-data-1"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -248,10 +247,11 @@ def _configure(p: argparse.ArgumentParser):
 
 def _run(args):
     """Prepare a dataset into one canonical file."""
-    cfg = json.loads(args.cfg)
+    from spkrobust.stage import read_cfg, require
+
+    cfg = read_cfg(args.cfg)
     t0 = time.time()
-    d = prepare(args.dataset, cfg.get("data_root", "data"), cfg.get("train_size"), cfg.get("test_size"),
-                cfg.get("calib_size", 256), cfg.get("seed", 0))
+    d = prepare(args.dataset, *require(cfg, "data_root", "train_size", "test_size", "calib_size", "seed"))
     atomic_save(d, args.out)
     print(f"prepared {args.dataset}: {d['sizes']} shape={d['shape']} sha256={d['source_sha256'][:12]} "
           f"in {time.time() - t0:.1f}s -> {args.out}")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import encoding
 
-ENCODERS = ("poisson", "poisson_unsigned", "direct")
+from spkrobust.vocab import ENCODERS
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -22,12 +22,12 @@ import time
 import torch
 import torch.nn as nn
 
-from spkrobust.attacks import (AdversarialSetError, _parse_cfg, derive_seed, is_stochastic, load_adv,
-                               resolve_device, verify_adv)
+from spkrobust.attacks import AdversarialSetError, derive_seed, is_stochastic, load_adv, verify_adv
 from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
 from spkrobust.outcomes import encode as encode_outcomes
+from spkrobust.stage import EvalOptions, read_cfg, resolve_device
 
 CLEAN_FORMAT = "spkrobust-clean-1"
 RECORD_FORMAT = "spkrobust-record-1"
@@ -56,17 +56,8 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
     return float(statistics.fmean(v)), (float(statistics.stdev(v)) if len(v) > 1 else 0.0)
 
 
-def _eval_opts(cfg: dict) -> tuple[int, int]:
-    ev = cfg.get("eval") or {}
-    reps, bs = ev.get("repeats", 3), ev.get("batch_size", 256)
-    for key, v in (("eval.repeats", reps), ("eval.batch_size", bs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserError(f"{key}: must be an integer >= 1, got {v!r}")
-    return int(reps), int(bs)
-
-
-def _seeds(cfg: dict, name: str, rep: int, n: int) -> list[int]:
-    return [derive_seed(int(cfg.get("seed", 0)), "eval", name, rep, r) for r in range(n)]
+def _seeds(seed: int, name: str, rep: int, n: int) -> list[int]:
+    return [derive_seed(seed, "eval", name, rep, r) for r in range(n)]
 
 
 def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=1):
@@ -145,17 +136,17 @@ def _run_clean(args):
     """Clean accuracy of one target (mean ± std over repeats when stochastic)."""
     from spkrobust.models import load_model
 
-    cfg = _parse_cfg(args.cfg)
-    repeats, bs = _eval_opts(cfg)
-    device = resolve_device(cfg.get("device"))
+    cfg = read_cfg(args.cfg)
+    opts = EvalOptions.from_cfg(cfg)
+    repeats, bs, device = opts.repeats, opts.batch_size, resolve_device(opts.device)
     prep, x, y = _load(args.data)
     model = load_model(args.model, device=device)
     name, rep = _target_ids(cfg, model)
     t0 = time.time()
-    res = clean_accuracy(model, x, y, repeats, bs, _seeds(cfg, name, rep, max(repeats, 2)), device)
+    res = clean_accuracy(model, x, y, repeats, bs, _seeds(opts.seed, name, rep, max(repeats, 2)), device)
     meta = getattr(model, "meta", None) or {}
     out = {"format": CLEAN_FORMAT, "dataset": cfg.get("dataset", prep.dataset), "model": name, "replica": rep,
-           "kind": meta.get("kind"), "num_classes": _num_classes(model, prep), "seed": int(cfg.get("seed", 0)),
+           "kind": meta.get("kind"), "num_classes": _num_classes(model, prep), "seed": opts.seed,
            "time_s": round(time.time() - t0, 3), **res}
     atomic_write_json(out, args.out)
     rc = res["repeat_check"]
@@ -211,11 +202,11 @@ def _run_evaluate(args):
     if not len(args.target) == len(args.clean) == len(args.out):
         raise UserError(f"evaluate: --target, --clean and --out need the same number of paths "
                         f"({len(args.target)}, {len(args.clean)}, {len(args.out)})")
-    cfg = _parse_cfg(args.cfg)
+    cfg = read_cfg(args.cfg)
     if len(args.target) > 1:  # names come from each target's metadata
         cfg = {k: v for k, v in cfg.items() if k not in ("target", "target_replica", "model", "replica")}
-    repeats, bs = _eval_opts(cfg)
-    device = resolve_device(cfg.get("device"))
+    opts = EvalOptions.from_cfg(cfg)
+    repeats, bs, device = opts.repeats, opts.batch_size, resolve_device(opts.device)
     prep, x, y = _load(args.data)
     split_size = len(x)
     am, x_adv, y, pos = _load_adv_checked(args.adv, args.data, prep, x, y)
@@ -233,7 +224,7 @@ def _run_evaluate(args):
             raise FileProblem(f"{clean_path}: clean accuracy of {clean.get('model')} r{clean.get('replica')}, "
                               f"not of the target {name} r{rep}")
         t0 = time.time()
-        res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(cfg, name, rep, repeats), device,
+        res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(opts.seed, name, rep, repeats), device,
                                    pos.numpy(), split_size)
         tmeta = getattr(model, "meta", None) or {}
         record = {
@@ -250,7 +241,7 @@ def _run_evaluate(args):
             "repeats": res["repeats"], "n": res["n"], "outcomes": res["outcomes"],
             "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
             "grad_mode": am.get("grad_mode"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
-            "seed": int(cfg.get("seed", 0)), "stochastic": is_stochastic(model),
+            "seed": opts.seed, "stochastic": is_stochastic(model),
             "source_stochastic": am.get("source_stochastic"),
             "source_kind": am.get("source_kind"), "target_kind": tmeta.get("kind"),
             "num_classes": _num_classes(model, prep), "time_s": round(time.time() - t0, 3),

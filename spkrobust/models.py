@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from spkrobust.encoding import ENCODERS, Encoder
+from spkrobust.encoding import Encoder
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
-from spkrobust.neurons import SURROGATES, SpikingLayer, resolve_backend
+from spkrobust.neurons import SpikingLayer, resolve_backend
+from spkrobust.vocab import ENCODERS, NEURONS, SURROGATES
 
 FORMAT = "spkrobust-model-1"
 # conv widths ('A' = 2x2 average pooling) and classifier hidden widths
@@ -29,7 +30,6 @@ ARCHS: dict[str, tuple[list, list[int]]] = {
     "vgg9": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A"], [1024, 1024]),
     "vgg11": ([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A"], [4096, 4096]),
 }
-NEURONS = ("if", "lif")
 
 
 def _layer_plan(arch: str, in_channels: int, image_size: int, num_classes: int):

@@ -22,9 +22,8 @@ import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
 from spkrobust.errors import UserError
+from spkrobust.vocab import BACKENDS, SURROGATES
 
-BACKENDS = ("auto", "torch", "cupy", "fused")
-SURROGATES = ("linear", "sigmoid", "atan")
 
 
 class _PiecewiseLinearFn(torch.autograd.Function):

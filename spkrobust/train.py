@@ -25,18 +25,11 @@ from spkrobust.data import Prepared, batches, load_prepared
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
 from spkrobust.models import build_model, default_meta, load_model, save_model
+from spkrobust.stage import read_cfg, resolve_device
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
 ANN_DEFAULTS = {"epochs": 3, "lr": 0.01, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "train_images": None}
 SNN_DEFAULTS = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.0, "train_images": None}
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -139,7 +132,7 @@ def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
     hp = {**ANN_DEFAULTS, **(spec.get("train") or {})}
-    device = pick_device(cfg.get("device", "auto"))
+    device = resolve_device(cfg["device"])
     seed_everything(seed)
     c, h, _ = data.shape
     model = build_model(default_meta("ann", spec.get("arch", "vgg5"), c, h, data.num_classes, data.mean, data.std,
@@ -166,7 +159,7 @@ def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
     hp = {**SNN_DEFAULTS, **(spec.get("train") or {})}
-    device = pick_device(cfg.get("device", "auto"))
+    device = resolve_device(cfg["device"])
     seed_everything(seed)
     if init is not None:
         parent = load_model(init)
@@ -204,13 +197,13 @@ def _configure_snn(p: argparse.ArgumentParser):
 
 def _run_ann(args):
     """Train an ANN."""
-    m = train_ann(load_prepared(args.data), json.loads(args.cfg), args.out, args.metrics)
+    m = train_ann(load_prepared(args.data), read_cfg(args.cfg), args.out, args.metrics)
     print(f"{m['name']} r{m['replica']}: clean accuracy {m['clean_acc']:.4f} in {m['wall_s']:.0f}s")
 
 
 def _run_snn(args):
     """Spike-based training of an SNN."""
-    m = train_snn(load_prepared(args.data), json.loads(args.cfg), args.out, args.metrics, init=args.init)
+    m = train_snn(load_prepared(args.data), read_cfg(args.cfg), args.out, args.metrics, init=args.init)
     print(f"{m['name']} r{m['replica']}: clean accuracy {m['clean_acc']:.4f} in {m['wall_s']:.0f}s")
 
 

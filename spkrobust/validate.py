@@ -1,73 +1,34 @@
-"""Semantic config validation, run by the Snakefile before any job and by ``spkrobust validate``.
+"""Config validation, run ONCE by the Snakefile before any job and by ``spkrobust validate``.
 
-:func:`validate_config` raises :class:`~spkrobust.errors.ConfigError` with ONE line that starts
-with the key path (``models.snn_bp.T: must be an integer >= 1, got 0``) and says what is allowed.
-It checks, in this order:
+:func:`validate_config` checks the config against ``workflow/schemas/config.schema.yaml`` -- the
+one validator of types, ranges, allowed values and defaults -- then fills in the schema's
+defaults, then runs the cross-key checks the schema cannot express:
 
-1. top-level keys and every value the library reads (types, ranges, allowed names), including the
-   parameters of each attack type and the keys of each model kind, so that a typo is an error and
-   not a silently ignored key;
-2. cross-key rules: ``from:`` names an existing model (no cycle), a ``convert`` comes from an
-   ``ann``, an ``snn`` from an ``ann``/``convert``/``snn``; grid sources/targets exist;
-   ``grid.target_replicas`` exist for some target; eps labels are distinct;
-3. the JSON schema ``workflow/schemas/config.schema.yaml`` (when present), its first error turned
-   into one line naming the key.
+* the ``from:`` graph: the parent exists (a sweep member by its full name), has an allowed kind,
+  no cycle, an ``ann`` has none, a ``convert`` has one;
+* grid ``sources``/``targets`` name models; ``target_replicas`` exist; the grid is not empty;
+* eps labels are distinct and fraction strings lie in [0, 1] (the schema checks only their form);
+  the same for a fraction or ``k*eps`` ``alpha``;
+* ``data.calib_size <= data.train_size``.
 
-Pure Python (no torch): the Snakefile imports it, and dry-runs must stay fast.
+Every failure is a :class:`~spkrobust.errors.ConfigError` with ONE line starting with the key path
+(``models.snn_bp.T: must be an integer >= 1, got 0``).  Pure Python (no torch).
 """
 from __future__ import annotations
 
-import math
-import re
-from fractions import Fraction
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
 from spkrobust.errors import ConfigError, UserError
+from spkrobust.vocab import PARENT_KINDS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
-DEVICES = ("auto", "cpu", "cuda")
-DATASETS = ("fashion_mnist", "cifar10", "cifar100")
-ARCHS = ("vgg5", "vgg9", "vgg11")
-MODEL_KINDS = ("ann", "convert", "snn")
-NEURONS = ("if", "lif")
-ENCODERS = ("poisson", "poisson_unsigned", "direct")
-METHODS = ("threshold", "max", "99.9%")
-SURROGATES = ("linear", "sigmoid", "atan")
-BACKENDS = ("auto", "torch", "cupy", "fused")
-GRAD_MODES = ("bptt", "rate")
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-TOP_KEYS = ("seed", "device", "data_root", "datasets", "data", "replicas", "models", "attacks", "eps",
-            "grid", "eval")
-DATA_KEYS = ("train_size", "test_size", "calib_size")
-GRID_KEYS = ("sources", "targets", "target_replicas")
-EVAL_KEYS = ("repeats", "batch_size", "eot_samples", "attack_batch_size", "grad_mode", "attack_options")
-ATTACK_OPTION_KEYS = ("eot_samples", "attack_batch_size", "grad_mode")
-
-_COMMON_MODEL_KEYS = ("kind", "from", "replicas", "sweep")
-_NEURON_KEYS = ("T", "neuron", "leak", "encoder", "surrogate", "backend")
-MODEL_KEYS = {  # keys each kind reads (anything else would be silently ignored by the library)
-    "ann": _COMMON_MODEL_KEYS + ("arch", "dropout", "train"),
-    "convert": _COMMON_MODEL_KEYS + ("method", "scale") + _NEURON_KEYS,
-    "snn": _COMMON_MODEL_KEYS + ("arch", "dropout", "train") + _NEURON_KEYS,
-}
-TRAIN_KEYS = {"ann": ("epochs", "lr", "batch_size", "momentum", "weight_decay", "train_images"),  # SGD
-              "snn": ("epochs", "lr", "batch_size", "weight_decay", "train_images")}  # Adam
-PARENT_KINDS = {"convert": ("ann",), "snn": ("ann", "convert", "snn")}
-
-# parameters each attack type accepts (mirrors spkrobust.attacks.ATTACK_DEFAULTS, which imports torch)
-ATTACK_PARAMS: dict[str, tuple[str, ...]] = {
-    "fgsm": ("eot_samples",),
-    "rfgsm": ("alpha", "eot_samples"),
-    "pgd": ("steps", "alpha", "random_start", "eot_samples"),
-    "eotpgd": ("steps", "alpha", "random_start", "eot_samples"),
-    "apgd": ("steps", "n_restarts", "loss", "rho", "eot_samples"),
-    "square": ("n_queries", "n_restarts", "p_init", "loss"),
-    "noise": (),
-}
-ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "square": ("margin", "ce")}
+# keywords that move from a value to a part of it (the key path grows)
+_INTO_VALUE = ("additionalProperties", "unevaluatedProperties", "items", "propertyNames", "contains")
+_UNKNOWN_KEY = ("additionalProperties", "unevaluatedProperties")
 
 
 def _fail(path: str, msg: str) -> None:
@@ -83,218 +44,174 @@ def _a(kind: str) -> str:
     return ("a " if kind == "convert" else "an ") + kind
 
 
-def _allowed(values) -> str:
-    return ", ".join(str(v) for v in values)
+# ---- the schema and its errors as one line ------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def load_schema(path: str | Path | None = None) -> dict:
+    import yaml
+
+    p = Path(path) if path is not None else SCHEMA
+    if not p.is_file():
+        raise UserError(f"{p}: config schema not found")
+    return yaml.safe_load(p.read_text())
 
 
-def _one_of(path: str, value: Any, allowed) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        _fail(path, f"{_show(value)} is not allowed; allowed: {_allowed(allowed)}")
+def _resolve(root: dict, node: dict) -> dict:
+    while isinstance(node, dict) and "$ref" in node:
+        target = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
 
 
-def _int(path: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(path, f"must be an integer >= {minimum}, got {_show(value)}")
-    return value
+def _schema_at(root: dict, schema_path) -> tuple[dict, str | None]:
+    """The subschema that failed and the ``x-error`` that applies to the failing value (one given on
+    the same value along the way: a ``$ref``'s target, a ``oneOf`` around the branches)."""
+    node, xerr = _resolve(root, root), root.get("x-error")
+    parts = list(schema_path)[:-1]
+    i = 0
+    while i < len(parts):
+        k = parts[i]
+        if k in ("properties", "patternProperties", "$defs"):
+            node, i = node[k][parts[i + 1]], i + 2
+            xerr = None
+        elif k in ("allOf", "anyOf", "oneOf", "prefixItems"):
+            node, i = node[k][parts[i + 1]], i + 2
+        else:
+            node, i = node[k], i + 1
+            if k in _INTO_VALUE:
+                xerr = None
+        if isinstance(node, dict) and "x-error" in node:
+            xerr = node["x-error"]
+        node = _resolve(root, node)
+        if "x-error" in node and xerr is None:
+            xerr = node["x-error"]
+    return node, xerr
 
 
-def _number(path: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(path, f"must be a number, got {_show(value)}")
-    return float(value)
+def _key_path(parts, where: str = "") -> str:
+    key = where
+    for part in parts:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "config"
 
 
-def _in_range(path: str, value: Any, lo: float, hi: float, lo_open: bool, hi_open: bool) -> float:
-    v = _number(path, value)
-    if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        _fail(path, f"must be a number in {interval}, got {_show(value)}")
-    return v
+def _interval(s: dict) -> str:
+    lo = ("(", s["exclusiveMinimum"]) if "exclusiveMinimum" in s else ("[", s.get("minimum"))
+    hi = (")", s["exclusiveMaximum"]) if "exclusiveMaximum" in s else ("]", s.get("maximum"))
+    if hi[1] is None:
+        return f"{'>' if lo[0] == '(' else '>='} {lo[1]:g}" if lo[1] is not None else ""
+    if lo[1] is None:
+        return f"{'<' if hi[0] == ')' else '<='} {hi[1]:g}"
+    return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
 
 
-def _positive(path: str, value: Any, allow_zero: bool = False) -> float:
-    v = _number(path, value)
-    if v < 0 or (v == 0 and not allow_zero):
-        _fail(path, f"must be a number {'>=' if allow_zero else '>'} 0, got {_show(value)}")
-    return v
+def _what(s: dict) -> str:
+    types = s.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if "integer" in types:
+        return f"must be an integer {_interval(s)}".rstrip()
+    if "number" in types:
+        return f"must be a number {_interval(s)}".rstrip()
+    if "boolean" in types:
+        return "must be true or false"
+    if "object" in types:
+        return "must be a mapping"
+    if "array" in types:
+        return "must be a non-empty list" if s.get("minItems") else "must be a list"
+    if "string" in types:
+        return "must be a non-empty string" if s.get("minLength") else "must be a string"
+    return "is not valid"
 
 
-def _pixel(path: str, value: Any, lo_open: bool = False) -> float:
-    """A pixel-unit value: a number or an ``"a/b"`` string, in [0, 1] (or (0, 1])."""
-    interval = f"{'(' if lo_open else '['}0, 1]"
-    what = f"must be a number or 'a/b' fraction in {interval} (pixel units, e.g. 8/255)"
-    if isinstance(value, bool):
-        _fail(path, f"{what}, got {_show(value)}")
-    if isinstance(value, (int, float)):
-        v = float(value)
-    elif isinstance(value, str):
-        try:
-            v = float(Fraction(value.replace(" ", "")))
-        except (ValueError, ZeroDivisionError):
-            _fail(path, f"{what}, got {_show(value)}")
-    else:
-        _fail(path, f"{what}, got {_show(value)}")
-    if not math.isfinite(v) or v < 0 or v > 1 or (lo_open and v == 0):
-        _fail(path, f"{what}, got {_show(value)}")
-    return v
+def _allowed_keys(root: dict, node: dict, instance: dict, validator_cls) -> list[str]:
+    keys = list(node.get("properties", {}))
+    for part in node.get("allOf", []):
+        if "if" in part and validator_cls(part["if"]).is_valid(instance):
+            keys += list(_resolve(root, part.get("then", {})).get("properties", {}))
+    return keys
 
 
-def _mapping(path: str, value: Any, allowed_keys=None, what: str = "a mapping") -> dict:
-    if not isinstance(value, dict):
-        _fail(path, f"must be {what}, got {_show(value)}")
-    if allowed_keys is not None:
-        for k in value:
-            if k not in allowed_keys:
-                _fail(f"{path}.{k}" if path else str(k), f"unknown key; allowed: {_allowed(allowed_keys)}")
-    return value
+def _message(err, root: dict, validator_cls, where: str = "") -> str:
+    node, xerr = _schema_at(root, err.absolute_schema_path)
+    path = list(err.absolute_path)
+    v, value = err.validator, err.instance
+    if v in _UNKNOWN_KEY:
+        allowed = _allowed_keys(root, node, value, validator_cls)
+        extra = next(k for k in value if k not in allowed)
+        shown = [k for k in allowed if k not in ("kind", "type")]
+        what = node.get("x-unknown-key", "unknown key").format_map(
+            {k: value.get(k) for k in ("kind", "type")})
+        return f"{_key_path(path + [extra], where)}: {what}; allowed: {', '.join(shown) or 'none'}"
+    if v == "required":
+        missing = next(k for k in err.validator_value if k not in value)
+        sub = _resolve(root, node.get("properties", {}).get(missing, {}))
+        extra = f"; allowed: {', '.join(sub['enum'])}" if "enum" in sub else ""
+        return f"{_key_path(path + [missing], where)}: missing (required){extra}"
+    if v == "propertyNames" or "propertyNames" in list(err.absolute_schema_path)[-3:]:
+        return f"{_key_path(path + [value], where)}: {xerr or 'not an allowed name'}"
+    if v == "uniqueItems":
+        seen = []
+        dup = next(x for x in value if x in seen or seen.append(x))
+        return f"{_key_path(path, where)}: {dup!r} is listed twice"
+    if xerr is not None:
+        return f"{_key_path(path, where)}: {xerr}, got {_show(value)}"
+    if v in ("enum", "const"):
+        allowed = err.validator_value if v == "enum" else [err.validator_value]
+        return f"{_key_path(path, where)}: {_show(value)} is not allowed; allowed: {', '.join(map(str, allowed))}"
+    if v == "minProperties":
+        return f"{_key_path(path, where)}: must have at least one entry"
+    if v == "type" and "number" in err.validator_value:
+        return f"{_key_path(path, where)}: must be a number, got {_show(value)}"
+    if v in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "minLength"):
+        return f"{_key_path(path, where)}: {_what(node)}, got {_show(value)}"
+    return f"{_key_path(path, where)}: {' '.join(err.message.split())[:160]}"
 
 
-def _known_keys(path: str, value: dict, allowed, why: str) -> None:
-    for k in value:
-        if k not in allowed:
-            _fail(f"{path}.{k}", f"unknown key {why}; allowed: {_allowed(allowed)}")
+def check_schema(cfg: Any, schema: dict, where: str = "") -> None:
+    """The schema's most relevant error, as one line naming the key path (below ``where``)."""
+    import jsonschema
+    from jsonschema.exceptions import best_match, relevance
+
+    cls = jsonschema.validators.validator_for(schema)
+    err = best_match(cls(schema).iter_errors(cfg),
+                     key=lambda e: (e.validator != "unevaluatedProperties", *relevance(e)))
+    if err is not None:
+        raise ConfigError(_message(err, schema, cls, where))
 
 
-# ---- sections -----------------------------------------------------------------------------------
-
-def _check_top(cfg: dict) -> None:
-    _mapping("config", cfg, what="a mapping of keys (a YAML mapping at the top of the file)")
-    for k in cfg:
-        if k not in TOP_KEYS:
-            _fail(str(k), f"unknown top-level key; allowed: {_allowed(TOP_KEYS)}")
-    for k in ("datasets", "models", "attacks", "eps"):
-        if k not in cfg or cfg[k] is None:
-            _fail(k, "missing (required)")
-    if "seed" in cfg:
-        _int("seed", cfg["seed"], minimum=0)
-    if "device" in cfg:
-        _one_of("device", cfg["device"], DEVICES)
-    if "data_root" in cfg and (not isinstance(cfg["data_root"], str) or not cfg["data_root"]):
-        _fail("data_root", f"must be a directory path (a non-empty string), got {_show(cfg['data_root'])}")
-    ds = cfg["datasets"]
-    if not isinstance(ds, list) or not ds:
-        _fail("datasets", f"must be a non-empty list of {_allowed(DATASETS)}, got {_show(ds)}")
-    for i, d in enumerate(ds):
-        _one_of(f"datasets[{i}]", d, DATASETS)
-        if d in ds[:i]:
-            _fail(f"datasets[{i}]", f"{d!r} is listed twice")
-    if "replicas" in cfg:
-        _int("replicas", cfg["replicas"])
+def check_value(value: Any, definition: str, where: str) -> None:
+    """``value`` against the schema's ``$defs/<definition>`` (e.g. a stage's ``--attack-cfg``)."""
+    schema = load_schema()
+    check_schema(value, {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}, where)
 
 
-def _check_data(cfg: dict) -> None:
-    data = cfg.get("data")
-    if data is None:
-        return
-    _mapping("data", data, DATA_KEYS)
-    for k in ("train_size", "test_size"):
-        if data.get(k) is not None:
-            _int(f"data.{k}", data[k])
-    if "calib_size" in data:
-        if data["calib_size"] is None:
-            _fail("data.calib_size", "must be an integer >= 1, got None")
-        _int("data.calib_size", data["calib_size"])
-        if data.get("train_size") is not None and data["calib_size"] > data["train_size"]:
-            _fail("data.calib_size", f"{data['calib_size']} exceeds data.train_size {data['train_size']} "
-                                     "(calibration images are taken from the training subset)")
+def fill_defaults(cfg: dict, schema: dict, node: dict | None = None) -> dict:
+    """Set every missing key that has a schema ``default`` (nested mappings too), in place."""
+    node = _resolve(schema, schema if node is None else node)
+    for key, sub in node.get("properties", {}).items():
+        sub = _resolve(schema, sub)
+        if key not in cfg and "default" in sub:
+            cfg[key] = copy.deepcopy(sub["default"])
+        if isinstance(cfg.get(key), dict) and "properties" in sub:
+            fill_defaults(cfg[key], schema, sub)
+    return cfg
 
 
-def _check_model_value(path: str, key: str, value: Any) -> None:
-    """One (possibly swept) model value."""
-    if key == "T":
-        _int(path, value)
-    elif key == "leak":
-        _in_range(path, value, 0, 1, lo_open=True, hi_open=False)
-    elif key == "neuron":
-        _one_of(path, value, NEURONS)
-    elif key == "encoder":
-        _one_of(path, value, ENCODERS)
-    elif key == "method":
-        _one_of(path, value, METHODS)
-    elif key == "scale":
-        _positive(path, value)
-    elif key == "surrogate":
-        _one_of(path, value, SURROGATES)
-    elif key == "backend":
-        _one_of(path, value, BACKENDS)
-    elif key == "arch":
-        _one_of(path, value, ARCHS)
-    elif key == "dropout":
-        _in_range(path, value, 0, 1, lo_open=False, hi_open=True)
-    elif key == "replicas":
-        _int(path, value)
+# ---- cross-key checks ---------------------------------------------------------------------------
 
-
-def _check_train(path: str, kind: str, train: Any) -> None:
-    _mapping(path, train)
-    _known_keys(path, train, TRAIN_KEYS[kind],
-                f"for {_a(kind)} (trained with {'SGD' if kind == 'ann' else 'Adam'})")
-    if "epochs" in train:
-        _int(f"{path}.epochs", train["epochs"], minimum=0)
-    if "batch_size" in train:
-        _int(f"{path}.batch_size", train["batch_size"])
-    if train.get("train_images") is not None:
-        _int(f"{path}.train_images", train["train_images"])
-    if "lr" in train:
-        _positive(f"{path}.lr", train["lr"])
-    if "momentum" in train:
-        _in_range(f"{path}.momentum", train["momentum"], 0, 1, lo_open=False, hi_open=True)
-    if "weight_decay" in train:
-        _positive(f"{path}.weight_decay", train["weight_decay"], allow_zero=True)
-
-
-def _check_models(cfg: dict) -> dict:
-    """Per-model checks and the ``from`` graph; returns ``{base: parent base or None}``."""
-    models = cfg["models"]
-    if not isinstance(models, dict) or not models:
-        _fail("models", "must be a mapping of at least one model name to its spec")
+def _check_from_graph(models: dict) -> None:
     known = ", ".join(map(str, models))
-    for name, spec in models.items():
-        p = f"models.{name}"
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            _fail(p, "model names must start with a letter and contain only letters, digits and '_' "
-                     "('-' separates sweep members)")
-        if not isinstance(spec, dict):
-            _fail(p, f"must be a mapping with at least 'kind' ({_allowed(MODEL_KINDS)}), got {_show(spec)}")
-        if "kind" not in spec:
-            _fail(f"{p}.kind", f"missing; allowed: {_allowed(MODEL_KINDS)}")
-        kind = spec["kind"]
-        _one_of(f"{p}.kind", kind, MODEL_KINDS)
-        _known_keys(p, spec, MODEL_KEYS[kind], f"for kind {kind}")
-        for key, value in spec.items():
-            if key in ("kind", "from", "sweep", "train"):
-                continue
-            _check_model_value(f"{p}.{key}", key, value)
-        if spec.get("train") is not None:
-            _check_train(f"{p}.train", kind, spec["train"])
-        sweep = spec.get("sweep")
-        if sweep is not None:
-            _mapping(f"{p}.sweep", sweep, what="a mapping of a key to a list of values")
-            sweepable = [k for k in MODEL_KEYS[kind] if k in ("T", "leak", "neuron", "encoder", "method",
-                                                              "scale", "surrogate")]
-            for key, values in sweep.items():
-                sp = f"{p}.sweep.{key}"
-                if key not in sweepable:
-                    _fail(sp, f"cannot be swept for kind {kind}; allowed: {_allowed(sweepable)}")
-                if not isinstance(values, list) or not values:
-                    _fail(sp, f"must be a non-empty list of values, got {_show(values)}")
-                for i, v in enumerate(values):
-                    _check_model_value(f"{sp}[{i}]", key, v)
-                    if v in values[:i]:
-                        _fail(f"{sp}[{i}]", f"{v!r} is listed twice")
-    # the `from` graph between bases (a parent may be a sweep member: `snn_conv-T16`)
     parent_of: dict[str, str | None] = {}
     for name, spec in models.items():
         p = f"models.{name}.from"
-        kind = spec["kind"]
-        parent = spec.get("from")
+        kind, parent = spec["kind"], spec.get("from")
         if parent is None:
             if kind == "convert":
                 _fail(p, f"missing: a convert model needs the ann it converts (known models: {known})")
             parent_of[name] = None
             continue
-        if not isinstance(parent, str):
-            _fail(p, f"must be a model name, got {_show(parent)}")
         if kind == "ann":
             _fail(p, f"an ann is trained from scratch and has no parent; remove `from: {parent}`")
         base = parent if parent in models else parent.split("-", 1)[0]
@@ -307,7 +224,7 @@ def _check_models(cfg: dict) -> dict:
             _fail(p, f"{parent!r} is {_a(pkind)}, but {_a(kind)} must come from "
                      f"{' or '.join(_a(k) for k in PARENT_KINDS[kind])}")
         parent_of[name] = base
-    for name in models:  # cycles
+    for name in models:
         chain, cur = [name], parent_of[name]
         while cur is not None:
             if cur in chain:
@@ -315,7 +232,6 @@ def _check_models(cfg: dict) -> dict:
                 _fail(f"models.{cyc[0]}.from", f"forms a cycle ({' -> '.join(cyc)})")
             chain.append(cur)
             cur = parent_of[cur]
-    return parent_of
 
 
 def _check_member_parents(cfg: dict) -> None:
@@ -323,14 +239,13 @@ def _check_member_parents(cfg: dict) -> None:
     from spkrobust.config import expand_models
 
     models = cfg["models"]
-    # the members of each base do not depend on its children: expand with member parents -> bases
     plain = {n: (dict(s, **{"from": s["from"].split("-", 1)[0]})
                  if isinstance(s.get("from"), str) and s["from"] not in models else s)
              for n, s in models.items()}
     expanded = expand_models({**cfg, "models": plain})
     for name, spec in models.items():
         parent = spec.get("from")
-        if not isinstance(parent, str) or parent in models:
+        if parent is None or parent in models:
             continue
         base = parent.split("-", 1)[0]
         members = [n for n, m in expanded.items() if m["base"] == base]
@@ -338,166 +253,65 @@ def _check_member_parents(cfg: dict) -> None:
             _fail(f"models.{name}.from", f"{parent!r} is not a member of {base} (members: {', '.join(members)})")
 
 
-def _check_attacks(cfg: dict) -> None:
-    attacks = cfg["attacks"]
-    if not isinstance(attacks, dict) or not attacks:
-        _fail("attacks", "must be a mapping of at least one attack name to {type: ..., params}")
-    for name, spec in attacks.items():
-        p = f"attacks.{name}"
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            _fail(p, "attack names must start with a letter and contain only letters, digits and '_'")
-        if not isinstance(spec, dict):
-            _fail(p, f"must be a mapping with a 'type' ({_allowed(ATTACK_PARAMS)}), got {_show(spec)}")
-        if "type" not in spec:
-            _fail(f"{p}.type", f"missing; allowed: {_allowed(ATTACK_PARAMS)}")
-        atype = spec["type"]
-        _one_of(f"{p}.type", atype, ATTACK_PARAMS)
-        allowed = ATTACK_PARAMS[atype]
-        for key, value in spec.items():
-            if key == "type":
-                continue
-            kp = f"{p}.{key}"
-            if key not in allowed:
-                _fail(kp, f"not a parameter of {atype}; allowed: {_allowed(allowed) or 'none'}")
-            if key in ("steps", "n_restarts", "n_queries", "eot_samples"):
-                _int(kp, value)
-            elif key == "random_start":
-                if not isinstance(value, bool):
-                    _fail(kp, f"must be true or false, got {_show(value)}")
-            elif key == "alpha":
-                if atype in ("pgd", "eotpgd") and isinstance(value, str) and value.replace(" ", "").endswith("*eps"):
-                    factor = value.replace(" ", "")[:-4]
-                    try:
-                        f = float(Fraction(factor))
-                    except (ValueError, ZeroDivisionError):
-                        f = -1.0
-                    if not math.isfinite(f) or f <= 0:
-                        _fail(kp, f"relative step must be 'k*eps' with a number k > 0, got {_show(value)}")
-                else:
-                    _pixel(kp, value, lo_open=True)
-            elif key == "loss":
-                _one_of(kp, value, ATTACK_LOSSES[atype])
-            elif key == "rho":
-                _in_range(kp, value, 0, 1, lo_open=True, hi_open=True)
-            elif key == "p_init":
-                _in_range(kp, value, 0, 1, lo_open=True, hi_open=False)
+def _check_pixel_values(cfg: dict) -> None:
+    """Fraction strings in range (the schema checks their form), distinct eps labels."""
+    from spkrobust.config import eps_label, parse_alpha, parse_eps
 
-
-def _check_eps(cfg: dict) -> None:
-    from spkrobust.config import eps_label
-
-    eps = cfg["eps"]
-    if not isinstance(eps, list) or not eps:
-        _fail("eps", f"must be a non-empty list of numbers or 'a/b' fractions in [0, 1], got {_show(eps)}")
     labels: dict[str, int] = {}
-    for i, e in enumerate(eps):
-        _pixel(f"eps[{i}]", e)
+    for i, e in enumerate(cfg["eps"]):
+        parse_eps(e, f"eps[{i}]")
         label = eps_label(e)
         if label in labels:
             _fail(f"eps[{i}]", f"{e!r} repeats eps[{labels[label]}] (label {label!r})")
         labels[label] = i
-
-
-def _check_eval(cfg: dict) -> None:
-    ev = cfg.get("eval")
-    if ev is None:
-        return
-    _mapping("eval", ev, EVAL_KEYS)
-    for key in ("repeats", "batch_size", "eot_samples", "attack_batch_size"):
-        if ev.get(key) is not None:
-            _int(f"eval.{key}", ev[key])
-    if ev.get("grad_mode") is not None:
-        _one_of("eval.grad_mode", ev["grad_mode"], GRAD_MODES)
-    opts = ev.get("attack_options")
-    if opts is not None:
-        _mapping("eval.attack_options", opts, ATTACK_OPTION_KEYS)
-        for key in ("eot_samples", "attack_batch_size"):
-            if opts.get(key) is not None:
-                _int(f"eval.attack_options.{key}", opts[key])
-        if opts.get("grad_mode") is not None:
-            _one_of("eval.attack_options.grad_mode", opts["grad_mode"], GRAD_MODES)
+    for name, spec in cfg["attacks"].items():
+        if "alpha" in spec and spec["alpha"] is not None:
+            parse_alpha(spec["alpha"], 1.0, f"attacks.{name}.alpha")
 
 
 def _check_grid(cfg: dict, expanded: dict) -> None:
-    from spkrobust.config import model_replicas
+    from spkrobust.config import grid, model_replicas
 
-    g = cfg.get("grid")
-    if g is None:
-        g = {}
-    _mapping("grid", g, GRID_KEYS)
-    selected: dict[str, list[str]] = {}
+    g = cfg["grid"]
+    targets = list(expanded)
     for key in ("sources", "targets"):
-        sel = g.get(key, "all")
-        p = f"grid.{key}"
-        if sel in (None, "all"):
-            selected[key] = list(expanded)
+        if g[key] == "all":
             continue
-        if not isinstance(sel, list) or not sel:
-            _fail(p, f"must be 'all' or a non-empty list of model names, got {_show(sel)}")
         names: list[str] = []
-        for i, s in enumerate(sel):
+        for i, s in enumerate(g[key]):
             members = [s] if s in expanded else [n for n, m in expanded.items() if m["base"] == s]
-            if not isinstance(s, str) or not members:
-                _fail(f"{p}[{i}]", f"{_show(s)} is not a model (known: {', '.join(expanded)})")
+            if not members:
+                _fail(f"grid.{key}[{i}]", f"{_show(s)} is not a model (known: {', '.join(expanded)})")
             names.extend(members)
-        selected[key] = names
-    reps = g.get("target_replicas", [1])
-    if not isinstance(reps, list) or not reps:
-        _fail("grid.target_replicas", f"must be a non-empty list of replica numbers (1-based), got {_show(reps)}")
-    most = max(len(model_replicas(cfg, expanded[t])) for t in selected["targets"])
-    for i, r in enumerate(reps):
-        _int(f"grid.target_replicas[{i}]", r)
-        if r in reps[:i]:
-            _fail(f"grid.target_replicas[{i}]", f"replica {r} is listed twice")
+        if key == "targets":
+            targets = names
+    most = max(len(model_replicas(cfg, expanded[t])) for t in targets)
+    for i, r in enumerate(g["target_replicas"]):
         if r > most:
             _fail(f"grid.target_replicas[{i}]", f"replica {r} does not exist: the targets have at most {most} "
                                                 f"replica(s) (raise `replicas:` or drop it)")
-
-
-def _check_schema(cfg: dict, schema_path: str | Path | None) -> None:
-    """The JSON schema, its first (best) error as one line naming the key path."""
-    path = Path(schema_path) if schema_path is not None else SCHEMA
-    if not path.exists():
-        if schema_path is not None:
-            raise UserError(f"{path}: config schema not found")
-        return
-    try:
-        import jsonschema
-        import yaml
-    except ImportError:  # pragma: no cover - both come with Snakemake
-        return
-    schema = yaml.safe_load(path.read_text())
-    cls = jsonschema.validators.validator_for(schema)
-    err = jsonschema.exceptions.best_match(cls(schema).iter_errors(cfg))
-    if err is None:
-        return
-    key = ""
-    for part in err.absolute_path:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    msg = " ".join(err.message.split())
-    if len(msg) > 160:
-        msg = msg[:157] + "..."
-    raise ConfigError(f"{key or 'config'}: {msg} (schema {path.name}: {'/'.join(map(str, err.schema_path))})")
-
-
-# ---- entry point --------------------------------------------------------------------------------
-
-def validate_config(cfg: dict, schema: str | Path | None = None) -> None:
-    """Raise :class:`ConfigError` (one line, key path first) unless ``cfg`` is a valid experiment."""
-    from spkrobust.config import expand_models, grid
-
-    _check_top(cfg)
-    _check_data(cfg)
-    _check_models(cfg)
-    _check_attacks(cfg)
-    _check_eps(cfg)
-    _check_eval(cfg)
-    _check_member_parents(cfg)
-    expanded = expand_models(cfg)
-    _check_grid(cfg, expanded)
     if not grid(cfg):
         _fail("grid", "selects no evaluation at all (check grid.sources, grid.targets, grid.target_replicas)")
-    _check_schema(cfg, schema)
+
+
+def validate_config(cfg: dict, schema: str | Path | None = None) -> dict:
+    """Check ``cfg`` and fill in the schema's defaults (in place; also returned).
+
+    Raises :class:`ConfigError` (one line, key path first) unless ``cfg`` is a valid experiment."""
+    from spkrobust.config import expand_models
+
+    sch = load_schema(schema)
+    check_schema(cfg, sch)
+    fill_defaults(cfg, sch)
+    data = cfg["data"]
+    if data["train_size"] is not None and data["calib_size"] > data["train_size"]:
+        _fail("data.calib_size", f"{data['calib_size']} exceeds data.train_size {data['train_size']} "
+                                 "(calibration images are taken from the training subset)")
+    _check_from_graph(cfg["models"])
+    _check_member_parents(cfg)
+    _check_pixel_values(cfg)
+    _check_grid(cfg, expand_models(cfg))
+    return cfg
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -547,8 +361,7 @@ def _run(args) -> int:
     """Check config file(s) without running anything: one line naming the bad key, exit 2."""
     from spkrobust.config import expand_models, grid
 
-    cfg = load_configs(args.config)
-    validate_config(cfg, schema=args.schema)
+    cfg = validate_config(load_configs(args.config), schema=args.schema)
     print(f"ok: {', '.join(args.config)}: {len(expand_models(cfg))} models, {len(grid(cfg))} evaluation records")
     return 0
 

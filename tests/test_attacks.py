@@ -12,6 +12,8 @@ import torchattacks
 import robust_helpers as H
 from robust_helpers import cli_data_path, cli_models  # noqa: F401  (fixtures)
 from spkrobust import attacks as A
+from spkrobust import vocab
+from spkrobust.config import parse_eps
 from spkrobust.errors import UserError
 
 
@@ -39,7 +41,7 @@ def test_tiny_ann_is_really_trained(ann, small_data):
     assert _acc(ann, x, y) > 0.65
 
 
-@pytest.mark.parametrize("atype", A.ATTACK_TYPES)
+@pytest.mark.parametrize("atype", vocab.ATTACK_TYPES)
 @pytest.mark.parametrize("eps", [0.0, 4 / 255, 0.3])
 def test_every_attack_stays_in_eps_ball_and_unit_range(ann, batch, atype, eps):
     x, y = batch
@@ -228,15 +230,15 @@ def test_attack_specs_are_checked():
     assert A.resolve_attack({"type": "pgd", "alpha": "0.25*eps"}, 0.2)[1]["alpha"] == pytest.approx(0.05)
     assert A.resolve_attack({"type": "rfgsm"}, 0.1)[1]["alpha"] == pytest.approx(0.05)
     assert A.resolve_attack({"type": "eotpgd"}, 0.1, cfg_eot=1)[1]["eot_samples"] == A.EOTPGD_MIN_SAMPLES
-    assert A.parse_pixel("8_255") == pytest.approx(8 / 255) and A.parse_pixel("0.1") == 0.1
-    with pytest.raises(UserError, match="unknown"):
+    assert parse_eps("8_255") == pytest.approx(8 / 255) and parse_eps("0.1") == 0.1
+    with pytest.raises(UserError, match="attack.type: 'cw' is not allowed"):
         A.resolve_attack({"type": "cw"}, 0.1)
     with pytest.raises(UserError, match="stepz"):
         A.resolve_attack({"type": "pgd", "stepz": 3}, 0.1)
     with pytest.raises(UserError):
         A.resolve_attack({"type": "pgd", "steps": 0}, 0.1)
     with pytest.raises(UserError):
-        A.parse_pixel("-1/255")
+        parse_eps("-1/255")
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ def test_grad_and_craft_stages_write_verified_weights_only_files(cli_data_path, 
 
     src = cli_models["snn"]
     cfg = json.dumps({"seed": 0, "device": "cpu", "dataset": "fashion_mnist", "source": "snn", "replica": 1,
-                      "eval": {"repeats": 2, "batch_size": 64}, "eot_samples": 2})
+                      "eval": {"eot_samples": 2, "attack_batch_size": 64}})
     grad = tmp_path / "grad.pt"
     assert main(["grad", "--data", str(cli_data_path), "--model", str(src), "--cfg", cfg, "--out", str(grad)]) == 0
     g = torch.load(grad, weights_only=True)
@@ -283,5 +285,5 @@ def test_craft_rejects_bad_input_with_one_line_errors(cli_data_path, cli_models,
     assert main(base + ["--attack-cfg", json.dumps({"type": "cw"})]) == 2
     assert main(base + ["--attack-cfg", "{not json"]) == 2
     err = capsys.readouterr().err
-    assert "unknown" in err and "not valid JSON" in err
+    assert "'cw' is not allowed" in err and "not valid JSON" in err
     assert not (tmp_path / "a.pt").exists()

@@ -14,12 +14,12 @@ import torch
 from spkrobust import fused
 from spkrobust.fused import FusedNode, sj_decay
 from spkrobust.neurons import SpikingLayer, make_surrogate
+from spkrobust.vocab import SURROGATES
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 LEAKS = (1.0, 0.99, 0.9, 0.5)
 THRESHOLDS = (1.0, 0.37, 2.5)
-SURROGATES = ("linear", "sigmoid", "atan")
 TS = (1, 4, 16)
 
 

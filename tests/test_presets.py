@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from spkrobust.config import grid
+from spkrobust.validate import validate_config
 
 from wfutil import copy_workflow, plan
 
@@ -44,5 +45,5 @@ def test_study2020_dag(wd):
     assert counts["grad"] == datasets * source_replicas
     assert counts["craft"] == datasets * source_replicas * 2
     assert counts["evaluate"] == datasets * source_replicas * 2  # one job per adversarial set
-    cfg = yaml.safe_load((wd / "workflow/presets/study2020.yaml").read_text())
+    cfg = validate_config(yaml.safe_load((wd / "workflow/presets/study2020.yaml").read_text()))
     assert len(grid(cfg)) == datasets * source_replicas * 2 * model_names == 1232  # records

@@ -172,6 +172,14 @@ def test_adding_an_eps_reruns_only_that_eps(finished_copy):
 
 
 @pytest.mark.slow
+def test_editing_eval_repeats_reruns_evaluation_not_crafting(finished_copy):
+    """grad and craft have their own config slice: eval.repeats is read by clean and evaluate only."""
+    preset = write_preset(finished_copy, "reps.yaml", lambda c: c["eval"].update(repeats=c["eval"]["repeats"] + 1))
+    counts = plan(finished_copy, "--configfile", preset)
+    assert counts == {"clean": 2, "evaluate": 6, "aggregate": 1, "render_report": 1, "all": 1}
+
+
+@pytest.mark.slow
 def test_changing_snn_T_reruns_that_snn_only(finished_copy):
     preset = write_preset(finished_copy, "t3.yaml", lambda c: c["models"]["snn_bp"].update(T=3))
     counts = plan(finished_copy, "--configfile", preset)
@@ -225,8 +233,7 @@ def test_quick_preset_covers_the_study(tmp_path):
     sweeps = [m.get("sweep", {}) for m in cfg["models"].values()]
     assert any(len(s.get("T", [])) >= 3 for s in sweeps) and any(len(s.get("leak", [])) >= 3 for s in sweeps)
     assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and len(cfg["eps"]) >= 3
-    from spkrobust.attacks import parse_alpha
-    from spkrobust.config import parse_eps
+    from spkrobust.config import parse_alpha, parse_eps
 
     for a in cfg["attacks"].values():
         if a["type"] == "pgd":

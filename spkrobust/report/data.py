@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from spkrobust.errors import FileProblem
+from spkrobust.vocab import NON_ATTACK_TYPES, SNN_KINDS
 
 
-SNN_KINDS = ("convert", "snn")
 
-SETTINGS = ("white-box", "black-box", "transfer")
 
-NON_ATTACK_TYPES = ("noise",)  # random perturbations: in tables and plots, not in the claims
 
 NOISE_FLOOR = 0.01  # differences below max(std, 1 point) are marked "(within noise)"
 

@@ -48,8 +48,10 @@ def _slice(stage, wc):
         return spk.data_slice(config, wc["dataset"])
     if stage in ("train-ann", "convert", "train-snn"):
         return spk.model_slice(config, wc["model"], int(wc["replica"]))
-    if stage in ("clean", "grad", "craft", "evaluate"):
+    if stage in ("clean", "evaluate"):
         return spk.eval_slice(config)
+    if stage in ("grad", "craft"):
+        return spk.craft_slice(config)
     raise ValueError(f"no config slice for stage {stage!r}")
 
 

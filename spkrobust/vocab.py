@@ -1,0 +1,44 @@
+"""The allowed names of the config and the library, and the attack parameters' defaults.
+
+One home for every enumeration: the config schema (``workflow/schemas/config.schema.yaml``) lists
+the same values (``tests/test_vocab.py`` asserts it), and every module that needs one of these
+names imports it from here.  Pure Python (no torch): the Snakefile imports it through the validator.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100")
+ARCHS = ("vgg5", "vgg9", "vgg11")
+MODEL_KINDS = ("ann", "convert", "snn")  # config kinds
+SNN_KINDS = ("convert", "snn")
+META_KINDS = ("ann", "snn")  # a saved model's meta.kind
+NEURONS = ("if", "lif")
+ENCODERS = ("poisson", "poisson_unsigned", "direct")
+SURROGATES = ("linear", "sigmoid", "atan")
+BACKENDS = ("auto", "torch", "cupy", "fused")
+METHODS = ("threshold", "max", "99.9%")  # conversion: threshold balancing, SpikingJelly Max / 99.9%
+GRAD_MODES = ("bptt", "rate")
+SETTINGS = ("white-box", "black-box", "transfer")
+# model keys a sweep may vary (per kind: those the kind has)
+SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
+# a model kind -> the kinds its `from:` may name
+PARENT_KINDS = {"convert": ("ann",), "snn": ("ann", "convert", "snn")}
+
+# every parameter an attack type accepts, with its default (eot_samples None: from eval.eot_samples;
+# rfgsm alpha None: eps/2)
+ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fgsm": {"eot_samples": None},
+    "rfgsm": {"alpha": None, "eot_samples": None},
+    "pgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
+    "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
+    "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None},
+    "square": {"n_queries": 1000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"},
+    "noise": {},
+}
+ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
+GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd")
+NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
+ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "square": ("margin", "ce")}
+EOTPGD_MIN_SAMPLES = 4

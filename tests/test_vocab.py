@@ -1,0 +1,53 @@
+"""The config schema's enumerations and attack defaults equal spkrobust.vocab (one vocabulary)."""
+from __future__ import annotations
+
+from spkrobust import vocab
+from spkrobust.validate import load_schema
+
+SCHEMA = load_schema()
+DEFS = SCHEMA["$defs"]
+
+
+def _then(defn: dict, key: str, value: str) -> dict:
+    """The `then` branch of an if/then on `key` that applies to `value`."""
+    for part in defn["allOf"]:
+        cond = part["if"]["properties"][key]
+        if cond.get("const") == value or value in cond.get("enum", ()):
+            return part["then"]
+    raise AssertionError(f"no branch for {key}={value}")
+
+
+def test_value_enumerations_equal_the_vocabulary():
+    props = SCHEMA["properties"]
+    assert tuple(props["device"]["enum"]) == vocab.DEVICES
+    assert tuple(props["datasets"]["items"]["enum"]) == vocab.DATASETS
+    assert tuple(props["eval"]["properties"]["grad_mode"]["enum"]) == vocab.GRAD_MODES
+    for key, names in (("arch", vocab.ARCHS), ("neuron", vocab.NEURONS), ("encoder", vocab.ENCODERS),
+                       ("surrogate", vocab.SURROGATES), ("backend", vocab.BACKENDS), ("method", vocab.METHODS)):
+        assert tuple(DEFS[key]["enum"]) == names, key
+    assert tuple(DEFS["model"]["properties"]["kind"]["enum"]) == vocab.MODEL_KINDS
+    assert tuple(DEFS["attack"]["properties"]["type"]["enum"]) == vocab.ATTACK_TYPES
+
+
+def test_sweepable_keys_equal_the_vocabulary():
+    swept = set()
+    for kind in vocab.MODEL_KINDS:
+        sweep = _then(DEFS["model"], "kind", kind)["properties"]["sweep"]
+        keys = set(sweep.get("properties", {}))
+        own = set(_then(DEFS["model"], "kind", kind)["properties"])
+        assert keys == own & set(vocab.SWEEPABLE), kind  # every sweepable key the kind has
+        swept |= keys
+    assert swept == set(vocab.SWEEPABLE)
+
+
+def test_attack_parameters_and_defaults_equal_the_vocabulary():
+    for atype, defaults in vocab.ATTACK_DEFAULTS.items():
+        props = _then(DEFS["attack"], "type", atype)["properties"]
+        assert set(props) == set(defaults), atype
+        for key, default in defaults.items():
+            if default is not None:
+                assert props[key]["default"] == default, (atype, key)
+            else:
+                assert "default" not in props[key], (atype, key)
+            if key == "loss":
+                assert tuple(props[key]["enum"]) == vocab.ATTACK_LOSSES[atype]
