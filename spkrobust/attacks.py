@@ -103,7 +103,7 @@ def zero_grad_mask(grad: torch.Tensor) -> torch.Tensor:
 def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str, dict]:
     """Check an attack spec ``{type, params...}`` against the config schema; return ``(type, params)``
     with defaults filled and pixel values parsed. A bad spec raises a one-line :class:`UserError`."""
-    from spkrobust.validate import check_value
+    from spkrobust.schema import check_value
 
     spec = dict(attack_cfg) if isinstance(attack_cfg, dict) else attack_cfg
     if isinstance(spec, dict):

@@ -15,9 +15,10 @@ from __future__ import annotations
 import itertools
 import math
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
-from spkrobust.errors import ConfigError
+from spkrobust.errors import ConfigError, FileProblem
 from spkrobust.vocab import SWEEPABLE
 
 # keys whose value is not part of a model's identity for training (kept out of the param slices)
@@ -236,3 +237,39 @@ def craft_slice(cfg: dict) -> dict:
     from spkrobust.stage import AttackOptions, options_slice
 
     return options_slice(cfg, AttackOptions)
+
+
+# ---- config files -------------------------------------------------------------------------------
+
+def _merge(base: dict, new: dict) -> dict:
+    """Recursive merge like Snakemake's for several --configfile: later files win, mappings merge."""
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_configs(paths) -> dict:
+    import yaml
+
+
+    cfg: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileProblem(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise FileProblem(f"{path}: not valid YAML ({problem}{where})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise FileProblem(f"{path}: cannot read ({e})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise FileProblem(f"{path}: must contain a YAML mapping of config keys, got {type(data).__name__}")
+        cfg = _merge(cfg, data)
+    return cfg

@@ -25,7 +25,7 @@ from spkrobust.models import SNN, build_model, load_model, save_model
 from spkrobust.neurons import SpikingLayer
 from spkrobust.stage import read_cfg, resolve_device
 from spkrobust.train import accuracy, seed_everything, snn_meta_from
-from spkrobust.vocab import METHODS
+from spkrobust.vocab import METHODS, METRICS_FORMAT
 
 
 
@@ -114,7 +114,8 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
     seed_everything(seed)
     acc = accuracy(snn, data.test_x, data.test_y, device=device)
     ann_acc = accuracy(ann, data.test_x, data.test_y, device=device)
-    metrics = {"name": spec["name"], "base": spec.get("base", spec["name"]), "kind": "convert",
+    metrics = {"format": METRICS_FORMAT, "name": spec["name"], "base": spec.get("base", spec["name"]),
+               "kind": "convert",
                "replica": cfg["replica"], "dataset": data.dataset, "seed": seed, "clean_acc": acc,
                "ann_clean_acc": ann_acc, "method": spec.get("method", "threshold"),
                "silent_layers": snn.meta.get("silent_layers", []),

@@ -28,9 +28,8 @@ from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
 from spkrobust.outcomes import encode as encode_outcomes
 from spkrobust.stage import EvalOptions, read_cfg, resolve_device
+from spkrobust.vocab import CLEAN_FORMAT, RECORD_FORMAT
 
-CLEAN_FORMAT = "spkrobust-clean-1"
-RECORD_FORMAT = "spkrobust-record-1"
 
 
 @torch.no_grad()

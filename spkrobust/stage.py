@@ -66,7 +66,7 @@ class Options:
     def from_cfg(cls, cfg: dict) -> "Options":
         """From a stage's ``--cfg`` (a slice of the config); missing keys take the schema defaults,
         wrong values are a one-line :class:`~spkrobust.errors.ConfigError` naming the key."""
-        from spkrobust.validate import check_schema, fill_defaults, load_schema
+        from spkrobust.schema import check_schema, fill_defaults, load_schema
 
         schema = load_schema()
         keys = cls.eval_keys()

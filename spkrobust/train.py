@@ -26,6 +26,7 @@ from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
 from spkrobust.models import build_model, default_meta, load_model, save_model
 from spkrobust.stage import read_cfg, resolve_device
+from spkrobust.vocab import METRICS_FORMAT
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
 ANN_DEFAULTS = {"epochs": 3, "lr": 0.01, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "train_images": None}
@@ -103,7 +104,8 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
 def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, device, extra=None) -> dict:
     acc = accuracy(model, data.test_x, data.test_y, device=device)
     spec = cfg["model"]
-    m = {"name": spec["name"], "base": spec.get("base", spec["name"]), "kind": kind, "replica": cfg["replica"],
+    m = {"format": METRICS_FORMAT, "name": spec["name"], "base": spec.get("base", spec["name"]), "kind": kind,
+         "replica": cfg["replica"],
          "dataset": data.dataset, "seed": cfg["seed"], "clean_acc": acc, "n_test": len(data.test_y),
          "n_train": len(data.train_y), "meta": model.meta, "config": cfg, "wall_s": time.time() - t0,
          "versions": package_versions(), "device": str(device), **fit}

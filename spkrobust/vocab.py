@@ -42,3 +42,9 @@ GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd")
 NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
 ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "square": ("margin", "ce")}
 EOTPGD_MIN_SAMPLES = 4
+
+# format tags of the JSON files the report reads (each file says what it is; nothing is guessed)
+METRICS_FORMAT = "spkrobust-metrics-1"  # models/<model>/r<k>/metrics.json (train-ann, convert, train-snn)
+CLEAN_FORMAT = "spkrobust-clean-1"  # clean/<model>/r<k>.json (clean)
+RECORD_FORMAT = "spkrobust-record-1"  # eval/.../r<k>.json (evaluate)
+RECORDS_FORMAT = "spkrobust-records-1"  # report/records.json (aggregate)

@@ -11,6 +11,8 @@ import pytest
 from spkrobust.report import aggregate as agg, claims as rclaims, data as rdata, fmt, render
 from spkrobust.cli import main
 from spkrobust.config import setting_of
+from spkrobust.errors import FileProblem
+from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT
 
 DS = "fashion_mnist"
 EPS = [(0.0, "0"), (2 / 255, "2_255"), (4 / 255, "4_255")]
@@ -57,7 +59,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             meta = {"kind": "ann" if k == "ann" else "snn", "arch": "vgg5"}
             if k != "ann":
                 meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0]})
-            met = {"name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
+            met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
                    "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rdata.sweep_base(m),
                    "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": None},
                               "replica": r, "seed": 1000 * (r - 1)}, "epochs": 1,
@@ -73,7 +75,8 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             stoch = kind(t) != "ann"
             p = res / DS / "clean" / t / f"r{tr}.json"
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0, "n": 100}))
+            p.write_text(json.dumps({"format": CLEAN_FORMAT, "dataset": DS, "model": t, "replica": tr,
+                                    "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0, "n": 100}))
             cleans.append(p)
     for s in models:
         for sr in replicas:
@@ -92,7 +95,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                             r_t = (noise_rob if atk == "noise" else rob)[t]
                             adv = max(0.0, clean[t] - eps / (4 / 255) * st * (1 - r_t))
                             stoch = kind(t) != "ann"
-                            rec = {"dataset": DS, "source": s, "source_replica": sr, "attack": atk,
+                            rec = {"format": RECORD_FORMAT, "dataset": DS, "source": s, "source_replica": sr, "attack": atk,
                                    "attack_params": {"type": atk}, "eps": eps, "eps_label": label,
                                    "target": t, "target_replica": tr, "setting": setting,
                                    "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0,
@@ -247,13 +250,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     dup.write_text(recs[0].read_text())
     assert main(["aggregate", "--records", str(recs[0]), str(dup), "--out-dir", str(out)]) == 2
     bad = tmp_path / "bad.json"
-    bad.write_text('{"dataset": "x"}')
+    bad.write_text(json.dumps({"format": RECORD_FORMAT, "dataset": "x"}))
     assert main(["aggregate", "--records", str(bad), "--out-dir", str(out)]) == 2
     assert main(["aggregate", "--out-dir", str(out)]) == 2
     assert main(["report", "--report-dir", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and all(l.startswith("spkrobust ") and "error:" in l for l in err)
-    assert "two records for the same evaluation" in err[1] and "missing" in err[2]
+    assert "two records for the same evaluation" in err[1] and "evaluation record without" in err[2]
 
 
 def test_sweep_base():
@@ -263,17 +266,19 @@ def test_sweep_base():
     assert fmt.eps_display("2_255") == "2/255"
 
 
-def test_model_kind_fallbacks(tmp_path):
-    base = {"name": "x", "replica": 1, "dataset": DS, "clean_acc": 0.5}
-    metas = [({"meta": {"kind": "snn", "T": 8}, "method": "threshold"}, "convert"),
-             ({"meta": {"kind": "snn", "T": 8}}, "snn"),
-             ({"meta": {"kind": "snn"}, "config": {"model": {"kind": "convert"}}}, "convert"),
-             ({"meta": {"kind": "ann"}}, "ann")]
-    for i, (extra, want) in enumerate(metas):
-        p = tmp_path / f"m{i}.json"
-        p.write_text(json.dumps(dict(base, **extra)))
-        rows, _ = agg.load_models([p])
-        assert rows[0]["kind"] == want, extra
+def test_files_are_read_by_their_format_tag(tmp_path):
+    """Each input says what it is; a file without the expected tag is refused in one line, not guessed."""
+    recs, mets, cleans = make_world(tmp_path, models=("ann",), replicas=(1,))
+    rows, _ = agg.load_models(mets)
+    assert rows[0]["kind"] == "ann" and rows[0]["model"] == "ann"
+    for paths, load, fmt in ((recs, agg.load_records, RECORD_FORMAT), (mets, agg.load_models, METRICS_FORMAT),
+                             (cleans, agg.load_clean, CLEAN_FORMAT)):
+        d = json.loads(paths[0].read_text())
+        del d["format"]
+        p = tmp_path / "untagged.json"
+        p.write_text(json.dumps(d))
+        with pytest.raises(FileProblem, match=f"not a spkrobust .* \\(format None, expected '{fmt}'\\); rerun"):
+            load(paths[1:] + [p])
 
 
 def test_T_groups_separate_parents(tmp_path):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spkrobust import vocab
-from spkrobust.validate import load_schema
+from spkrobust.schema import load_schema
 
 SCHEMA = load_schema()
 DEFS = SCHEMA["$defs"]

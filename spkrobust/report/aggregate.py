@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import csv
 import io as _pyio
-import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, atomic_write_text
-from spkrobust.report.data import _num, _read_json, sweep_base
-from spkrobust.report.fmt import _eps_label, _fmt_csv
+from spkrobust.report.data import _num, _read_json
+from spkrobust.report.fmt import _fmt_csv
+from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
 
 
 SUMMARY_COLUMNS = [
@@ -47,20 +46,8 @@ MODEL_COLUMNS = [
 
 AGGREGATE_FILES = ("summary.csv", "models.csv", "records.json")
 
-RECORDS_FORMAT = "spkrobust-records-1"
-
-_REQUIRED_RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "eps", "target",
-                         "target_replica", "adv_acc")
-
-
-def _eps_value(eps: Any) -> float:
-    if isinstance(eps, str):
-        s = eps.replace("_", "/")
-        if "/" in s:
-            a, b = s.split("/", 1)
-            return float(a) / float(b)
-        return float(s)
-    return float(eps)
+_REQUIRED_RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "eps", "eps_label", "target",
+                         "target_replica", "setting", "adv_acc")
 
 
 def _read_path_list(path: str) -> list[str]:
@@ -87,23 +74,24 @@ def _gather(explicit: list[str] | None, from_files: list[str] | None) -> list[Pa
     return out
 
 
+def _read_tagged(path: Path, fmt: str, what: str, writer: str) -> dict:
+    """A JSON file written by spkrobust, recognised by its ``format`` tag (no guessing)."""
+    obj = _read_json(Path(path))
+    found = obj.get("format") if isinstance(obj, dict) else None
+    if found != fmt:
+        raise FileProblem(f"{path}: not a spkrobust {what} (format {found!r}, expected {fmt!r}); "
+                          f"rerun `spkrobust {writer}`")
+    return dict(obj)
+
+
 def load_records(paths: Iterable[Path]) -> list[dict]:
-    """Read evaluation records; checks the required keys; one record per key (else UserError)."""
+    """Read evaluation records (format :data:`~spkrobust.vocab.RECORD_FORMAT`); one per key."""
     recs, where = [], {}
     for p in paths:
-        r = _read_json(Path(p))
-        if not isinstance(r, dict):
-            raise FileProblem(f"{p}: not an evaluation record (expected a JSON object)")
+        r = _read_tagged(p, RECORD_FORMAT, "evaluation record", "evaluate")
         missing = [k for k in _REQUIRED_RECORD_KEYS if k not in r]
         if missing:
-            raise FileProblem(f"{p}: not an evaluation record (missing {', '.join(missing)})")
-        r = dict(r)
-        r["source_replica"] = int(r["source_replica"])
-        r["target_replica"] = int(r["target_replica"])
-        r.setdefault("eps_label", _eps_label(r["eps"]))
-        r["eps"] = _eps_value(r["eps"])
-        if not r.get("setting"):
-            r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
+            raise FileProblem(f"{p}: evaluation record without {', '.join(missing)}; rerun `spkrobust evaluate`")
         key = _record_key(r)
         if key in where:
             raise UserError(f"two records for the same evaluation {key}: {where[key]} and {p}")
@@ -123,65 +111,24 @@ def _record_sort_key(r: dict) -> tuple:
             int(r["source_replica"]), str(r["target"]), int(r["target_replica"]))
 
 
-def _model_spec(m: dict) -> dict:
-    """The model's config spec inside metrics: ``config.model`` (a stage slice) or ``config``."""
-    cfg = m.get("config") or {}
-    if isinstance(cfg.get("model"), dict):
-        return cfg["model"]
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def model_kind(m: dict) -> str:
-    """Config kind of a model from its metrics: ``ann`` | ``convert`` | ``snn``."""
-    kind = m.get("kind")
-    if kind in ("ann", "convert", "snn"):
-        return kind
-    meta = m.get("meta") or {}
-    cfg = _model_spec(m)
-    if cfg.get("kind") in ("ann", "convert", "snn"):
-        return cfg["kind"]
-    mk = meta.get("kind")
-    if mk == "ann":
-        return "ann"
-    if mk == "snn":
-        if m.get("source_kind") == "convert" or meta.get("source_kind") == "convert" or "method" in m:
-            return "convert"
-        return "snn"
-    return str(kind or mk or "")
-
-
 def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
-    """Read model metrics files -> (models.csv rows, raw metrics without ``versions``)."""
+    """Read model metrics files (format :data:`~spkrobust.vocab.METRICS_FORMAT`) -> (models.csv
+    rows, raw metrics without ``versions``)."""
     rows, raws, where = [], [], {}
     for p in paths:
-        m = _read_json(Path(p))
-        if not isinstance(m, dict):
-            raise FileProblem(f"{p}: not a model metrics file (expected a JSON object)")
-        meta = m.get("meta") or {}
-        cfg = _model_spec(m)
-        name = m.get("name", meta.get("name", cfg.get("name")))
-        dataset = m.get("dataset", meta.get("dataset"))
-        replica = m.get("replica", meta.get("replica"))
-        if name is None or dataset is None or replica is None:
-            raise FileProblem(f"{p}: not a model metrics file (needs name, dataset and replica)")
-        kind = model_kind(m)
+        m = _read_tagged(p, METRICS_FORMAT, "model metrics file", "train-ann/convert/train-snn")
+        meta, spec = m["meta"], m["config"]["model"]
+        name, dataset, replica, kind = m["name"], m["dataset"], int(m["replica"]), m["kind"]
+        snn = kind != "ann"
         row = {
-            "dataset": dataset, "model": name, "kind": kind,
-            "arch": meta.get("arch", cfg.get("arch")),
-            "neuron": meta.get("neuron") if kind != "ann" else None,
-            "leak": _num(meta.get("leak")) if kind != "ann" else None,
-            "timesteps": meta.get("T") if kind != "ann" else None,
-            "encoder": meta.get("encoder") if kind != "ann" else None,
-            "replica": int(replica), "seed": m.get("seed", meta.get("seed")),
-            "clean_acc": _num(m.get("clean_acc", meta.get("clean_acc"))),
-            "method": m.get("method", cfg.get("method")),
-            "epochs": m.get("epochs", (cfg.get("train") or {}).get("epochs") if kind != "convert" else 0),
-            "wall_s": _num(m.get("wall_s")),
-            "base": m.get("base") or cfg.get("base") or sweep_base(name),
-            "parent": cfg.get("from") or m.get("from"),
+            "dataset": dataset, "model": name, "kind": kind, "arch": meta.get("arch"),
+            "neuron": meta.get("neuron") if snn else None, "leak": _num(meta.get("leak")) if snn else None,
+            "timesteps": meta.get("T") if snn else None, "encoder": meta.get("encoder") if snn else None,
+            "replica": replica, "seed": m["seed"], "clean_acc": _num(m["clean_acc"]), "method": m.get("method"),
+            "epochs": m["epochs"], "wall_s": _num(m.get("wall_s")), "base": m["base"], "parent": spec.get("from"),
             "eval_clean_acc": None, "eval_clean_acc_std": None,
         }
-        key = (dataset, name, int(replica))
+        key = (dataset, name, replica)
         if key in where:
             raise UserError(f"two metrics files for model {name} replica {replica} of {dataset}: "
                             f"{where[key]} and {p}")
@@ -189,33 +136,13 @@ def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
         rows.append(row)
         raws.append({k: v for k, v in m.items() if k != "versions"})
     rows.sort(key=lambda r: (str(r["dataset"]), str(r["model"]), int(r["replica"])))
-    raws.sort(key=lambda r: (str(r.get("dataset")), str(r.get("name")), int(r.get("replica", 0))))
+    raws.sort(key=lambda r: (str(r["dataset"]), str(r["name"]), int(r["replica"])))
     return rows, raws
-
-_CLEAN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/clean/(?P<model>[^/]+)/r(?P<replica>\d+)\.json$")
 
 
 def load_clean(paths: Iterable[Path]) -> list[dict]:
-    """Read clean-accuracy JSONs; dataset/model/replica from the content or the standard path."""
-    out = []
-    for p in paths:
-        c = _read_json(Path(p))
-        if not isinstance(c, dict):
-            raise FileProblem(f"{p}: not a clean-accuracy record (expected a JSON object)")
-        c = dict(c)
-        m = _CLEAN_PATH.search(Path(p).as_posix())
-        c.setdefault("dataset", m.group("dataset") if m else None)
-        model = c.get("model", c.get("target", c.get("name")))
-        if model is None and m:
-            model = m.group("model")
-        c["model"] = model
-        rep = c.get("replica", c.get("target_replica"))
-        if rep is None and m:
-            rep = m.group("replica")
-        c["replica"] = int(rep) if rep is not None else None
-        if c["dataset"] is None or c["model"] is None or c["replica"] is None:
-            raise FileProblem(f"{p}: clean record without dataset/model/replica")
-        out.append(c)
+    """Read clean-accuracy JSONs (format :data:`~spkrobust.vocab.CLEAN_FORMAT`)."""
+    out = [_read_tagged(p, CLEAN_FORMAT, "clean-accuracy record", "clean") for p in paths]
     out.sort(key=lambda c: (str(c["dataset"]), str(c["model"]), int(c["replica"])))
     return out
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem
 from spkrobust.io import atomic_write_text
-from spkrobust.report.aggregate import RECORDS_FORMAT
 from spkrobust.report.claims import claims_md, evaluate_claims
 from spkrobust.report.data import _Data, _read_json, read_csv
 from spkrobust.report.fmt import _md_table
 from spkrobust.report.plots import _EXTRA_PATTERNS, plots
 from spkrobust.report.tables import checks_md, tables_md
+from spkrobust.vocab import RECORDS_FORMAT
 
 
 REPORT_FILES = (
@@ -31,8 +31,6 @@ def _load_records_json(path: Path) -> tuple[list, list, list]:
     if not path.exists():
         return [], [], []
     obj = _read_json(path)
-    if isinstance(obj, list):
-        return obj, [], []
     if not isinstance(obj, dict) or obj.get("format") != RECORDS_FORMAT:
         raise FileProblem(f"{path}: not a spkrobust records file (expected format {RECORDS_FORMAT!r})")
     return obj.get("records", []), obj.get("clean", []), obj.get("models", [])

@@ -85,8 +85,8 @@ def lib(*modules):
         pkg = os.path.join(_LIBDIR, m)
         if os.path.isdir(pkg):
             paths += sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
-        elif os.path.exists(pkg + ".py"):
-            paths.append(pkg + ".py")
+        elif os.path.exists(f"{pkg}.py"):
+            paths.append(f"{pkg}.py")
     return paths
 
 
