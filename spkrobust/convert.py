@@ -25,6 +25,7 @@ from spkrobust.models import SNN, build_model, load_model, save_model
 from spkrobust.neurons import SpikingLayer
 from spkrobust.stage import read_cfg, resolve_device
 from spkrobust.train import accuracy, seed_everything, snn_meta_from
+from spkrobust.schema import default
 from spkrobust.vocab import METHODS, METRICS_FORMAT
 
 
@@ -73,11 +74,11 @@ def spikingjelly_scales(ann: nn.Module, calib_x: torch.Tensor, mode: str, batch_
 
 
 def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch.device) -> SNN:
-    method = spec.get("method", "threshold")
+    method = spec.get("method", default("method"))
     if method not in METHODS:
         raise UserError(f"unknown conversion method {method!r}; allowed: {', '.join(METHODS)}")
     scale = float(spec.get("scale", 0.7 if method == "threshold" else 1.0))
-    meta = snn_meta_from({"neuron": "if", **spec}, ann.meta)
+    meta = snn_meta_from({"neuron": default("neuron", kind="convert"), **spec}, ann.meta)
     meta["thresholds"] = None
     snn = build_model(meta, device=device)
     sd = {k: v for k, v in ann.state_dict().items() if k not in ("mean", "std")}
@@ -117,7 +118,7 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
     metrics = {"format": METRICS_FORMAT, "name": spec["name"], "base": spec.get("base", spec["name"]),
                "kind": "convert",
                "replica": cfg["replica"], "dataset": data.dataset, "seed": seed, "clean_acc": acc,
-               "ann_clean_acc": ann_acc, "method": spec.get("method", "threshold"),
+               "ann_clean_acc": ann_acc, "method": spec.get("method", default("method")),
                "silent_layers": snn.meta.get("silent_layers", []),
                "n_test": len(data.test_y), "meta": snn.meta, "config": cfg, "epochs": 0,
                "wall_s": time.time() - t0, "versions": package_versions(), "device": str(device), "init": ann_path}

@@ -36,7 +36,6 @@ has one); the studies' piecewise-linear surrogate has an in-place fast path.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from torch.autograd.function import once_differentiable
 from spikingjelly.activation_based import base
 

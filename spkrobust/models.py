@@ -21,7 +21,8 @@ from spkrobust.encoding import Encoder
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
 from spkrobust.neurons import SpikingLayer, resolve_backend
-from spkrobust.vocab import ENCODERS, NEURONS, SURROGATES
+from spkrobust.schema import default
+from spkrobust.vocab import ENCODERS, NEURONS, SNN_KEYS, SURROGATES
 
 FORMAT = "spkrobust-model-1"
 # conv widths ('A' = 2x2 average pooling) and classifier hidden widths
@@ -80,13 +81,15 @@ def _weight_modules(plan, act_factory, dropout: float, seq_dropout: bool):
 
 
 def default_meta(kind: str, arch: str, in_channels: int, image_size: int, num_classes: int,
-                 mean: list[float], std: list[float], dropout: float = 0.2, **snn) -> dict:
+                 mean: list[float], std: list[float], dropout: float | None = None, **snn) -> dict:
+    """A model's meta; what ``snn`` and ``dropout`` leave out takes the config schema's default."""
+    dropout = default("dropout") if dropout is None else dropout
     meta = {"kind": kind, "arch": arch, "in_channels": int(in_channels), "image_size": int(image_size),
             "num_classes": int(num_classes), "mean": list(map(float, mean)), "std": list(map(float, std)),
             "dropout": float(dropout)}
     if kind == "snn":
-        meta.update({"neuron": "lif", "leak": 1.0, "T": 8, "encoder": "poisson", "surrogate": "linear",
-                     "backend": "auto", "thresholds": None})
+        meta.update({k: default(k) for k in SNN_KEYS})
+        meta["thresholds"] = None
         meta.update(snn)
         if meta["neuron"] == "if":
             meta["leak"] = 1.0

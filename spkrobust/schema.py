@@ -161,6 +161,24 @@ def check_schema(cfg: Any, schema: dict, where: str = "") -> None:
         raise ConfigError(_message(err, schema, cls, where))
 
 
+def default(name: str, kind: str | None = None) -> Any:
+    """The schema's default of a model value (``T``, ``neuron``, ``arch``...); with ``kind``, the
+    default that kind's branch of ``$defs/model`` declares (a converted SNN's neuron is ``if``)."""
+    schema = load_schema()
+    node = schema["$defs"][name]
+    for part in schema["$defs"]["model"]["allOf"] if kind else ():
+        if part["if"]["properties"]["kind"].get("const") == kind:
+            node = part["then"]["properties"].get(name, node)
+    return copy.deepcopy(_resolve(schema, node)["default"])
+
+
+def defaults(definition: str) -> dict:
+    """``{key: default}`` of the properties of ``$defs/<definition>`` (e.g. ``ann_train``)."""
+    schema = load_schema()
+    props = _resolve(schema, schema["$defs"][definition]).get("properties", {})
+    return {k: copy.deepcopy(sub["default"]) for k, sub in props.items() if "default" in _resolve(schema, sub)}
+
+
 def check_value(value: Any, definition: str, where: str) -> None:
     """``value`` against the schema's ``$defs/<definition>`` (e.g. a stage's ``--attack-cfg``)."""
     schema = load_schema()

@@ -26,11 +26,10 @@ from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
 from spkrobust.models import build_model, default_meta, load_model, save_model
 from spkrobust.stage import read_cfg, resolve_device
-from spkrobust.vocab import METRICS_FORMAT
+from spkrobust.schema import default, defaults
+from spkrobust.vocab import METRICS_FORMAT, SNN_KEYS
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
-ANN_DEFAULTS = {"epochs": 3, "lr": 0.01, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "train_images": None}
-SNN_DEFAULTS = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.0, "train_images": None}
 
 
 def seed_everything(seed: int) -> None:
@@ -133,12 +132,12 @@ def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
     """Train the ANN described by ``cfg`` (a model slice: ``{model, replica, seed, device}``)."""
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
-    hp = {**ANN_DEFAULTS, **(spec.get("train") or {})}
+    hp = {**defaults("ann_train"), **(spec.get("train") or {})}
     device = resolve_device(cfg["device"])
     seed_everything(seed)
     c, h, _ = data.shape
-    model = build_model(default_meta("ann", spec.get("arch", "vgg5"), c, h, data.num_classes, data.mean, data.std,
-                                     dropout=spec.get("dropout", 0.2))).to(device)
+    model = build_model(default_meta("ann", spec.get("arch", default("arch")), c, h, data.num_classes, data.mean,
+                                     data.std, dropout=spec.get("dropout"))).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
                           weight_decay=float(hp["weight_decay"]))
     return _train_and_save(model, opt, data, cfg, hp, "ann", t0, device, out, metrics_out)
@@ -148,9 +147,7 @@ def snn_meta_from(spec: dict, base_meta: dict) -> dict:
     """SNN metadata for ``spec``: start from ``base_meta`` (ANN or SNN) and apply the spec's neuron settings."""
     meta = {k: base_meta[k] for k in ("arch", "in_channels", "image_size", "num_classes", "mean", "std", "dropout")}
     keep = base_meta if base_meta.get("kind") == "snn" else {}
-    snn = {k: spec.get(k, keep.get(k, d)) for k, d in
-           (("neuron", "lif"), ("leak", 1.0), ("T", 8), ("encoder", "poisson"), ("surrogate", "linear"),
-            ("backend", "auto"))}
+    snn = {k: spec.get(k, keep.get(k, default(k))) for k in SNN_KEYS}
     snn["thresholds"] = keep.get("thresholds")
     return default_meta("snn", **meta, **snn)
 
@@ -160,7 +157,7 @@ def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
     """Spike-based training (BPTT through the surrogate, Adam) from ``init`` (a converted SNN) or scratch."""
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
-    hp = {**SNN_DEFAULTS, **(spec.get("train") or {})}
+    hp = {**defaults("snn_train"), **(spec.get("train") or {})}
     device = resolve_device(cfg["device"])
     seed_everything(seed)
     if init is not None:
@@ -174,8 +171,8 @@ def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
             raise UserError(f"{init}: weights do not match {meta['arch']}: missing {missing.missing_keys[:3]}")
     else:
         c, h, _ = data.shape
-        meta = snn_meta_from(spec, default_meta("ann", spec.get("arch", "vgg5"), c, h, data.num_classes,
-                                                data.mean, data.std, dropout=spec.get("dropout", 0.2)))
+        meta = snn_meta_from(spec, default_meta("ann", spec.get("arch", default("arch")), c, h, data.num_classes,
+                                                data.mean, data.std, dropout=spec.get("dropout")))
         model = build_model(meta, device=device)
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))

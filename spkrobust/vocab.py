@@ -21,6 +21,8 @@ BACKENDS = ("auto", "torch", "cupy", "fused")
 METHODS = ("threshold", "max", "99.9%")  # conversion: threshold balancing, SpikingJelly Max / 99.9%
 GRAD_MODES = ("bptt", "rate")
 SETTINGS = ("white-box", "black-box", "transfer")
+# the neuron settings an SNN's meta carries (defaults: the schema's, else inherited from `from:`)
+SNN_KEYS = ("neuron", "leak", "T", "encoder", "surrogate", "backend")
 # model keys a sweep may vary (per kind: those the kind has)
 SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
 # a model kind -> the kinds its `from:` may name

@@ -57,7 +57,7 @@ def trained_ann_path(small_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One real end-to-end Snakemake run of the tiny preset, shared by the workflow and reliability tests."""
-    from wfutil import TINY, copy_workflow, snakemake
+    from helpers.wfutil import TINY, copy_workflow, snakemake
 
     wd = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
     p = snakemake(wd, "--workflow-profile", "workflow/profiles/local", "--configfile", TINY, "--cores", "2",

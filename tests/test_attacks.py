@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torchattacks
 
-import robust_helpers as H
-from robust_helpers import cli_data_path, cli_models  # noqa: F401  (fixtures)
+from helpers import robust as H
+from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
 from spkrobust import attacks as A
 from spkrobust import vocab
 from spkrobust.config import parse_eps

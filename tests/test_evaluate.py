@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-import robust_helpers as H
-from robust_helpers import cli_data_path, cli_models  # noqa: F401  (fixtures)
+from helpers import robust as H
+from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
 from spkrobust import evaluate as E
 from spkrobust.cli import main
 

@@ -47,7 +47,7 @@ def test_readme_snakemake_commands_dry_run(repo, tmp_path):
     import subprocess
     import sys
 
-    from wfutil import copy_workflow, env
+    from helpers.wfutil import copy_workflow, env
 
     wd = copy_workflow(tmp_path / "wf")
     readme = (repo / "README.md").read_text()

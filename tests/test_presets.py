@@ -7,7 +7,7 @@ import yaml
 from spkrobust.config import grid
 from spkrobust.validate import validate_config
 
-from wfutil import copy_workflow, plan
+from helpers.wfutil import copy_workflow, plan
 
 
 @pytest.fixture(scope="module")

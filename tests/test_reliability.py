@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from spkrobust.io import read_json, safe_load
-from wfutil import TINY, copy_workflow, env, snakemake
+from helpers.wfutil import TINY, copy_workflow, env, snakemake
 
 LOCAL = ("--workflow-profile", "workflow/profiles/local")
 

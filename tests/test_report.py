@@ -271,13 +271,13 @@ def test_files_are_read_by_their_format_tag(tmp_path):
     recs, mets, cleans = make_world(tmp_path, models=("ann",), replicas=(1,))
     rows, _ = agg.load_models(mets)
     assert rows[0]["kind"] == "ann" and rows[0]["model"] == "ann"
-    for paths, load, fmt in ((recs, agg.load_records, RECORD_FORMAT), (mets, agg.load_models, METRICS_FORMAT),
+    for paths, load, tag in ((recs, agg.load_records, RECORD_FORMAT), (mets, agg.load_models, METRICS_FORMAT),
                              (cleans, agg.load_clean, CLEAN_FORMAT)):
         d = json.loads(paths[0].read_text())
         del d["format"]
         p = tmp_path / "untagged.json"
         p.write_text(json.dumps(d))
-        with pytest.raises(FileProblem, match=f"not a spkrobust .* \\(format None, expected '{fmt}'\\); rerun"):
+        with pytest.raises(FileProblem, match=f"not a spkrobust .* \\(format None, expected '{tag}'\\); rerun"):
             load(paths[1:] + [p])
 
 

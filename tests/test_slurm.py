@@ -1,6 +1,6 @@
 """The tiny preset end to end on a real single-host SLURM cluster, through the SLURM profile.
 
-Starts munged/slurmctld/slurmd on this host (tests/slurm_cluster.py), runs Snakemake with
+Starts munged/slurmctld/slurmd on this host (tests/helpers/slurm_cluster.py), runs Snakemake with
 `--workflow-profile` = workflow/profiles/slurm overlaid with this host's limits, checks that the
 jobs ran as SLURM jobs and tears the cluster down.  Skipped only when slurmctld is not installed.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import SlurmCluster, missing_binaries
-from wfutil import REPO, TINY, copy_workflow, snakemake
+from helpers.slurm_cluster import SlurmCluster, missing_binaries
+from helpers.wfutil import REPO, TINY, copy_workflow, snakemake
 
 pytestmark = [
     pytest.mark.slow,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wfutil import REPO, TINY, copy_run, copy_workflow, plan, snakemake, write_preset
+from helpers.wfutil import TINY, copy_run, copy_workflow, plan, snakemake, write_preset
 
 LOCAL = ("--workflow-profile", "workflow/profiles/local")
 

@@ -7,8 +7,8 @@ also installed as /etc/slurm/slurm.conf for the life of the cluster (`srun` insi
 not see SLURM_CONF and would otherwise look for a config server in DNS); a file that was there
 before is restored on stop.  Needs root (SlurmUser=root) and the Debian packages slurm-wlm, munge.
 
-    python tests/slurm_cluster.py start DIR   # prints `export SLURM_CONF=...`
-    python tests/slurm_cluster.py stop DIR
+    python tests/helpers/slurm_cluster.py start DIR   # prints `export SLURM_CONF=...`
+    python tests/helpers/slurm_cluster.py stop DIR
 
 or, in Python: ``with SlurmCluster(dir) as c: subprocess.run(..., env=c.env())``.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SLURM_PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
 MUNGE_SOCKET_DIR = Path("/run/munge")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")

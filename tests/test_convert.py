@@ -1,0 +1,40 @@
+"""ANN-to-SNN conversion (threshold balancing, SpikingJelly's converter)."""
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from spkrobust import load_model
+from spkrobust.models import build_model
+
+from helpers.robust import snn_meta
+
+
+@pytest.mark.parametrize("method", ["threshold", "max"])
+def test_conversion_keeps_accuracy(small_data, trained_ann_path, tmp_path, method):
+    from spkrobust.convert import run_convert
+
+    ann_acc = load_model(trained_ann_path).meta["clean_acc"]
+    cfg = {"model": {"name": "snn_conv", "kind": "convert", "from": "ann", "method": method,
+                     "scale": 0.8 if method == "threshold" else 1.0, "T": 32, "neuron": "if",
+                     "encoder": "direct"}, "replica": 1, "seed": 0, "device": "cpu"}
+    m = run_convert(small_data, cfg, str(trained_ann_path), str(tmp_path / "snn.pt"), str(tmp_path / "m.json"))
+    th = m["meta"]["thresholds"]
+    assert len(th) == 5 and all(t > 0 for t in th)
+    assert m["clean_acc"] > ann_acc - 0.10, (m["clean_acc"], ann_acc)
+    snn = load_model(tmp_path / "snn.pt")
+    assert snn.meta["neuron"] == "if" and snn.meta["T"] == 32
+
+
+def test_silent_layer_in_threshold_balancing_is_flagged_not_fatal():
+    from spkrobust.convert import threshold_balance
+
+    torch.manual_seed(0)
+    snn = build_model(snn_meta(neuron="if", encoder="direct", T=2, thresholds=None))
+    with torch.no_grad():
+        snn.layers[3].weight.zero_()  # the second convolution: its spiking layer never gets input
+    with pytest.warns(UserWarning, match="spiking layer 1 receives no positive input"):
+        th = threshold_balance(snn, torch.rand(8, 1, 28, 28), scale=0.7)
+    assert snn.meta["silent_layers"] == [1, 2, 3, 4] and th[0] > 0  # everything after the zeroed conv
+
