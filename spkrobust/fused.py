@@ -20,7 +20,7 @@ Why it is faster than SpikingJelly's torch backend:
   ``g[t] = dL/ds[t] * sg'(h[t]-θ)`` and ``c[t] = decay * (1 - θ sg'(h[t]-θ))``, both computed for
   all t at once (vectorised over ``[T, ...]``), ``dL/dx[t] = g[t] + c[t] * dL/dx[t+1]``;
 * under ``torch.no_grad`` nothing is stored;
-* on CPU float32 both loops are one compiled C pass each (see ``_C_SRC``; built on first use with
+* on CPU float32 both loops are one compiled C pass each (``fused_kernel.c``; built on first use with
   the system C compiler, cached, called via ctypes on ``torch.get_num_threads()`` threads): the
   forward reads x and writes spikes and h, the backward reads h and dL/ds and writes dL/dx. Without
   a compiler (or with ``SPKROBUST_FUSED_NATIVE=0``, or for other dtypes/devices) the same loops run
@@ -30,8 +30,9 @@ Why it is faster than SpikingJelly's torch backend:
 
 The backward formula (``dL/dh[t] = dL/ds[t]·sg' + dL/dv[t]·(1 - θ·sg')``, ``dL/dx[t] = dL/dh[t]``,
 ``dL/dv[t-1] = decay·dL/dh[t]``) is that of SpikingJelly's graph with ``detach_reset=False``.
-``sg'`` is ``surrogate_function.derivative(x)`` (every surrogate in :mod:`spkrobust.neurons`
-has one); the studies' piecewise-linear surrogate has an in-place fast path.
+``sg'`` is ``surrogate_function.derivative(x)``: every surrogate in :mod:`spkrobust.neurons`
+declares its derivative and the kernel formula for it (``native_kind``); the studies'
+piecewise-linear surrogate also has an in-place fast path in the torch loops.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def sj_decay(leak: float) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Native kernel: one pass over memory per direction (forward: read x, write s and h; backward:
-# read h and dL/ds, write dL/dx), compiled on first use from the C source below with the system C
+# read h and dL/ds, write dL/dx), compiled on first use from spkrobust/fused_kernel.c with the system C
 # compiler into a per-user cache, called through ctypes (which releases the GIL, so a thread pool
 # splits the neurons over torch.get_num_threads() threads). No torch headers: compiling takes well
 # under a second. float32 contiguous CPU tensors only; anything else (or no compiler, or
@@ -60,97 +61,11 @@ def sj_decay(leak: float) -> float:
 # Built with -ffp-contract=off and no fast-math so `v*decay + x` rounds twice, exactly as
 # SpikingJelly's `v * (1. - 1. / tau) + x`.
 # --------------------------------------------------------------------------------------------
-_C_SRC = r"""
-#include <math.h>
-#include <stdint.h>
-#define BLK 1024
+def kernel_source() -> str:
+    """The C source of the native kernel (``spkrobust/fused_kernel.c``, shipped as package data)."""
+    from importlib.resources import files
 
-/* h[t] = decay*v + x[t] (IF: v + x[t]); s[t] = h[t] >= th; v = h[t] - s[t]*th. h may be NULL. */
-void fused_forward(const float *restrict x, float *restrict s, float *restrict h, int64_t T, int64_t N,
-                   int64_t i0, int64_t i1, float th, float decay, int has_decay) {
-    float v[BLK];
-    for (int64_t b0 = i0; b0 < i1; b0 += BLK) {
-        const int64_t n = i1 - b0 < BLK ? i1 - b0 : BLK;
-        for (int64_t j = 0; j < n; j++) v[j] = 0.0f;
-        for (int64_t t = 0; t < T; t++) {
-            const float *restrict xt = x + t * N + b0;
-            float *restrict st = s + t * N + b0;
-            if (has_decay && h) {
-                float *restrict ht = h + t * N + b0;
-                for (int64_t j = 0; j < n; j++) {
-                    float p = v[j] * decay;
-                    float hv = p + xt[j];
-                    float sp = (float)(hv >= th);
-                    ht[j] = hv; st[j] = sp; v[j] = hv - sp * th;
-                }
-            } else if (h) {
-                float *restrict ht = h + t * N + b0;
-                for (int64_t j = 0; j < n; j++) {
-                    float hv = v[j] + xt[j];
-                    float sp = (float)(hv >= th);
-                    ht[j] = hv; st[j] = sp; v[j] = hv - sp * th;
-                }
-            } else if (has_decay) {
-                for (int64_t j = 0; j < n; j++) {
-                    float p = v[j] * decay;
-                    float hv = p + xt[j];
-                    float sp = (float)(hv >= th);
-                    st[j] = sp; v[j] = hv - sp * th;
-                }
-            } else {
-                for (int64_t j = 0; j < n; j++) {
-                    float hv = v[j] + xt[j];
-                    float sp = (float)(hv >= th);
-                    st[j] = sp; v[j] = hv - sp * th;
-                }
-            }
-        }
-    }
-}
-
-/* Reverse loop: d = sg'(h[t]-th); g = gs[t]*d + gv*(1 - th*d); gx[t] = g; gv = g*decay.
-   kind: 0 = d given in `sgd` ([T, N]), 1 = piecewise linear (a, w), 2 = sigmoid (a), 3 = atan (a). */
-void fused_backward(const float *restrict h, const float *restrict gs, const float *restrict sgd,
-                    float *restrict gx, int64_t T, int64_t N, int64_t i0, int64_t i1, float th, float decay,
-                    int kind, float a, float w) {
-    float gv[BLK], d[BLK];
-    const float aw = a / w, iw = 1.0f / w, c = 1.57079632679489661923f * a, a2 = 0.5f * a;
-    for (int64_t b0 = i0; b0 < i1; b0 += BLK) {
-        const int64_t n = i1 - b0 < BLK ? i1 - b0 : BLK;
-        for (int64_t j = 0; j < n; j++) gv[j] = 0.0f;
-        for (int64_t t = T - 1; t >= 0; t--) {
-            const int64_t o = t * N + b0;
-            const float *restrict ht = h + o;
-            if (kind == 0) {
-                const float *restrict dt = sgd + o;
-                for (int64_t j = 0; j < n; j++) d[j] = dt[j];
-            } else if (kind == 1) {
-                for (int64_t j = 0; j < n; j++) {
-                    float u = 1.0f - fabsf(ht[j] - th) * iw;
-                    d[j] = aw * (u > 0.0f ? u : 0.0f);
-                }
-            } else if (kind == 2) {
-                for (int64_t j = 0; j < n; j++) {
-                    float sg = 1.0f / (1.0f + expf(-a * (ht[j] - th)));
-                    d[j] = a * sg * (1.0f - sg);
-                }
-            } else {
-                for (int64_t j = 0; j < n; j++) {
-                    float z = c * (ht[j] - th);
-                    d[j] = a2 / (1.0f + z * z);
-                }
-            }
-            const float *restrict gst = gs + o;
-            float *restrict gxt = gx + o;
-            for (int64_t j = 0; j < n; j++) {
-                float g = gst[j] * d[j] + gv[j] * (1.0f - th * d[j]);
-                gxt[j] = g;
-                gv[j] = g * decay;
-            }
-        }
-    }
-}
-"""
+    return files("spkrobust").joinpath("fused_kernel.c").read_text()
 
 _native = None  # None: not tried yet; False: unavailable; else the ctypes library
 _native_reason = ""
@@ -193,7 +108,8 @@ def _load_native():
         return _native
     flags = ["-O3", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math",
              "-fno-math-errno"]
-    key = hashlib.sha256((_C_SRC + " ".join(flags) + platform.machine()).encode()).hexdigest()[:16]
+    source = kernel_source()
+    key = hashlib.sha256((source + " ".join(flags) + platform.machine()).encode()).hexdigest()[:16]
     path = os.path.join(_cache_dir(), f"fused_{key}_{platform.machine()}.so")
     try:
         if not os.path.exists(path):
@@ -203,7 +119,7 @@ def _load_native():
             with tempfile.TemporaryDirectory() as tmp:
                 src = os.path.join(tmp, "fused.c")
                 with open(src, "w") as f:
-                    f.write(_C_SRC)
+                    f.write(source)
                 out = os.path.join(tmp, "fused.so")
                 r = subprocess.run([cc, *flags, src, "-o", out, "-lm"], capture_output=True, text=True, timeout=120)
                 if r.returncode != 0:
@@ -213,7 +129,7 @@ def _load_native():
                 os.replace(part, path)  # atomic: concurrent jobs never load a half-written file
         lib = ctypes.CDLL(path)
         i64, f32, ci, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-        lib.fused_forward.argtypes = [vp, vp, vp, i64, i64, i64, i64, f32, f32, ci]
+        lib.fused_forward.argtypes = [vp, vp, vp, i64, i64, i64, i64, f32, f32]
         lib.fused_forward.restype = None
         lib.fused_backward.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, f32, f32, ci, f32, f32]
         lib.fused_backward.restype = None
@@ -263,22 +179,16 @@ def _native_forward(x: torch.Tensor, threshold: float, decay: float, store_h: bo
     h = torch.empty_like(x) if store_h else None
     hp = h.data_ptr() if h is not None else None
     xp, sp = x.data_ptr(), spikes.data_ptr()
-    _parallel(lambda i0, i1: lib.fused_forward(xp, sp, hp, T, N, i0, i1, threshold, decay, int(decay != 1.0)), N)
+    _parallel(lambda i0, i1: lib.fused_forward(xp, sp, hp, T, N, i0, i1, threshold, decay), N)
     return spikes, h
 
 
 def _native_kind(sg):
-    """(kind, a, w) of the native surrogate formula, or (0, 0, 1) for the generic path."""
-    from spikingjelly.activation_based import surrogate
-
-    name = type(sg).__name__
-    if name == "PiecewiseLinear" and hasattr(sg, "width"):
-        return 1, float(sg.alpha), float(sg.width)
-    if type(sg) is surrogate.Sigmoid:
-        return 2, float(sg.alpha), 1.0
-    if type(sg) is surrogate.ATan:
-        return 3, float(sg.alpha), 1.0
-    return 0, 0.0, 1.0
+    """(kind, a, w) of the kernel's formula for this surrogate, as the surrogate declares it
+    (``native_kind``, see :mod:`spkrobust.neurons`), or (0, 0, 1): the kernel reads
+    ``sg.derivative(h - θ)`` computed in torch."""
+    kind = getattr(sg, "native_kind", None)
+    return tuple(kind) if kind is not None else (0, 0.0, 1.0)
 
 
 def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, decay: float, sg):

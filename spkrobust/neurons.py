@@ -25,7 +25,6 @@ from spkrobust.errors import UserError
 from spkrobust.vocab import BACKENDS, SURROGATES
 
 
-
 class _PiecewiseLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, width):
@@ -70,22 +69,46 @@ class PiecewiseLinear(surrogate.SurrogateFunctionBase):
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return piecewise_linear_grad(x, self.alpha, self.width)
 
+    @property
+    def native_kind(self):
+        return 1, float(self.alpha), float(self.width)
+
     def extra_repr(self):
         return f"alpha={self.alpha}, width={self.width}, spiking={self.spiking}"
 
 
+class Sigmoid(surrogate.Sigmoid):
+    """SpikingJelly's sigmoid surrogate with its derivative and kernel formula declared."""
+
+    @property
+    def native_kind(self):
+        return 2, float(self.alpha), 1.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.alpha * x)
+        return self.alpha * s * (1 - s)
+
+
+class ATan(surrogate.ATan):
+    """SpikingJelly's arctan surrogate with its derivative and kernel formula declared."""
+
+    @property
+    def native_kind(self):
+        return 3, float(self.alpha), 1.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+
 def make_surrogate(name: str, threshold: float) -> nn.Module:
-    """Surrogate by name; each has a ``derivative(x)`` used by the fused backend."""
+    """Surrogate by name, scaled to the threshold; each declares ``derivative(x)`` and the fused
+    kernel's formula for it (``native_kind``)."""
     if name == "linear":
         return PiecewiseLinear(alpha=0.3, width=threshold)
     if name == "sigmoid":
-        s = surrogate.Sigmoid(alpha=4.0 / threshold)
-        s.derivative = lambda x, a=s.alpha: a * torch.sigmoid(a * x) * (1 - torch.sigmoid(a * x))
-        return s
+        return Sigmoid(alpha=4.0 / threshold)
     if name == "atan":
-        s = surrogate.ATan(alpha=2.0 / threshold)
-        s.derivative = lambda x, a=s.alpha: a / 2 / (1 + (math.pi / 2 * a * x) ** 2)
-        return s
+        return ATan(alpha=2.0 / threshold)
     raise UserError(f"unknown surrogate {name!r}; allowed: {', '.join(SURROGATES)}")
 
 

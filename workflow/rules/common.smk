@@ -73,8 +73,8 @@ def cfg_json(stage, **wildcards):
 _LIBDIR = os.path.relpath(os.path.join(workflow.basedir, "spkrobust"))
 MODEL_CODE = {
     "ann": ["models"],
-    "convert": ["models", "neurons", "encoding", "fused"],
-    "snn": ["models", "neurons", "encoding", "fused"],
+    "convert": ["models", "neurons", "encoding", "fused", "fused_kernel"],
+    "snn": ["models", "neurons", "encoding", "fused", "fused_kernel"],
 }
 
 
@@ -85,8 +85,8 @@ def lib(*modules):
         pkg = os.path.join(_LIBDIR, m)
         if os.path.isdir(pkg):
             paths += sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
-        elif os.path.exists(f"{pkg}.py"):
-            paths.append(f"{pkg}.py")
+        else:  # a module, or a C source shipped with the package (fused_kernel.c)
+            paths += [f"{pkg}{ext}" for ext in (".py", ".c") if os.path.exists(f"{pkg}{ext}")]
     return paths
 
 
