@@ -207,18 +207,11 @@ def _discover(records_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
 
 
 def configure_aggregate(p) -> None:
-    p.add_argument("--records", nargs="*", metavar="FILE", default=[],
-                   help="evaluation record JSON files")
-    p.add_argument("--records-from", action="append", metavar="FILE", default=[],
-                   help="file listing record paths, one per line (repeatable)")
-    p.add_argument("--metrics", nargs="*", metavar="FILE", default=[],
-                   help="model metrics.json files")
-    p.add_argument("--metrics-from", action="append", metavar="FILE", default=[],
-                   help="file listing metrics paths, one per line (repeatable)")
-    p.add_argument("--clean", nargs="*", metavar="FILE", default=[],
-                   help="clean-accuracy JSON files (optional)")
-    p.add_argument("--clean-from", action="append", metavar="FILE", default=[],
-                   help="file listing clean-accuracy paths, one per line (repeatable)")
+    for name, what in (("records", "evaluation record JSON files"), ("metrics", "model metrics.json files"),
+                       ("clean", "clean-accuracy JSON files (optional)")):
+        p.add_argument(f"--{name}", nargs="*", metavar="FILE", default=[], help=what)
+        p.add_argument(f"--{name}-from", action="append", metavar="FILE", default=[],
+                       help=f"file listing {name} paths, one per line (repeatable)")
     p.add_argument("--records-dir", metavar="DIR", default=None,
                    help="instead of lists: discover every record, metrics and clean JSON under "
                         "the standard results/ layout")

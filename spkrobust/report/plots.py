@@ -32,6 +32,15 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(buf.getvalue(), path)
 
 
+def _single(path: Path, size: tuple[float, float], draw) -> Path:
+    """A one-panel figure drawn by ``draw(ax)``, saved to ``path``."""
+    fig, (ax,) = _figure(1, 1, *size)
+    draw(ax)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
 def _not_measured_png(path: Path, title: str, why: str) -> None:
     fig, (ax,) = _figure(1, 1, 6, 2.5)
     ax.axis("off")
@@ -202,12 +211,8 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
         _save(fig, out / "acc_vs_eps.png")
         if extras:
             for ds, atk in panels:
-                fig, (ax,) = _figure(1, 1, 6.5, 4.5)
-                _panel_acc_vs_eps(ax, data, ds, atk)
-                fig.tight_layout()
-                p = out / f"acc_vs_eps_{_safe_name(ds)}_{_safe_name(atk)}.png"
-                _save(fig, p)
-                written.append(p)
+                written.append(_single(out / f"acc_vs_eps_{_safe_name(ds)}_{_safe_name(atk)}.png", (6.5, 4.5),
+                                       lambda ax, ds=ds, atk=atk: _panel_acc_vs_eps(ax, data, ds, atk)))
     else:
         _not_measured_png(out / "acc_vs_eps.png", title, "no evaluation records")
     # heatmaps
@@ -225,14 +230,10 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
         if extras:
             for ds, atk in panels:
                 for e, l in data.eps_list(ds, atk):
-                    if e <= 0:
-                        continue
-                    fig, (ax,) = _figure(1, 1, 6, 5)
-                    _panel_heatmap(ax, data, ds, atk, e, l)
-                    fig.tight_layout()
-                    p = out / f"heatmap_{_safe_name(ds)}_{_safe_name(atk)}_{_safe_name(l)}.png"
-                    _save(fig, p)
-                    written.append(p)
+                    if e > 0:
+                        written.append(_single(
+                            out / f"heatmap_{_safe_name(ds)}_{_safe_name(atk)}_{_safe_name(l)}.png", (6, 5),
+                            lambda ax, ds=ds, atk=atk, e=e, l=l: _panel_heatmap(ax, data, ds, atk, e, l)))
     else:
         _not_measured_png(out / "heatmap.png", title, "no records with ε > 0")
     # T and leak
