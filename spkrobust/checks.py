@@ -38,6 +38,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from spkrobust.config import parse_eps
+
 ATTACK_SLACK = 0.01   # accuracy fraction allowed between two different adversarial sets
 CHANCE_TOL = 0.05     # large-eps accuracy may exceed chance by this much
 LARGE_EPS = 0.25      # pixel units: below this the large-eps check is not measured
@@ -67,14 +69,6 @@ def _pct(v: float | None) -> str:
 
 def _pp(v: float) -> str:
     return f"{100 * v:.2f}pp"
-
-
-def _eps(v: Any) -> float:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    from fractions import Fraction
-
-    return float(Fraction(str(v).strip().replace("_", "/")))
 
 
 def _atype(r: dict) -> str:
@@ -117,7 +111,7 @@ def _norm(records: list[dict]) -> list[dict]:
         if r.get("adv_acc") is None:
             continue
         r = dict(r)
-        r["eps"] = _eps(r["eps"])
+        r["eps"] = parse_eps(r["eps"], "eps")
         r["source_replica"] = int(r.get("source_replica", 1))
         r["target_replica"] = int(r.get("target_replica", 1))
         r["_type"] = _atype(r)
