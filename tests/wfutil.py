@@ -16,7 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # What a run needs: the workflow and the library it runs (rules call `python -m spkrobust` in the
 # working directory and list spkrobust/*.py as inputs, so the copy's library is the one tracked).
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "spkrobust")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "spkrobust")
 TINY = "workflow/presets/tiny.yaml"
 
 
