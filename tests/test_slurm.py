@@ -1,7 +1,7 @@
 """The tiny preset end to end on a real single-host SLURM cluster, through the SLURM profile.
 
 Starts munged/slurmctld/slurmd on this host (tests/slurm_cluster.py), runs Snakemake with
-`--workflow-profile` = workflow/profiles/slurm overlaid with this host's limits, checks that the
+`--workflow-profile` = profiles/slurm overlaid with this host's limits, checks that the
 jobs ran as SLURM jobs and tears the cluster down.  Skipped only when slurmctld is not installed.
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ pytestmark = [
                        reason="slurmctld is not installed (Debian: apt-get install slurm-wlm munge)"),
 ]
 
-PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
+PROFILE = REPO / "profiles/slurm/config.yaml"
 
 
 def host_profile(dst: Path) -> Path:
-    """workflow/profiles/slurm with only the host-specific numbers changed: this host has 2 CPUs,
+    """profiles/slurm with only the host-specific numbers changed: this host has 2 CPUs,
     no GPU (the tiny preset sets device: cpu, so no rule asks for one) and little memory."""
     prof = yaml.safe_load(PROFILE.read_text())
     prof["default-resources"] = {**prof["default-resources"], "runtime": 30, "mem_mb": 1500}
@@ -53,6 +53,12 @@ def test_slurm_profile_is_valid_for_the_plugin():
     assert prof["slurm-no-account"] is True and prof["slurm-status-command"] == "squeue"
     assert "slurm_partition" in prof["default-resources"]
     assert any("evaluate" in g for g in prof["group-components"])
+    # it replaces profiles/default (Snakemake loads one workflow profile), so it repeats the run
+    # behaviour the README's resume instructions rely on; the two must not drift apart
+    default = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    for key in ("rerun-incomplete", "keep-going", "printshellcmds", "show-failed-logs", "rerun-triggers"):
+        assert prof[key] == default[key], key
+    assert prof["rerun-incomplete"] is True
 
 
 @pytest.fixture(scope="module")
