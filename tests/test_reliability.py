@@ -19,20 +19,9 @@ from pathlib import Path
 import pytest
 
 from spkrobust.io import read_json, safe_load
-from wfutil import RESUME_HEADING, copy_workflow, env, readme_commands, snakemake
+from wfutil import RESUME_HEADING, copy_workflow, env, readme_commands, snakemake, wait_for
 
 WALL_CLOCK = {"wall_s"}  # columns that differ between any two runs (seconds of wall clock)
-
-
-def _wait_for(pred, proc, timeout):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
 
 
 def _finishing_training_job(wd: Path):
@@ -63,7 +52,7 @@ def test_killed_run_resumes_with_the_readme_commands(tiny_run, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", *run], cwd=wd, env=env(),
                                 stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            finishing = _wait_for(lambda: _finishing_training_job(wd), proc, 900)
+            finishing = wait_for(lambda: _finishing_training_job(wd), proc, 900)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

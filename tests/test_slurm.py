@@ -1,21 +1,26 @@
 """The tiny preset end to end on a real single-host SLURM cluster, through the SLURM profile.
 
 Starts munged/slurmctld/slurmd on this host (tests/slurm_cluster.py), runs Snakemake with
-`--workflow-profile` = profiles/slurm overlaid with this host's limits, checks that the
-jobs ran as SLURM jobs and tears the cluster down.  Skipped only when slurmctld is not installed.
+`--workflow-profile` = profiles/slurm overlaid with this host's limits, kills it while its jobs run
+and resumes as the README says (scancel, unlock, the same command), checks that the jobs ran as
+SLURM jobs and tears the cluster down.  Skipped only when slurmctld is not installed.
 """
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from slurm_cluster import SlurmCluster, missing_binaries
-from wfutil import REPO, TINY, copy_workflow, snakemake
+from wfutil import REPO, RESUME_HEADING, TINY, copy_workflow, env, readme_commands, snakemake, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,13 +74,37 @@ def cluster(tmp_path_factory):
         yield c
 
 
-def test_tiny_preset_on_slurm(cluster, tmp_path, monkeypatch):
+def test_tiny_preset_on_slurm_killed_and_resumed(cluster, tmp_path, monkeypatch):
+    """The README's SLURM resume: Snakemake is SIGKILLed while its training jobs run on the cluster;
+    `scancel --name RUN_ID`, then the README's unlock and the same command, each with the profile."""
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     wd = copy_workflow(tmp_path / "wf")
     prof = host_profile(tmp_path / "profile")
-    p = snakemake(wd, "--workflow-profile", str(prof), "--configfile", TINY, timeout=1500)
+    profile = ("--workflow-profile", str(prof))
+    run = ("all", *profile, "--configfile", TINY)
+    with open(tmp_path / "killed.log", "w") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", *run], cwd=wd, env=env(),
+                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+        try:  # a training job runs on the cluster once its log has content
+            running = wait_for(lambda: any(f.stat().st_size for f in wd.glob("logs/*/train_*/*/r*.log")), proc, 900)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed = (tmp_path / "killed.log").read_text()
+    assert running, killed[-3000:]
+    run_id = re.search(r"SLURM run ID: (\S+)", killed).group(1)
+    squeue = ["squeue", "--noheader", "--name", run_id]
+    assert subprocess.run(squeue, capture_output=True, text=True, check=True).stdout.strip(), \
+        "the killed run's jobs were expected to outlive it on the cluster"
+    subprocess.run(["scancel", "--name", run_id], check=True)
+    assert wait_for(lambda: not subprocess.run(squeue, capture_output=True, text=True, check=True).stdout.strip(),
+                    None, 60, interval=1)
+    _, unlock, _ = readme_commands(RESUME_HEADING)
+    snakemake(wd, *unlock, *profile)
+    p = snakemake(wd, *run, timeout=1500)
     out = p.stdout + p.stderr
-    print(f"tiny preset on SLURM: {p.seconds:.0f} s")
+    print(f"tiny preset on SLURM, resumed: {p.seconds:.0f} s")
+    assert "rule prepare:" not in out, "finished work was redone after the interruption"
 
     with open(wd / "results/report/summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 12

@@ -92,6 +92,18 @@ def plan(cwd: Path, *args: str, timing: dict | None = None) -> dict[str, int]:
     return counts
 
 
+def wait_for(pred, proc: subprocess.Popen | None, timeout: float, interval: float = 0.05) -> bool:
+    """Poll `pred` until it holds (True), `proc` has ended or `timeout` seconds passed (False)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(interval)
+    return False
+
+
 def write_preset(cwd: Path, name: str, edit) -> str:
     """Load the tiny preset of `cwd`, apply `edit(cfg)`, write it as `name`; return its path."""
     cfg = yaml.safe_load((cwd / TINY).read_text())
