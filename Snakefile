@@ -2,10 +2,9 @@
 
 Usage (see docs/architecture.md for the contract between this workflow and the library):
 
-    snakemake --workflow-profile workflow/profiles/local                     # config.yaml
-    snakemake --workflow-profile workflow/profiles/local \
-              --configfile workflow/presets/quick.yaml                       # a preset instead
-    snakemake --workflow-profile workflow/profiles/slurm                     # on a SLURM cluster
+    snakemake all                                                            # config.yaml (profiles/default is loaded by itself)
+    snakemake all --cores 2 --configfile workflow/presets/quick.yaml         # a preset instead
+    snakemake all --workflow-profile profiles/slurm                          # on a SLURM cluster
     snakemake --report report.html                                           # HTML report
 
 This file only loads and validates the config, then includes one rule file per stage.  It imports

@@ -56,12 +56,14 @@ def trained_ann_path(small_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One real end-to-end Snakemake run of the tiny preset, shared by the workflow and reliability tests."""
-    from helpers.wfutil import TINY, copy_workflow, snakemake
+    """One real end-to-end Snakemake run of the tiny preset, shared by the workflow and reliability tests:
+    the README's command (the one its resume instructions repeat), with the default profile it loads."""
+    from helpers.wfutil import RESUME_HEADING, TINY, copy_workflow, readme_commands, snakemake
 
+    run = readme_commands(RESUME_HEADING)[0]
+    assert ["--configfile", TINY] == run[run.index("--configfile"):][:2], run
     wd = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
-    p = snakemake(wd, "--workflow-profile", "workflow/profiles/local", "--configfile", TINY, "--cores", "2",
-                  timeout=1200)
+    p = snakemake(wd, *run, timeout=1200)
     print(f"tiny preset end to end: {p.seconds:.0f} s")
     (wd / "tiny_seconds.txt").write_text(f"{p.seconds:.1f}\n")
     return wd

@@ -1,9 +1,15 @@
-"""Interruption and determinism with real processes: a Snakemake run of the tiny preset is killed
-(SIGKILL, whole process group) while it crafts/evaluates; what it leaves behind is never mistaken
-for complete, the rerun finishes, and its summary.csv is identical to an uninterrupted run's."""
+"""Interruption and determinism with real processes.
+
+A Snakemake run of the tiny preset, started with the README's command, is killed (SIGKILL to its
+whole process group, as a dropped SSH session or an OOM kill does) while a training job is finishing;
+what it leaves behind is never mistaken for complete; the README's resume commands, run verbatim,
+finish the run, and its summary.csv and models.csv equal an uninterrupted run's.  Also: the plain
+command on a machine without CIFAR shows `spkrobust prepare`'s one-line error on the console."""
 from __future__ import annotations
 
+import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,35 +19,46 @@ from pathlib import Path
 import pytest
 
 from spkrobust.io import read_json, safe_load
-from helpers.wfutil import TINY, copy_workflow, env, snakemake
+from helpers.wfutil import RESUME_HEADING, copy_workflow, env, readme_commands, snakemake, wait_for
 
-LOCAL = ("--workflow-profile", "workflow/profiles/local")
+WALL_CLOCK = {"wall_s"}  # columns that differ between any two runs (seconds of wall clock)
 
 
-def _wait_for(pred, proc, timeout):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.2)
-    return False
+def _finishing_training_job(wd: Path):
+    """A training job whose log shows it ran and whose outputs are both written: the job is exiting
+    and Snakemake has not recorded it as finished yet, so its outputs are still marked incomplete
+    (the state from which a resume without `rerun-incomplete` stops with IncompleteFilesException)."""
+    for log in wd.glob("logs/*/train_*/*/r*.log"):
+        dataset, model, replica = log.parts[-4], log.parts[-2], log.stem
+        out = wd / "results" / dataset / "models" / model / replica
+        if log.stat().st_size and (out / "model.pt").exists() and (out / "metrics.json").exists():
+            return out
+    return None
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows, f"{path} is empty"
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in rows]
 
 
 @pytest.mark.slow
-def test_killed_pipeline_resumes_and_reproduces_the_summary(tiny_run, tmp_path):
+def test_killed_run_resumes_with_the_readme_commands(tiny_run, tmp_path):
+    run, *resume = readme_commands(RESUME_HEADING)
+    assert resume[-1] == run, "the README resumes with the same command again"
     wd = copy_workflow(tmp_path / "wf")
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *LOCAL, "--configfile", TINY, "--cores", "2"],
-                            cwd=wd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    adv = wd / "results/fashion_mnist/adv"
-    try:
-        started = _wait_for(lambda: adv.exists() and any(adv.rglob("*.pt")), proc, 900)
-        assert started, "the run ended or timed out before crafting began"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with open(tmp_path / "killed.log", "w") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", *run], cwd=wd, env=env(),
+                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            finishing = wait_for(lambda: _finishing_training_job(wd), proc, 900)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert finishing, "the run ended or timed out before a training job finished:\n" + \
+        (tmp_path / "killed.log").read_text()[-3000:]
+    print(f"killed while {_finishing_training_job(wd).relative_to(wd)} was finishing")
     assert not (wd / "results/report/summary.csv").exists()
     # everything that exists under a final name is complete and valid: outputs are written atomically
     for f in (wd / "results").rglob("*"):
@@ -51,14 +68,29 @@ def test_killed_pipeline_resumes_and_reproduces_the_summary(tiny_run, tmp_path):
             safe_load(f)
         elif f.suffix == ".json":
             read_json(f)
-    # a SIGKILLed Snakemake leaves its lock: the user unlocks (as Snakemake's message says), then reruns;
-    # the rerun completes what was left and reproduces the uninterrupted run exactly
-    snakemake(wd, "--configfile", TINY, "--unlock")
-    p = snakemake(wd, *LOCAL, "--configfile", TINY, "--cores", "2", timeout=1200)
+    # exactly the README's commands: unlock, then the same command again
+    for args in resume:
+        p = snakemake(wd, *args, timeout=1200)
     assert "rule prepare:" not in p.stdout + p.stderr, "finished work was redone after the interruption"
-    a = (wd / "results/report/summary.csv").read_text()
-    b = (tiny_run / "results/report/summary.csv").read_text()
-    assert a == b, "same config and seed must give an identical summary.csv"
+    for name in ("summary.csv", "models.csv"):
+        assert _rows(wd / "results/report" / name) == _rows(tiny_run / "results/report" / name), \
+            f"{name}: the resumed run differs from the uninterrupted one"
+
+
+def test_plain_run_without_cifar_shows_the_prepare_error(tmp_path):
+    """`snakemake --cores 2 all` on config.yaml (CIFAR-10) with no CIFAR and no network: the console
+    shows the one line of `spkrobust prepare` that says what to do, not only "check log file(s)"."""
+    wd = copy_workflow(tmp_path / "wf")
+    e = env()
+    e.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")  # no download
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], cwd=wd, env=e, check=False,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0
+    line = (wd / "logs/cifar10/prepare.log").read_text().splitlines()[-1]
+    assert re.fullmatch(r"spkrobust prepare: error: cifar10: missing data_batch_1, .* in data/cifar-10-batches-py "
+                        r".*; put torchvision's extracted cifar-10-batches-py/ under the data root data", line), line
+    assert line in (p.stdout + p.stderr).splitlines(), (p.stdout + p.stderr)[-3000:]
+    assert not (wd / "results/cifar10/data.pt").exists()
 
 
 def test_killed_craft_leaves_no_output(tmp_path, small_data_path, trained_ann_path):

@@ -1,21 +1,26 @@
 """The tiny preset end to end on a real single-host SLURM cluster, through the SLURM profile.
 
 Starts munged/slurmctld/slurmd on this host (tests/helpers/slurm_cluster.py), runs Snakemake with
-`--workflow-profile` = workflow/profiles/slurm overlaid with this host's limits, checks that the
-jobs ran as SLURM jobs and tears the cluster down.  Skipped only when slurmctld is not installed.
+`--workflow-profile` = profiles/slurm overlaid with this host's limits, kills it while its jobs run
+and resumes as the README says (scancel, unlock, the same command), checks that the jobs ran as
+SLURM jobs and tears the cluster down.  Skipped only when slurmctld is not installed.
 """
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers.slurm_cluster import SlurmCluster, missing_binaries
-from helpers.wfutil import REPO, TINY, copy_workflow, snakemake
+from helpers.wfutil import REPO, RESUME_HEADING, TINY, copy_workflow, env, readme_commands, snakemake, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,11 +28,11 @@ pytestmark = [
                        reason="slurmctld is not installed (Debian: apt-get install slurm-wlm munge)"),
 ]
 
-PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
+PROFILE = REPO / "profiles/slurm/config.yaml"
 
 
 def host_profile(dst: Path) -> Path:
-    """workflow/profiles/slurm with only the host-specific numbers changed: this host has 2 CPUs,
+    """profiles/slurm with only the host-specific numbers changed: this host has 2 CPUs,
     no GPU (the tiny preset sets device: cpu, so no rule asks for one) and little memory."""
     prof = yaml.safe_load(PROFILE.read_text())
     prof["default-resources"] = {**prof["default-resources"], "runtime": 30, "mem_mb": 1500}
@@ -53,6 +58,12 @@ def test_slurm_profile_is_valid_for_the_plugin():
     assert prof["slurm-no-account"] is True and prof["slurm-status-command"] == "squeue"
     assert "slurm_partition" in prof["default-resources"]
     assert any("evaluate" in g for g in prof["group-components"])
+    # it replaces profiles/default (Snakemake loads one workflow profile), so it repeats the run
+    # behaviour the README's resume instructions rely on; the two must not drift apart
+    default = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    for key in ("rerun-incomplete", "keep-going", "printshellcmds", "show-failed-logs", "rerun-triggers"):
+        assert prof[key] == default[key], key
+    assert prof["rerun-incomplete"] is True
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +74,37 @@ def cluster(tmp_path_factory):
         yield c
 
 
-def test_tiny_preset_on_slurm(cluster, tmp_path, monkeypatch):
+def test_tiny_preset_on_slurm_killed_and_resumed(cluster, tmp_path, monkeypatch):
+    """The README's SLURM resume: Snakemake is SIGKILLed while its training jobs run on the cluster;
+    `scancel --name RUN_ID`, then the README's unlock and the same command, each with the profile."""
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     wd = copy_workflow(tmp_path / "wf")
     prof = host_profile(tmp_path / "profile")
-    p = snakemake(wd, "--workflow-profile", str(prof), "--configfile", TINY, timeout=1500)
+    profile = ("--workflow-profile", str(prof))
+    run = ("all", *profile, "--configfile", TINY)
+    with open(tmp_path / "killed.log", "w") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", *run], cwd=wd, env=env(),
+                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+        try:  # a training job runs on the cluster once its log has content
+            running = wait_for(lambda: any(f.stat().st_size for f in wd.glob("logs/*/train_*/*/r*.log")), proc, 900)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed = (tmp_path / "killed.log").read_text()
+    assert running, killed[-3000:]
+    run_id = re.search(r"SLURM run ID: (\S+)", killed).group(1)
+    squeue = ["squeue", "--noheader", "--name", run_id]
+    assert subprocess.run(squeue, capture_output=True, text=True, check=True).stdout.strip(), \
+        "the killed run's jobs were expected to outlive it on the cluster"
+    subprocess.run(["scancel", "--name", run_id], check=True)
+    assert wait_for(lambda: not subprocess.run(squeue, capture_output=True, text=True, check=True).stdout.strip(),
+                    None, 60, interval=1)
+    _, unlock, _ = readme_commands(RESUME_HEADING)
+    snakemake(wd, *unlock, *profile)
+    p = snakemake(wd, *run, timeout=1500)
     out = p.stdout + p.stderr
-    print(f"tiny preset on SLURM: {p.seconds:.0f} s")
+    print(f"tiny preset on SLURM, resumed: {p.seconds:.0f} s")
+    assert "rule prepare:" not in out, "finished work was redone after the interruption"
 
     with open(wd / "results/report/summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 12

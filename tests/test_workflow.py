@@ -17,8 +17,6 @@ import yaml
 
 from helpers.wfutil import TINY, copy_run, copy_workflow, plan, snakemake, write_preset
 
-LOCAL = ("--workflow-profile", "workflow/profiles/local")
-
 
 # --------------------------------------------------------------------------------------------------
 # dry-runs (fast)

@@ -2,7 +2,7 @@
 
 Starts munged (unless one is already running), slurmctld and slurmd with a private slurm.conf in a
 scratch directory: one node (this host, `hostname -s`) with a few CPUs and the memory it has, one
-default partition named like the `slurm_partition` of workflow/profiles/slurm.  The config is
+default partition named like the `slurm_partition` of profiles/slurm.  The config is
 also installed as /etc/slurm/slurm.conf for the life of the cluster (`srun` inside a batch job does
 not see SLURM_CONF and would otherwise look for a config server in DNS); a file that was there
 before is restored on stop.  Needs root (SlurmUser=root) and the Debian packages slurm-wlm, munge.
@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SLURM_PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
+SLURM_PROFILE = REPO / "profiles/slurm/config.yaml"
 MUNGE_SOCKET_DIR = Path("/run/munge")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 

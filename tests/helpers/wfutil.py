@@ -3,8 +3,9 @@ real subprocess and read its dry-run plan."""
 from __future__ import annotations
 
 import os
-import resource
 import re
+import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,24 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# What a run needs: the workflow and the library it runs (rules call `python -m spkrobust` in the
-# working directory and list spkrobust/*.py as inputs, so the copy's library is the one tracked).
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "spkrobust")
+# What a run needs: the workflow, its default profile (profiles/default, loaded by Snakemake itself as
+# in a user's clone) and the library it runs (rules call `python -m spkrobust` in the working
+# directory and list spkrobust/*.py as inputs, so the copy's library is the one tracked).
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "spkrobust")
 TINY = "workflow/presets/tiny.yaml"
+RESUME_HEADING = "Resuming after Snakemake was killed"  # README: run, unlock, run again (tiny preset)
+
+
+def readme_commands(heading: str) -> list[list[str]]:
+    """The `snakemake` commands of the first ```bash block under README heading `heading`, as the
+    argument lists that follow `snakemake` (comments dropped), so that tests run the README's words."""
+    text = (REPO / "README.md").read_text()
+    m = re.search(rf"^#+ {re.escape(heading)}\n.*?^```bash\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert m, f"README.md has no ```bash block under the heading {heading!r}"
+    cmds = [shlex.split(line, comments=True) for line in m.group(1).splitlines()]
+    cmds = [c for c in cmds if c]
+    assert cmds and all(c[0] == "snakemake" for c in cmds), cmds
+    return [c[1:] for c in cmds]
 
 
 def copy_workflow(dst: Path) -> Path:
@@ -75,6 +90,18 @@ def plan(cwd: Path, *args: str, timing: dict | None = None) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def wait_for(pred, proc: subprocess.Popen | None, timeout: float, interval: float = 0.05) -> bool:
+    """Poll `pred` until it holds (True), `proc` has ended or `timeout` seconds passed (False)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(interval)
+    return False
 
 
 def write_preset(cwd: Path, name: str, edit) -> str:
