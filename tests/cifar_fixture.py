@@ -68,7 +68,7 @@ def foolbox_images(dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     spec = importlib.util.find_spec("foolbox")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the foolbox package (test extra) is not installed: it ships the real CIFAR images")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     found = sorted((int(m[2]), int(m[3]), p.name) for p in folder.glob("*.png")
                    if (m := PNG.match(p.name)) and m[1] == dataset)
     if not found:

@@ -14,13 +14,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from cifar_fixture import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    FINE_TO_COARSE,
+    foolbox_images,
+)
+from wfutil import copy_workflow, snakemake
 
-from cifar_fixture import CIFAR10_CLASSES, CIFAR100_CLASSES, FINE_TO_COARSE, foolbox_images
 from spkrobust.cli import main as cli
 from spkrobust.config import data_slice, eval_slice, model_slice
 from spkrobust.data import load_prepared, prepare, to_float
 from spkrobust.errors import FileProblem
-from wfutil import copy_workflow, snakemake
 
 TINY_CIFAR10 = "workflow/presets/tiny_cifar10.yaml"
 
@@ -189,3 +194,15 @@ def test_tiny_cifar10_preset_end_to_end(cifar_root, tmp_path):
     metrics = check_tiny_cifar10_results(wd)
     assert all(m["device"] == "cpu" for m in metrics.values())
     assert "Nothing to be done" in run_tiny_cifar10(wd, cifar_root, "-n").stdout
+
+
+def test_tiny_cifar10_dag(tmp_path):
+    """The preset's plan (dry-run, no data touched): one replica of ann, snn_conv, snn_bp on CIFAR-10."""
+    from wfutil import plan
+
+    wd = copy_workflow(tmp_path / "wf")
+    counts = plan(wd, "--configfile", TINY_CIFAR10)
+    assert counts["prepare"] == counts["train_ann"] == counts["convert"] == counts["train_snn"] == 1
+    assert counts["grad"] == 2 and counts["craft"] == 2 * 2 and counts["evaluate"] == 2 * 2
+    assert counts["clean"] == 2 and counts["aggregate"] == 1
+    assert not (wd / "results").exists()

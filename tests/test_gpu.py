@@ -16,12 +16,11 @@ import sys
 import pytest
 import torch
 import yaml
+from test_cifar import TINY_CIFAR10, check_tiny_cifar10_results, run_tiny_cifar10
+from wfutil import copy_workflow
 
 from spkrobust.neurons import cupy_available, make_surrogate, piecewise_linear_grad
 from spkrobust.selfcheck import TOL, backend_agreement
-from wfutil import copy_workflow
-
-from test_cifar import TINY_CIFAR10, check_tiny_cifar10_results, run_tiny_cifar10
 
 
 def _no_gpu_reason() -> str | None:
@@ -37,7 +36,7 @@ gpu_here = pytest.mark.skipif(_no_gpu_reason() is not None, reason=str(_no_gpu_r
 
 def _run(*args, timeout=900, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "spkrobust", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "spkrobust", *args], check=False, capture_output=True, text=True,
                           timeout=timeout, env=env, **kw)
 
 
