@@ -15,7 +15,8 @@ with ``--gpu`` (otherwise skipped; skipped with the reason where there is no CUD
 * ``cuda``: torch sees a GPU; ``device: auto`` picks it;
 * ``cupy``: CuPy runs on it; ``backend: auto`` resolves to ``cupy`` there;
 * ``neuron-cupy``: SpikingJelly's CuPy neurons against its torch backend on the GPU;
-* ``snn-gpu``: the VGG5 SNN step and PGD crafting on the GPU with ``backend: auto`` (CuPy).
+* ``snn-gpu``: the VGG5 SNN step and PGD crafting on the GPU with ``backend: auto`` (CuPy where
+  installed, as the pipeline would run).
 """
 from __future__ import annotations
 
@@ -170,9 +171,13 @@ def check_cupy() -> str:
     return f"CuPy {cupy.__version__}; neuron backend auto on cuda -> cupy"
 
 
-def _gpu(fn):
+def _after(prerequisite, fn):
+    """``fn`` once ``prerequisite`` passed (its Skip or Failed is this check's skip reason)."""
     def wrapped():
-        check_cupy()
+        try:
+            prerequisite()
+        except (Skip, Failed) as e:
+            raise Skip(str(e)) from None
         return fn()
     return wrapped
 
@@ -183,8 +188,9 @@ CHECKS = [
     ("snn-cpu", False, lambda: snn_step("cpu", "auto")),
     ("cuda", True, check_cuda),
     ("cupy", True, check_cupy),
-    ("neuron-cupy", True, _gpu(lambda: _neurons("cupy", "cuda"))),
-    ("snn-gpu", True, _gpu(lambda: snn_step("cuda", "auto"))),
+    ("neuron-cupy", True, _after(check_cupy, lambda: _neurons("cupy", "cuda"))),
+    # what device auto / backend auto run on this node: CuPy neurons, or the torch loops without CuPy
+    ("snn-gpu", True, _after(check_cuda, lambda: snn_step("cuda", "auto"))),
 ]
 
 

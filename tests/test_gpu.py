@@ -84,13 +84,14 @@ def test_selfcheck_runs_and_reports(tmp_path):
     res = json.loads(out.read_text())
     by = {c["name"]: c for c in res["checks"]}
     assert {by[n]["status"] for n in ("packages", "neuron-fused", "snn-cpu")} == {"PASS"}
-    gpu = [c for c in res["checks"] if c["gpu"]]
-    reason = _no_gpu_reason()
-    if reason is None:
-        assert {c["status"] for c in gpu} == {"PASS"}, gpu
+    gpu = {c["name"]: c["status"] for c in res["checks"] if c["gpu"]}
+    assert set(gpu) == {"cuda", "cupy", "neuron-cupy", "snn-gpu"}
+    if not torch.cuda.is_available():
+        assert set(gpu.values()) == {"SKIP"} and all(by[n]["detail"] for n in gpu)
+    elif not cupy_available():
+        assert gpu == {"cuda": "PASS", "cupy": "SKIP", "neuron-cupy": "SKIP", "snn-gpu": "PASS"}
     else:
-        assert all(c["status"] == "SKIP" and c["detail"] for c in gpu), gpu
-        assert "cuda" not in by or by["cuda"]["status"] == "SKIP"
+        assert set(gpu.values()) == {"PASS"}, res["checks"]
     assert f"{res['pass']} passed, 0 failed, {res['skip']} skipped" in p.stdout
     for name in by:
         assert name in p.stdout
