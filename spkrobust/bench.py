@@ -1,7 +1,9 @@
 """``spkrobust bench``: how much an SNN costs next to an ANN on this machine (issue #7).
 
 Everything runs on random inputs (no dataset needed): VGG5 on 3×32×32, batch ``--batch``,
-``--threads`` torch threads, the SNN backend ``--backend`` (``auto`` = the fused CPU neuron).
+``--threads`` torch threads, the SNN backend ``--backend`` (``auto`` = the fused CPU neuron; on
+``--device cuda``, SpikingJelly's CuPy neuron where CuPy is installed). On CUDA every timed call
+ends with a synchronisation, and the memory section (process RSS) is left out.
 Times are the best of ``--repeats`` runs after a warm-up; the ANN and SNN runs of one ratio are
 interleaved, so background load hits both alike (the machine's load average is recorded).
 
@@ -44,7 +46,7 @@ FGSM_EPS = [2 / 255, 4 / 255, 6 / 255, 8 / 255, 16 / 255]
 # ---- models and steps ----------------------------------------------------------------------------
 
 def _model(kind: str, T: int = 8, neuron: str = "lif", leak: float = 0.99, backend: str = "auto",
-           encoder: str = "poisson", arch: str = "vgg5", image: int = 32, channels: int = 3):
+           encoder: str = "poisson", arch: str = "vgg5", image: int = 32, channels: int = 3, device="cpu"):
     import torch
 
     from spkrobust.models import build_model, default_meta
@@ -55,14 +57,23 @@ def _model(kind: str, T: int = 8, neuron: str = "lif", leak: float = 0.99, backe
     else:
         meta = default_meta("snn", arch, channels, image, 10, MEAN[:channels], STD[:channels], neuron=neuron,
                             leak=(1.0 if neuron == "if" else leak), T=T, backend=backend, encoder=encoder)
-    return build_model(meta)
+    return build_model(meta, device=device).to(device)
 
 
-def _data(batch: int, image: int = 32, channels: int = 3, seed: int = 0):
+def _data(batch: int, image: int = 32, channels: int = 3, seed: int = 0, device="cpu"):
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, channels, image, image, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    x, y = torch.rand(batch, channels, image, image, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def _sync(x) -> None:
+    """Wait for the GPU (CUDA runs asynchronously: a call's time is only known once it finished)."""
+    if x.is_cuda:
+        import torch
+
+        torch.cuda.synchronize(x.device)
 
 
 def train_step_fn(model, x, y):
@@ -77,6 +88,7 @@ def train_step_fn(model, x, y):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
+        _sync(x)
     return step
 
 
@@ -89,6 +101,7 @@ def input_grad_fn(model, x, y):
         model.eval()
         xg = x.detach().clone().requires_grad_(True)
         (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
+        _sync(g)
         return g
     return grad
 
@@ -99,7 +112,9 @@ def infer_fn(model, x):
     def infer():
         model.eval()
         with torch.no_grad():
-            return model(x)
+            out = model(x)
+        _sync(out)
+        return out
     return infer
 
 
@@ -131,15 +146,15 @@ def best_time(fns: dict, repeats: int, warmup: int = 1, calls: dict | None = Non
 
 # ---- sections ------------------------------------------------------------------------------------
 
-def headline_ratios(Ts, batch, repeats, backend, log, baseline=False) -> dict:
+def headline_ratios(Ts, batch, repeats, backend, log, baseline=False, device="cpu") -> dict:
     """snn_{step,grad}_ratio_T{T}: LIF, Poisson; ANN timed in the same rounds."""
     out = {}
-    x, y = _data(batch)
-    ann = _model("ann")
+    x, y = _data(batch, device=device)
+    ann = _model("ann", device=device)
     backends = [backend] + (["torch"] if baseline and backend != "torch" else [])
     for T in Ts:
         for be in backends:
-            snn = _model("snn", T=T, backend=be)
+            snn = _model("snn", T=T, backend=be, device=device)
             for what, make in (("step", train_step_fn), ("grad", input_grad_fn)):
                 # each round: T ANN calls as one block, then one SNN call
                 c: dict = {}
@@ -157,16 +172,16 @@ def headline_ratios(Ts, batch, repeats, backend, log, baseline=False) -> dict:
     return out
 
 
-def cost_table(Ts, batch, repeats, backend, log) -> list[dict]:
+def cost_table(Ts, batch, repeats, backend, log, device="cpu") -> list[dict]:
     """Per-image train-step and inference times: ANN, IF and LIF SNNs at each T. Each SNN row's
     ratios are against T ANN calls timed in the same rounds."""
     rows = []
-    x, y = _data(batch)
-    ann = _model("ann")
+    x, y = _data(batch, device=device)
+    ann = _model("ann", device=device)
     a_train = a_inf = float("inf")
     for neuron in ("if", "lif"):
         for T in Ts:
-            snn = _model("snn", T=T, neuron=neuron, backend=backend)
+            snn = _model("snn", T=T, neuron=neuron, backend=backend, device=device)
             t = best_time({"ann_train": train_step_fn(ann, x, y), "train": train_step_fn(snn, x, y),
                            "ann_infer": infer_fn(ann, x), "infer": infer_fn(snn, x)}, repeats,
                           calls={"ann_train": T, "ann_infer": T})
@@ -186,7 +201,7 @@ def cost_table(Ts, batch, repeats, backend, log) -> list[dict]:
     return rows
 
 
-def _pgd(model, x, y, steps, eps=8 / 255):
+def _pgd(model, x, y, steps, eps=8 / 255, device="cpu"):
     """PGD-k through :func:`spkrobust.attacks.craft` (torchattacks), or an equivalent loop when the
     attacks module is unavailable."""
     try:
@@ -196,40 +211,42 @@ def _pgd(model, x, y, steps, eps=8 / 255):
     if craft is not None:
         alpha = "2/255" if steps * 2 / 255 >= eps else f"{1.25 / steps:.4g}*eps"  # reach the ball's edge
         craft(model, x, y, {"type": "pgd", "steps": steps, "alpha": alpha, "random_start": True}, eps,
-              batch_size=len(x), seed=0)
+              batch_size=len(x), seed=0, device=device)
         return
     import torch
 
+    x, y = x.to(device), y.to(device)
     xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
     for _ in range(steps):
         g = input_grad_fn(model, xa, y)()
         xa = torch.min(torch.max(xa + 2 / 255 * g.sign(), x - eps), x + eps).clamp(0, 1)
 
 
-def pgd_throughput(steps, T, batch, repeats, backend, log) -> dict:
-    x, y = _data(batch)
+def pgd_throughput(steps, T, batch, repeats, backend, log, device="cpu") -> dict:
+    x, y = _data(batch)  # on the CPU, as craft() takes them; it moves each batch to the device
     out = {"steps": steps, "batch": batch}
-    for name, model in (("ann", _model("ann")), (f"snn_lif_T{T}", _model("snn", T=T, backend=backend))):
-        t = best_time({name: lambda m=model: _pgd(m, x, y, steps)}, repeats)[name]
+    for name, model in (("ann", _model("ann", device=device)),
+                        (f"snn_lif_T{T}", _model("snn", T=T, backend=backend, device=device))):
+        t = best_time({name: lambda m=model: _pgd(m, x, y, steps, device=device)}, repeats)[name]
         out[f"{name}_img_per_s"] = batch / t
         log(f"  PGD-{steps} from {name:12s} {batch / t:9.2f} img/s")
     return out
 
 
-def fgsm_sweep(T, batch, repeats, backend, log) -> dict:
+def fgsm_sweep(T, batch, repeats, backend, log, device="cpu") -> dict:
     """FGSM at 5 eps from one gradient vs FGSM at one eps (SNN source)."""
     from spkrobust import attacks
 
     x, y = _data(batch)
-    model = _model("snn", T=T, backend=backend)
+    model = _model("snn", T=T, backend=backend, device=device)
 
     def sweep():
-        g = attacks.fgsm_gradient(model, x, y, batch_size=batch)
+        g = attacks.fgsm_gradient(model, x, y, batch_size=batch, device=device)
         for e in FGSM_EPS:
             attacks.fgsm_from_grad(x, g, e)
 
     def one():
-        attacks.craft(model, x, y, {"type": "fgsm"}, FGSM_EPS[0], batch_size=batch, seed=0)
+        attacks.craft(model, x, y, {"type": "fgsm"}, FGSM_EPS[0], batch_size=batch, seed=0, device=device)
 
     t = best_time({"sweep": sweep, "one": one}, repeats)
     r = t["sweep"] / t["one"]
@@ -401,8 +418,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="images per batch (default 64; --quick: 4)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement, best kept "
                    "(default 3; --quick: 1)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "fused"],
-                   help="SNN neuron backend (default auto = fused on CPU)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "fused", "cupy"],
+                   help="SNN neuron backend (default auto = fused on CPU, cupy on CUDA with CuPy)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where models run (default cpu)")
     p.add_argument("--T", dest="Ts", type=int, nargs="+", default=None,
                    help="time steps for the cost table (default 4 8 16; --quick: 4)")
     p.add_argument("--pgd-steps", type=int, default=None, help="PGD-k steps (default 7; --quick: 2)")
@@ -419,7 +437,11 @@ def run(args) -> int:
     import torch
 
     from spkrobust import fused
+    from spkrobust.errors import UserError
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    device = torch.device(args.device)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation in SpikingJelly
     quick = bool(args.quick)
     batch = args.batch or (4 if quick else 64)
@@ -436,34 +458,38 @@ def run(args) -> int:
 
     res: dict = {
         "format": "spkrobust-bench-1", "quick": quick, "threads": torch.get_num_threads(), "batch": batch,
-        "repeats": repeats, "arch": "vgg5", "input": [3, 32, 32], "backend": args.backend,
+        "repeats": repeats, "arch": "vgg5", "input": [3, 32, 32], "backend": args.backend, "device": args.device,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "fused_impl": fused.native_status(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
         "malloc_tuned": fused.tune_allocator(),
     }
     t_all = time.perf_counter()
-    log(f"spkrobust bench: VGG5 3x32x32, batch {batch}, {res['threads']} threads, best of {repeats}, "
+    log(f"spkrobust bench: VGG5 3x32x32 on {res['gpu'] or 'cpu'}, batch {batch}, {res['threads']} threads, best of {repeats}, "
         f"SNN backend {args.backend} (fused neuron: {res['fused_impl']}), load {res['loadavg_start']}")
     for k in ("snn_step_ratio_T8", "snn_step_ratio_T32", "snn_grad_ratio_T8", "snn_grad_ratio_T32",
               "fgsm_sweep_ratio", "dryrun_jobs", "dryrun_seconds"):
         res[k] = None
     if "ratios" not in args.skip:
         log("\nSNN (LIF 0.99, Poisson) vs T x ANN:")
-        res.update(headline_ratios([8, 32], batch, repeats, args.backend, log, baseline=args.baseline))
+        res.update(headline_ratios([8, 32], batch, repeats, args.backend, log, baseline=args.baseline, device=device))
     if "table" not in args.skip:
         log(f"\nTrain step and inference per image (T = {Ts}):")
-        res["table"] = cost_table(Ts, batch, max(1, repeats - 1), args.backend, log)
+        res["table"] = cost_table(Ts, batch, max(1, repeats - 1), args.backend, log, device=device)
     if "pgd" not in args.skip:
         log("\nPGD crafting throughput:")
-        res["pgd"] = pgd_throughput(pgd_steps, 8 if not quick else 4, batch, max(1, repeats - 1), args.backend, log)
+        res["pgd"] = pgd_throughput(pgd_steps, 8 if not quick else 4, batch, max(1, repeats - 1), args.backend, log,
+                                    device=device)
     if "fgsm" not in args.skip:
         log("\nFGSM sweep:")
         try:
-            res.update(fgsm_sweep(8 if not quick else 4, batch, repeats, args.backend, log))
+            res.update(fgsm_sweep(8 if not quick else 4, batch, repeats, args.backend, log, device=device))
         except (ImportError, AttributeError) as e:
             res["fgsm_error"] = f"spkrobust.attacks unavailable: {e}"
             log(f"  skipped: {res['fgsm_error']}")
-    if "memory" not in args.skip:
+    if "memory" not in args.skip and device.type == "cuda":
+        log("\nPeak memory: measured as process RSS, i.e. on the CPU only; skipped on cuda")
+    elif "memory" not in args.skip:
         log("\nPeak memory of one SNN train step (RSS growth, one process per T):")
         res["memory"] = memory_growth(mem_Ts, batch, res["threads"], args.backend, log, baseline=args.baseline)
     if "dryrun" not in args.skip:

@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "report": "spkrobust.report.render",
     "bench": "spkrobust.bench",
     "validate": "spkrobust.validate",
+    "selfcheck": "spkrobust.selfcheck",
 }
 
 

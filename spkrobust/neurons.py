@@ -73,6 +73,20 @@ class PiecewiseLinear(surrogate.SurrogateFunctionBase):
     def native_kind(self):
         return 1, float(self.alpha), float(self.width)
 
+    def cuda_codes(self, y: str, x: str, dtype: str) -> str:
+        """:meth:`derivative` as CUDA statements for SpikingJelly's CuPy neuron kernels (backend
+        ``cupy``), which compile ``surrogate_function.cuda_codes``; ``dtype`` is ``float`` or
+        ``half2``. Without it the CuPy backend cannot run this surrogate."""
+        from spikingjelly.activation_based.auto_cuda import cfunction as cf
+
+        p = "piecewise_linear_backward__"
+        codes = cf.div(z=f"const {dtype} {p}u", x=cf.abs(None, x, dtype), y=cf.constant(None, self.width, dtype),
+                       dtype=dtype)
+        codes += cf.sub(z=f"const {dtype} {p}r", x=cf.constant(None, 1.0, dtype), y=f"{p}u", dtype=dtype)
+        codes += cf.maximum(z=f"const {dtype} {p}m", x=cf.constant(None, 0.0, dtype), y=f"{p}r", dtype=dtype)
+        codes += cf.mul(z=y, x=cf.constant(None, self.alpha / self.width, dtype), y=f"{p}m", dtype=dtype)
+        return codes
+
     def extra_repr(self):
         return f"alpha={self.alpha}, width={self.width}, spiking={self.spiking}"
 

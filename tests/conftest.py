@@ -67,3 +67,12 @@ def tiny_run(tmp_path_factory) -> Path:
     print(f"tiny preset end to end: {p.seconds:.0f} s")
     (wd / "tiny_seconds.txt").write_text(f"{p.seconds:.1f}\n")
     return wd
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """A data root holding torchvision's cifar-10-batches-py/ and cifar-100-python/ (500 train,
+    100 test images each; the first 20 test images are real CIFAR images shipped with foolbox)."""
+    from helpers.cifar import write_cifar
+
+    return write_cifar(tmp_path_factory.mktemp("cifar"), n_train=500, n_test=100, seed=0)
