@@ -9,8 +9,10 @@
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from spkrobust.errors import ConfigError
@@ -156,6 +158,29 @@ def setting_of(source: str, source_replica: int, target: str, target_replica: in
     return "transfer"
 
 
+def lineage_root(parent_of: dict[str, str | None], name: str) -> str:
+    """The network a model's weights descend from: follow ``from:`` (``parent_of``: name -> parent
+    name or None, e.g. ``{n: s["from"] for n, s in expand_models(cfg).items()}``) to its end."""
+    seen = {name}
+    while parent_of.get(name):
+        name = parent_of[name]
+        if name in seen:
+            raise ConfigError(f"models.{name}.from: forms a cycle")
+        seen.add(name)
+    return name
+
+
+def shares_weights(parent_of: dict[str, str | None], source: str, source_replica: int, target: str,
+                   target_replica: int) -> bool:
+    """True when source and target descend from the same trained network: the same replica of the
+    same lineage root (replica r of every model in a ``from:`` chain starts from replica r of its
+    parent). Such a source is the target itself, its ancestor, descendant or sibling — never an
+    independent black-box or transfer source in the studies' sense (their black-box source is a
+    separately initialised model)."""
+    return int(source_replica) == int(target_replica) and \
+        lineage_root(parent_of, source) == lineage_root(parent_of, target)
+
+
 def grid(cfg: dict) -> list[dict]:
     """Every evaluation cell: one adversarial set (dataset, source, replica, attack, eps) × one target."""
     models = expand_models(cfg)
@@ -176,6 +201,33 @@ def grid(cfg: dict) -> list[dict]:
                                                   eps=eps_label(e), target=tgt, target_replica=tr,
                                                   setting=setting_of(src, sr, tgt, tr)))
     return cells
+
+
+# ---- schema defaults (workflow/schemas/config.schema.yaml is their only home) -------------------
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_defaults(definition: str) -> dict:
+    """The ``default:`` of every property of ``$defs/<definition>`` (``model`` or ``train``).
+
+    Snakemake fills these into the config it passes to the stages; library callers that build a
+    model or training slice by hand get the same values from here.
+    """
+    props = _schema()["$defs"][definition]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def with_defaults(definition: str, values: dict | None) -> dict:
+    """``values`` over the schema defaults of ``$defs/<definition>``."""
+    return {**schema_defaults(definition), **(values or {})}
 
 
 # ---- config slices (what each stage depends on) -------------------------------------------------

@@ -29,7 +29,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.
 
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100")
-ARCHS = ("vgg5", "vgg9", "vgg11")
+ARCHS = ("vgg5", "vgg9", "vgg11", "vgg11_tv")
 MODEL_KINDS = ("ann", "convert", "snn")
 NEURONS = ("if", "lif")
 ENCODERS = ("poisson", "poisson_unsigned", "direct")
@@ -47,14 +47,17 @@ EVAL_KEYS = ("repeats", "batch_size", "eot_samples", "attack_batch_size", "grad_
 ATTACK_OPTION_KEYS = ("eot_samples", "attack_batch_size", "grad_mode")
 
 _COMMON_MODEL_KEYS = ("kind", "from", "replicas", "sweep")
-_NEURON_KEYS = ("T", "neuron", "leak", "encoder", "surrogate", "backend")
+_NEURON_KEYS = ("T", "neuron", "leak", "encoder", "surrogate", "backend", "detach_reset")
+_NET_KEYS = ("arch", "dropout", "conv_dropout", "input_norm", "train")
 MODEL_KEYS = {  # keys each kind reads (anything else would be silently ignored by the library)
-    "ann": _COMMON_MODEL_KEYS + ("arch", "dropout", "train"),
-    "convert": _COMMON_MODEL_KEYS + ("method", "scale") + _NEURON_KEYS,
-    "snn": _COMMON_MODEL_KEYS + ("arch", "dropout", "train") + _NEURON_KEYS,
+    "ann": _COMMON_MODEL_KEYS + _NET_KEYS,
+    "convert": _COMMON_MODEL_KEYS + ("method", "scale", "calib_T", "calib_augment") + _NEURON_KEYS,
+    "snn": _COMMON_MODEL_KEYS + _NET_KEYS + ("init_scale",) + _NEURON_KEYS,
 }
-TRAIN_KEYS = {"ann": ("epochs", "lr", "batch_size", "momentum", "weight_decay", "train_images"),  # SGD
-              "snn": ("epochs", "lr", "batch_size", "weight_decay", "train_images")}  # Adam
+_RECIPE_KEYS = ("augment", "lr_schedule", "lr_milestones", "lr_reduce")
+TRAIN_KEYS = {"ann": ("epochs", "lr", "batch_size", "momentum", "weight_decay", "train_images") + _RECIPE_KEYS,  # SGD
+              "snn": ("epochs", "lr", "batch_size", "weight_decay", "train_images", "amsgrad", "loss_T")
+              + _RECIPE_KEYS}  # Adam
 PARENT_KINDS = {"convert": ("ann",), "snn": ("ann", "convert", "snn")}
 
 # parameters each attack type accepts (mirrors spkrobust.attacks.ATTACK_DEFAULTS, which imports torch)

@@ -81,7 +81,7 @@ BAD = [
     ("neuron", ("models.snn_bp.neuron", "izhikevich"), "models.snn_bp.neuron: 'izhikevich' is not allowed; allowed: if, lif"),
     ("encoder", ("models.snn_bp.encoder", "rate"), "models.snn_bp.encoder: 'rate' is not allowed; allowed: poisson"),
     ("dataset", ("datasets", ["mnist"]), "datasets[0]: 'mnist' is not allowed; allowed: fashion_mnist, cifar10, cifar100"),
-    ("arch", ("models.ann.arch", "resnet18"), "models.ann.arch: 'resnet18' is not allowed; allowed: vgg5, vgg9, vgg11"),
+    ("arch", ("models.ann.arch", "resnet18"), "models.ann.arch: 'resnet18' is not allowed; allowed: vgg5, vgg9, vgg11, vgg11_tv"),
     ("kind", ("models.snn_bp.kind", "rnn"), "models.snn_bp.kind: 'rnn' is not allowed; allowed: ann, convert, snn"),
     ("method", ("models.snn_conv.method", "robust"), "models.snn_conv.method: 'robust' is not allowed; allowed: threshold, max, 99.9%"),
     ("surrogate", ("models.snn_bp.surrogate", "relu"), "models.snn_bp.surrogate: 'relu' is not allowed; allowed: linear, sigmoid, atan"),

@@ -58,7 +58,7 @@ def test_missing_cifar_names_the_files_and_where_to_put_them(tmp_path):
 
 # ---- models and neurons -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,c,size,classes", [("vgg5", 1, 28, 10), ("vgg9", 3, 32, 100), ("vgg11", 1, 28, 10)])
+@pytest.mark.parametrize("arch,c,size,classes", [("vgg5", 1, 28, 10), ("vgg9", 3, 32, 100), ("vgg11", 3, 32, 100), ("vgg11", 1, 28, 10), ("vgg11_tv", 1, 28, 10)])
 def test_vgg_ann_and_snn_share_weights_and_shapes(arch, c, size, classes):
     ann = build_model(default_meta("ann", arch, c, size, classes, [0.5] * c, [0.25] * c))
     snn = build_model(default_meta("snn", arch, c, size, classes, [0.5] * c, [0.25] * c, T=2, backend="torch"))
@@ -173,7 +173,7 @@ def test_conversion_keeps_accuracy(small_data, trained_ann_path, tmp_path, metho
 
     ann_acc = load_model(trained_ann_path).meta["clean_acc"]
     cfg = {"model": {"name": "snn_conv", "kind": "convert", "from": "ann", "method": method,
-                     "scale": 0.8 if method == "threshold" else 1.0, "T": 32, "neuron": "if",
+                     "scale": 0.8 if method == "threshold" else 1.0, "T": 32, "calib_T": 32, "neuron": "if",
                      "encoder": "direct"}, "replica": 1, "seed": 0, "device": "cpu"}
     m = run_convert(small_data, cfg, str(trained_ann_path), str(tmp_path / "snn.pt"), str(tmp_path / "m.json"))
     th = m["meta"]["thresholds"]
@@ -187,7 +187,7 @@ def test_spike_training_improves_a_short_converted_snn(small_data, trained_ann_p
     from spkrobust.convert import run_convert
     from spkrobust.train import accuracy, train_snn
 
-    conv = {"model": {"name": "c", "kind": "convert", "T": 4, "neuron": "if", "encoder": "direct", "scale": 0.7},
+    conv = {"model": {"name": "c", "kind": "convert", "T": 4, "calib_T": 4, "neuron": "if", "encoder": "direct"},
             "replica": 1, "seed": 0, "device": "cpu"}
     run_convert(small_data, conv, str(trained_ann_path), str(tmp_path / "c.pt"))
     cfg = {"model": {"name": "s", "kind": "snn", "from": "c", "T": 4, "neuron": "lif", "leak": 0.9,
