@@ -176,7 +176,9 @@ def shares_weights(parent_of: dict[str, str | None], source: str, source_replica
     same lineage root (replica r of every model in a ``from:`` chain starts from replica r of its
     parent). Such a source is the target itself, its ancestor, descendant or sibling — never an
     independent black-box or transfer source in the studies' sense (their black-box source is a
-    separately initialised model)."""
+    separately initialised model). Models of the same replica number also share their seed
+    (:func:`model_seed`), so two networks trained from scratch with the same architecture start from
+    the same weights: a strictly independent source has another replica number than the target."""
     return int(source_replica) == int(target_replica) and \
         lineage_root(parent_of, source) == lineage_root(parent_of, target)
 
