@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
+
 from spkrobust.config import expand_models, schema_defaults, shares_weights
 from spkrobust.encoding import Encoder
 from spkrobust.models import build_model, default_meta, save_model
@@ -75,7 +75,7 @@ def test_spike_trained_model_without_from_trains_from_scratch(small_data, tmp_pa
     # step schedule: milestones 60/80/90 % of 2 epochs = epoch 1: the LR divided once by lr_reduce
     assert m["history"][-1]["lr"] == pytest.approx(1e-3 / schema_defaults("train")["lr_reduce"])
     # the 2019 preset's spike-trained SNN has no parent, so it shares no weights with the ANN
-    study = yaml.safe_load(open(REPO / "workflow/presets/study2019.yaml"))
+    study = yaml.safe_load((REPO / "workflow/presets/study2019.yaml").read_text())
     assert expand_models(study)["snn_bp"]["from"] is None
 
 
@@ -98,14 +98,14 @@ def test_fine_tuning_starts_from_converted_thresholds_times_init_scale(small_dat
 
 
 def test_shares_weights_follows_the_replica_chain():
-    quick = expand_models(yaml.safe_load(open(REPO / "workflow/presets/quick.yaml")))
+    quick = expand_models(yaml.safe_load((REPO / "workflow/presets/quick.yaml").read_text()))
     parent_of = {n: s["from"] for n, s in quick.items()}
     assert shares_weights(parent_of, "ann", 1, "snn_bp", 1)  # the target's ancestor
     assert shares_weights(parent_of, "snn_leak-leak0.9", 1, "snn_bp", 1)  # a sibling (same ANN r1)
     assert shares_weights(parent_of, "snn_bp", 1, "snn_bp", 1)  # white-box
     assert not shares_weights(parent_of, "ann", 2, "snn_bp", 1)  # an independent ANN
     assert not shares_weights(parent_of, "snn_bp", 2, "snn_bp", 1)  # black-box
-    study = expand_models(yaml.safe_load(open(REPO / "workflow/presets/study2019.yaml")))
+    study = expand_models(yaml.safe_load((REPO / "workflow/presets/study2019.yaml").read_text()))
     assert not shares_weights({n: s["from"] for n, s in study.items()}, "ann", 1, "snn_bp", 1)
 
 
