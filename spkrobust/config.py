@@ -180,6 +180,31 @@ def setting_of(source: str, source_replica: int, target: str, target_replica: in
     return "transfer"
 
 
+def lineage_root(parent_of: dict[str, str | None], name: str) -> str:
+    """The network a model's weights descend from: follow ``from:`` (``parent_of``: name -> parent
+    name or None, e.g. ``{n: s["from"] for n, s in expand_models(cfg).items()}``) to its end."""
+    seen = {name}
+    while parent_of.get(name):
+        name = parent_of[name]
+        if name in seen:
+            raise ConfigError(f"models.{name}.from: forms a cycle")
+        seen.add(name)
+    return name
+
+
+def shares_weights(parent_of: dict[str, str | None], source: str, source_replica: int, target: str,
+                   target_replica: int) -> bool:
+    """True when source and target descend from the same trained network: the same replica of the
+    same lineage root (replica r of every model in a ``from:`` chain starts from replica r of its
+    parent). Such a source is the target itself, its ancestor, descendant or sibling — never an
+    independent black-box or transfer source in the studies' sense (their black-box source is a
+    separately initialised model). Models of the same replica number also share their seed
+    (:func:`model_seed`), so two networks trained from scratch with the same architecture start from
+    the same weights: a strictly independent source has another replica number than the target."""
+    return int(source_replica) == int(target_replica) and \
+        lineage_root(parent_of, source) == lineage_root(parent_of, target)
+
+
 def grid(cfg: dict) -> list[dict]:
     """Every evaluation cell: one adversarial set (dataset, source, replica, attack, eps) × one target."""
     models = expand_models(cfg)

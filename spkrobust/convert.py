@@ -1,9 +1,11 @@
 """ANN-to-SNN conversion onto :class:`spkrobust.models.SNN`.
 
-* ``threshold`` — the studies' threshold balancing: layer by layer, with the thresholds of the
-  layers before it already set, the largest input current a spiking layer receives over T steps
-  on the calibration images (with the SNN's own encoder, e.g. Poisson) becomes its threshold;
-  finally every threshold is multiplied by ``scale`` (≈0.7 in the studies).
+* ``threshold`` — the studies' threshold balancing (Rathi et al. ``snn.py:48-104``): layer by layer,
+  with the thresholds of the layers before it already set, the largest input current a spiking
+  layer receives over ``max(calib_T, T)`` steps on the calibration images (augmented as training
+  images when ``calib_augment``; with the SNN's own encoder, e.g. Poisson) becomes its threshold;
+  finally every threshold is multiplied by ``scale`` (1.0: the authors' converted SNN; their 0.7
+  is the start of spike-based training, applied by ``train`` as ``init_scale``).
 * ``max`` / ``99.9%`` — SpikingJelly's ``ann2snn.Converter`` (``mode='Max'`` / ``'99.9%'``). Its
   graph scales each IF layer's input by 1/s and output by s; that is mapped onto our SNN by weight
   normalisation (``W_l ← W_l · s_{l-1} / s_l``, thresholds 1), which leaves the spike trains
@@ -18,7 +20,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from spkrobust.data import Prepared, load_prepared, to_float
+from spkrobust.data import Prepared, augment, load_prepared, to_float
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_write_json, package_versions
 from spkrobust.models import SNN, build_model, load_model, save_model
@@ -35,8 +37,20 @@ def _weight_layers(model: nn.Module) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, scale: float = 1.0) -> list[float]:
-    """Set the SNN's thresholds by threshold balancing on ``calib_x`` (float pixels) and return them."""
+def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, scale: float = 1.0,
+                      steps: int | None = None) -> list[float]:
+    """Set the SNN's thresholds by threshold balancing on ``calib_x`` (float pixels) over ``steps``
+    time steps (None: the SNN's T) and return them."""
+    T = snn.T
+    if steps is not None:
+        snn.T = snn.encoder.T = int(steps)
+    try:
+        return _balance(snn, calib_x, batch_size, scale)
+    finally:
+        snn.T = snn.encoder.T = T
+
+
+def _balance(snn: SNN, calib_x: torch.Tensor, batch_size: int, scale: float) -> list[float]:
     snn.eval()
     idx = [i for i, m in enumerate(snn.layers) if isinstance(m, SpikingLayer)]
     thresholds = list(snn.meta["thresholds"])
@@ -77,17 +91,20 @@ def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch
     method = spec.get("method", default("method"))
     if method not in METHODS:
         raise UserError(f"unknown conversion method {method!r}; allowed: {', '.join(METHODS)}")
-    scale = float(spec.get("scale", 0.7 if method == "threshold" else 1.0))
+    scale = float(spec.get("scale", default("scale")))
     meta = snn_meta_from({"neuron": default("neuron", kind="convert"), **spec}, ann.meta)
     meta["thresholds"] = None
     snn = build_model(meta, device=device)
     sd = {k: v for k, v in ann.state_dict().items() if k not in ("mean", "std")}
     snn.load_state_dict(sd, strict=False)
     snn = snn.to(device)
-    calib = to_float(data.calib_x()).to(device)
     seed_everything(seed)
+    calib = to_float(data.calib_x())
+    if spec.get("calib_augment", default("calib_augment")):
+        calib = augment(calib, data.dataset)
+    calib = calib.to(device)
     if method == "threshold":
-        threshold_balance(snn, calib, scale=scale)
+        threshold_balance(snn, calib, scale=scale, steps=max(int(spec.get("calib_T", default("calib_T"))), snn.T))
     else:
         scales = spikingjelly_scales(ann.to(device), calib, method)
         layers = _weight_layers(snn)

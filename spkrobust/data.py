@@ -227,6 +227,25 @@ def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().div_(255.0)
 
 
+# training augmentation as Rathi et al. (RandomCrop(32, padding=4) + RandomHorizontalFlip on CIFAR);
+# Fashion-MNIST is cropped only (a flipped garment is still a plausible garment, but flips are not
+# what a Fashion-MNIST reference used)
+CROP_PADDING = 4
+FLIP_DATASETS = ("cifar10", "cifar100")
+
+
+def augment(x: torch.Tensor, dataset: str) -> torch.Tensor:
+    """Random crop (zero padding ``CROP_PADDING``) of each float image, plus a random horizontal flip
+    on CIFAR; draws from torch's global RNG (seeded per epoch by training)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomCrop(x.shape[-1], padding=CROP_PADDING)]
+    if dataset in FLIP_DATASETS:
+        steps.append(v2.RandomHorizontalFlip())
+    tf = v2.Compose(steps)
+    return torch.stack([tf(img) for img in x])
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,
             generator: torch.Generator | None = None):
     """Yield ``(x_float, y)`` mini-batches from uint8 tensors (no DataLoader worker processes)."""

@@ -1,7 +1,9 @@
 """Input encoders for SNNs: ``[B, C, H, W]`` pixels in [0, 1] → ``[T, B, C, H, W]``.
 
 * ``poisson`` — the studies' signed Poisson code on the normalised input: at each step a spike of
-  sign(x̂) with probability min(|x̂|, 1), where x̂ = (x - mean) / std;
+  sign(x̂) with probability min(|x̂|, 1), where x̂ = (x - mean) / std. With the default
+  ``input_norm: half`` (mean = std = 0.5, as all the studies' code) x̂ = 2x - 1 lies in [-1, 1]: no
+  probability is clipped and E[spike] = x̂ exactly; dataset statistics run to about ±2 and saturate;
 * ``poisson_unsigned`` — spikes with probability x on the raw [0, 1] pixels (SpikingJelly's
   ``PoissonEncoder``, which has no gradient of its own);
 * ``direct`` — the normalised analog image at every step.

@@ -4,10 +4,10 @@ The studies' neuron with soft reset, on ``[T, B, ...]`` inputs::
 
     h[t] = decay * v[t-1] + x[t]        (IF: decay = 1, ``v + x``)
     s[t] = heaviside(h[t] - θ)          (spike when h[t] >= θ)
-    v[t] = h[t] - θ * s[t]              (soft reset, gradient through the reset)
+    v[t] = h[t] - θ * s[t]              (soft reset; with ``detach_reset`` no gradient through s here)
 
 It reproduces ``neuron.LIFNode(tau=1/(1-leak), decay_input=False, v_reset=None,
-detach_reset=False, step_mode='m', backend='torch')`` (``neuron.IFNode(v_reset=None)`` for
+detach_reset=D, step_mode='m', backend='torch')`` (``neuron.IFNode(v_reset=None)`` for
 leak = 1) in training mode: forward spikes bit for bit (the same float32 operations in the same
 order: ``v * (1. - 1./tau) + x``, ``v - spike * θ``), input gradients up to float rounding.
 
@@ -17,8 +17,9 @@ Why it is faster than SpikingJelly's torch backend:
   the outputs are preallocated ``[T, ...]`` tensors written with ``out=``/in-place ops), and stores
   only the charged potential ``h`` (one ``[T, ...]`` tensor) for backward;
 * the backward pass is one reverse loop with a single fused op per step: with
-  ``g[t] = dL/ds[t] * sg'(h[t]-θ)`` and ``c[t] = decay * (1 - θ sg'(h[t]-θ))``, both computed for
-  all t at once (vectorised over ``[T, ...]``), ``dL/dx[t] = g[t] + c[t] * dL/dx[t+1]``;
+  ``g[t] = dL/ds[t] * sg'(h[t]-θ)`` and ``c[t] = decay * (1 - θ sg'(h[t]-θ))`` (``c[t] = decay``
+  with a detached reset), both computed for all t at once (vectorised over ``[T, ...]``),
+  ``dL/dx[t] = g[t] + c[t] * dL/dx[t+1]``;
 * under ``torch.no_grad`` nothing is stored;
 * on CPU float32 both loops are one compiled C pass each (``fused_kernel.c``; built on first use with
   the system C compiler, cached, called via ctypes on ``torch.get_num_threads()`` threads): the
@@ -29,7 +30,8 @@ Why it is faster than SpikingJelly's torch backend:
   ``[T*B, ...]`` block out as fresh, page-faulting ``mmap`` memory.
 
 The backward formula (``dL/dh[t] = dL/ds[t]·sg' + dL/dv[t]·(1 - θ·sg')``, ``dL/dx[t] = dL/dh[t]``,
-``dL/dv[t-1] = decay·dL/dh[t]``) is that of SpikingJelly's graph with ``detach_reset=False``.
+``dL/dv[t-1] = decay·dL/dh[t]``) is that of SpikingJelly's graph with ``detach_reset=False``; with
+``detach_reset=True`` the factor ``(1 - θ·sg')`` is 1 (the reset is a constant, as Rathi et al.'s).
 ``sg'`` is ``surrogate_function.derivative(x)``: every surrogate in :mod:`spkrobust.neurons`
 declares its derivative and the kernel formula for it (``native_kind``); the studies'
 piecewise-linear surrogate also has an in-place fast path in the torch loops.
@@ -131,7 +133,7 @@ def _load_native():
         i64, f32, ci, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
         lib.fused_forward.argtypes = [vp, vp, vp, i64, i64, i64, i64, f32, f32]
         lib.fused_forward.restype = None
-        lib.fused_backward.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, f32, f32, ci, f32, f32]
+        lib.fused_backward.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, f32, f32, ci, f32, f32, ci]
         lib.fused_backward.restype = None
         _native = lib
     except Exception as e:  # noqa: BLE001 - any failure means: use the torch loops
@@ -191,7 +193,7 @@ def _native_kind(sg):
     return tuple(kind) if kind is not None else (0, 0.0, 1.0)
 
 
-def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, decay: float, sg):
+def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, decay: float, sg, detach: bool):
     lib = _load_native()
     T, N = h.shape[0], h[0].numel()
     kind, a, w = _native_kind(sg)
@@ -199,7 +201,8 @@ def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, de
     grad_x = torch.empty_like(h)
     hp, gp, xp = h.data_ptr(), grad_s.data_ptr(), grad_x.data_ptr()
     dp = sgd.data_ptr() if sgd is not None else None
-    _parallel(lambda i0, i1: lib.fused_backward(hp, gp, dp, xp, T, N, i0, i1, threshold, decay, kind, a, w), N)
+    _parallel(lambda i0, i1: lib.fused_backward(hp, gp, dp, xp, T, N, i0, i1, threshold, decay, kind, a, w,
+                                                int(detach)), N)
     return grad_x
 
 
@@ -285,12 +288,12 @@ class _FusedFn(torch.autograd.Function):
     """spikes = FusedLIF(x); backward by the reverse loop (first-order only)."""
 
     @staticmethod
-    def forward(ctx, x, threshold, decay, sg):
+    def forward(ctx, x, threshold, decay, sg, detach_reset):
         needs = ctx.needs_input_grad[0]
         spikes, h = _forward_loop(x.contiguous(), threshold, decay, store_h=needs)
         if needs:
             ctx.save_for_backward(h)
-            ctx.threshold, ctx.decay, ctx.sg = threshold, decay, sg
+            ctx.threshold, ctx.decay, ctx.sg, ctx.detach = threshold, decay, sg, bool(detach_reset)
         return spikes
 
     @staticmethod
@@ -300,11 +303,14 @@ class _FusedFn(torch.autograd.Function):
         th, decay = ctx.threshold, ctx.decay
         grad_s = grad_s.contiguous()
         if _use_native(h, grad_s):
-            return _native_backward(h, grad_s, th, decay, ctx.sg), None, None, None
+            return _native_backward(h, grad_s, th, decay, ctx.sg, ctx.detach), None, None, None, None
         T = h.shape[0]
         sgd = _surrogate_derivative(ctx.sg, h - th)  # [T, ...] sg'(h - θ)
         grad_x = grad_s * sgd  # g[t]
-        if T > 1:
+        if T > 1 and ctx.detach:  # c[t] = decay: the reset is a constant
+            for t in range(T - 2, -1, -1):
+                grad_x[t].add_(grad_x[t + 1], alpha=decay)
+        elif T > 1:
             # c[t] = decay * (1 - θ sg'[t]); only t < T-1 is needed
             c = sgd[:-1]
             c.mul_(-th).add_(1.0)
@@ -312,7 +318,7 @@ class _FusedFn(torch.autograd.Function):
                 c.mul_(decay)
             for t in range(T - 2, -1, -1):
                 grad_x[t].addcmul_(grad_x[t + 1], c[t])
-        return grad_x, None, None, None
+        return grad_x, None, None, None, None
 
 
 class FusedNode(base.MemoryModule):
@@ -322,8 +328,9 @@ class FusedNode(base.MemoryModule):
     it always uses the surrogate gradient (there is no eval-mode hard step).
     """
 
-    def __init__(self, v_threshold: float, leak: float, surrogate_function):
+    def __init__(self, v_threshold: float, leak: float, surrogate_function, detach_reset: bool = False):
         super().__init__()
+        self.detach_reset = bool(detach_reset)  # default False as SpikingJelly's nodes
         self.step_mode = "m"
         if not 0.0 < float(leak) <= 1.0:
             raise ValueError(f"leak must be in (0, 1], got {leak}")
@@ -340,9 +347,9 @@ class FusedNode(base.MemoryModule):
         if x_seq.dim() < 2:
             raise ValueError(f"FusedNode expects [T, B, ...], got shape {tuple(x_seq.shape)}")
         if torch.is_grad_enabled() and x_seq.requires_grad:
-            return _FusedFn.apply(x_seq, self.v_threshold, self.decay, self.surrogate_function)
+            return _FusedFn.apply(x_seq, self.v_threshold, self.decay, self.surrogate_function, self.detach_reset)
         with torch.no_grad():
             return _forward_loop(x_seq.contiguous(), self.v_threshold, self.decay, store_h=False)[0]
 
     def extra_repr(self):
-        return f"v_threshold={self.v_threshold}, leak={self.leak}, step_mode=m"
+        return f"v_threshold={self.v_threshold}, leak={self.leak}, detach_reset={self.detach_reset}, step_mode=m"

@@ -71,10 +71,11 @@ static inline void surrogate_block(const float *restrict ht, const float *restri
 }
 
 /* Reverse loop over neurons [i0, i1): d = sg'(h[t]-th); g = gs[t]*d + gv*(1 - th*d); gx[t] = g;
-   gv = g*decay  (SpikingJelly's graph with detach_reset=False). */
+   gv = g*decay  (SpikingJelly's graph with detach_reset=False); with `detach` (the reset carries no
+   gradient, detach_reset=True) g = gs[t]*d + gv. */
 void fused_backward(const float *restrict h, const float *restrict gs, const float *restrict sgd,
                     float *restrict gx, int64_t T, int64_t N, int64_t i0, int64_t i1, float th, float decay,
-                    int kind, float a, float w) {
+                    int kind, float a, float w, int detach) {
     float gv[BLK], d[BLK];
     for (int64_t b0 = i0; b0 < i1; b0 += BLK) {
         const int64_t n = i1 - b0 < BLK ? i1 - b0 : BLK;
@@ -84,10 +85,18 @@ void fused_backward(const float *restrict h, const float *restrict gs, const flo
             surrogate_block(h + o, kind == 0 ? sgd + o : 0, d, n, th, kind, a, w);
             const float *restrict gst = gs + o;
             float *restrict gxt = gx + o;
-            for (int64_t j = 0; j < n; j++) {
-                float g = gst[j] * d[j] + gv[j] * (1.0f - th * d[j]);
-                gxt[j] = g;
-                gv[j] = g * decay;
+            if (detach) {
+                for (int64_t j = 0; j < n; j++) {
+                    float g = gst[j] * d[j] + gv[j];
+                    gxt[j] = g;
+                    gv[j] = g * decay;
+                }
+            } else {
+                for (int64_t j = 0; j < n; j++) {
+                    float g = gst[j] * d[j] + gv[j] * (1.0f - th * d[j]);
+                    gxt[j] = g;
+                    gv[j] = g * decay;
+                }
             }
         }
     }

@@ -1,6 +1,8 @@
 """VGG5/9/11 as in the studies, as ANN (``nn.ReLU``) and SNN (SpikingJelly multistep neurons).
 
-Both share one layer list (bias-free convolutions, average pooling, dropout in the classifier), so
+Both share one layer list (bias-free convolutions, average pooling, dropout ``conv_dropout`` after
+every convolution that no pool follows and ``dropout`` in the classifier, as in Rathi et al.'s
+``vgg_spiking.py``; an SNN draws each dropout mask once per forward pass, fixed over T), so
 an ANN's ``state_dict`` loads into the SNN built from the same metadata. Inputs are pixels in
 [0, 1]; normalisation is the model's first step (ANN) or part of its encoder (SNN), so attacks and
 epsilons live in pixel space.
@@ -25,22 +27,29 @@ from spkrobust.schema import default
 from spkrobust.vocab import ENCODERS, NEURONS, SNN_KEYS, SURROGATES
 
 FORMAT = "spkrobust-model-1"
-# conv widths ('A' = 2x2 average pooling) and classifier hidden widths
+# conv widths ('A' = 2x2 average pooling) and classifier hidden widths (see docs/fidelity.md):
+# vgg5  — Sharmin et al.'s VGG5 (nn_models.py): 64-A-128-128-A, 1024, 1024;
+# vgg9  — the 2019-era VGG9 of Lee et al. (cifar10_VGG9.py): 7 convolutions + 4096->1024->classes,
+#         9 weight layers;
+# vgg11 — Rathi et al.'s CIFAR-100 VGG11 (vgg_spiking.py): 9 convolutions + 8192->1024->1024->classes;
+# vgg11_tv — the torchvision-like VGG11 layout this project used before (5 pools, 4096-wide).
 ARCHS: dict[str, tuple[list, list[int]]] = {
     "vgg5": ([64, "A", 128, 128, "A"], [1024, 1024]),
-    "vgg9": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A"], [1024, 1024]),
-    "vgg11": ([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A"], [4096, 4096]),
+    "vgg9": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A"], [1024]),
+    "vgg11": ([64, "A", 128, 256, 256, "A", 512, 512, 512, "A", 512, 512], [1024, 1024]),
+    "vgg11_tv": ([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A"], [4096, 4096]),
 }
 
 
 def _layer_plan(arch: str, in_channels: int, image_size: int, num_classes: int):
-    """[(kind, args)] with kind in conv|pool|flatten|linear|act|dropout; pools that would shrink the
-    map below 1x1 are skipped (e.g. VGG11 on 28x28)."""
+    """[(kind, args)] with kind in conv|pool|flatten|linear|act|dropout|conv_dropout; pools that would
+    shrink the map below 1x1 are skipped (e.g. vgg11_tv on 28x28). A convolution not followed by a
+    pool in the layer list gets a ``conv_dropout`` after its activation (Rathi et al.'s placement)."""
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
     convs, fcs = ARCHS[arch]
     plan, c, s = [], in_channels, image_size
-    for v in convs:
+    for i, v in enumerate(convs):
         if v == "A":
             if s >= 2:
                 plan.append(("pool", None))
@@ -48,6 +57,8 @@ def _layer_plan(arch: str, in_channels: int, image_size: int, num_classes: int):
         else:
             plan.append(("conv", (c, v)))
             plan.append(("act", None))
+            if i + 1 == len(convs) or convs[i + 1] != "A":
+                plan.append(("conv_dropout", None))
             c = v
     plan.append(("flatten", None))
     f = c * s * s
@@ -60,7 +71,7 @@ def _layer_plan(arch: str, in_channels: int, image_size: int, num_classes: int):
     return plan
 
 
-def _weight_modules(plan, act_factory, dropout: float, seq_dropout: bool):
+def _weight_modules(plan, act_factory, dropout: float, conv_dropout: float, seq_dropout: bool):
     from spikingjelly.activation_based import layer as sj_layer
 
     mods = []
@@ -75,18 +86,22 @@ def _weight_modules(plan, act_factory, dropout: float, seq_dropout: bool):
             mods.append(nn.Linear(a[0], a[1], bias=False))
         elif kind == "act":
             mods.append(act_factory())
-        elif kind == "dropout":
-            mods.append(sj_layer.Dropout(dropout, step_mode="m") if seq_dropout else nn.Dropout(dropout))
+        elif kind in ("dropout", "conv_dropout"):
+            p = dropout if kind == "dropout" else conv_dropout
+            mods.append(sj_layer.Dropout(p, step_mode="m") if seq_dropout else nn.Dropout(p))
     return nn.ModuleList(mods)
 
 
 def default_meta(kind: str, arch: str, in_channels: int, image_size: int, num_classes: int,
-                 mean: list[float], std: list[float], dropout: float | None = None, **snn) -> dict:
-    """A model's meta; what ``snn`` and ``dropout`` leave out takes the config schema's default."""
+                 mean: list[float], std: list[float], dropout: float | None = None,
+                 conv_dropout: float | None = None, **snn) -> dict:
+    """A model's meta; what ``snn``, ``dropout`` and ``conv_dropout`` leave out takes the config
+    schema's default."""
     dropout = default("dropout") if dropout is None else dropout
+    conv_dropout = default("conv_dropout") if conv_dropout is None else conv_dropout
     meta = {"kind": kind, "arch": arch, "in_channels": int(in_channels), "image_size": int(image_size),
             "num_classes": int(num_classes), "mean": list(map(float, mean)), "std": list(map(float, std)),
-            "dropout": float(dropout)}
+            "dropout": float(dropout), "conv_dropout": float(conv_dropout)}
     if kind == "snn":
         meta.update({k: default(k) for k in SNN_KEYS})
         meta["thresholds"] = None
@@ -103,7 +118,8 @@ class ANN(nn.Module):
         self.plan = _layer_plan(meta["arch"], meta["in_channels"], meta["image_size"], meta["num_classes"])
         self.register_buffer("mean", torch.tensor(meta["mean"], dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(meta["std"], dtype=torch.float32).view(1, -1, 1, 1))
-        self.layers = _weight_modules(self.plan, nn.ReLU, meta["dropout"], seq_dropout=False)
+        self.layers = _weight_modules(self.plan, nn.ReLU, meta["dropout"], meta.get("conv_dropout", 0.0),
+                                      seq_dropout=False)
 
     stochastic = False
 
@@ -148,9 +164,12 @@ class SNN(nn.Module):
         self.backend = resolve_backend(meta.get("backend", "auto"), device)
         it = iter(self.meta["thresholds"])
         self.encoder = Encoder(meta["encoder"], self.T, meta["mean"], meta["std"])
+        # checkpoints written before conv_dropout / detach_reset existed had neither
+        self.detach_reset = bool(meta.get("detach_reset", False))
         self.layers = _weight_modules(
-            self.plan, lambda: SpikingLayer(meta["neuron"], float(meta["leak"]), next(it), meta["surrogate"], self.backend),
-            meta["dropout"], seq_dropout=True)
+            self.plan, lambda: SpikingLayer(meta["neuron"], float(meta["leak"]), next(it), meta["surrogate"],
+                                            self.backend, detach_reset=self.detach_reset),
+            meta["dropout"], meta.get("conv_dropout", 0.0), seq_dropout=True)
 
     @property
     def stochastic(self) -> bool:
@@ -172,7 +191,8 @@ class SNN(nn.Module):
         it = iter(self.meta["thresholds"])
         for i, m in enumerate(self.layers):
             if isinstance(m, SpikingLayer):
-                self.layers[i] = SpikingLayer(m.neuron_type, m.leak, next(it), m.surrogate_name, m.backend)
+                self.layers[i] = SpikingLayer(m.neuron_type, m.leak, next(it), m.surrogate_name, m.backend,
+                                              detach_reset=m.detach_reset)
                 self.layers[i].grad_mode = m.grad_mode
         return self
 

@@ -2,7 +2,8 @@
 
 The studies' neuron: ``v[t] = leak * v[t-1] + x[t]``, spike when ``v >= threshold``, soft reset
 (subtract the threshold). On SpikingJelly this is ``LIFNode(tau=1/(1-leak), decay_input=False,
-v_reset=None)`` and ``IFNode(v_reset=None)`` for leak = 1.
+v_reset=None)`` and ``IFNode(v_reset=None)`` for leak = 1. ``detach_reset=True`` (the config
+default, as Rathi et al.'s constant ``rst``) gives the reset no gradient, in training and attacks.
 
 Two SpikingJelly behaviours are handled here:
 
@@ -161,30 +162,34 @@ def _fused_available() -> bool:
     return True
 
 
-def make_node(neuron_type: str, leak: float, threshold: float, surrogate_name: str, backend: str) -> nn.Module:
+def make_node(neuron_type: str, leak: float, threshold: float, surrogate_name: str, backend: str,
+              detach_reset: bool = False) -> nn.Module:
     """A multistep SpikingJelly IF/LIF node with the studies' soft reset (or the fused equivalent)."""
     sg = make_surrogate(surrogate_name, threshold)
     if backend == "fused":
         from spkrobust.fused import FusedNode
 
-        return FusedNode(v_threshold=threshold, leak=1.0 if neuron_type == "if" else leak, surrogate_function=sg)
+        return FusedNode(v_threshold=threshold, leak=1.0 if neuron_type == "if" else leak, surrogate_function=sg,
+                         detach_reset=detach_reset)
     sj_backend = "cupy" if backend == "cupy" else "torch"
     if neuron_type == "if" or leak == 1.0:
         return neuron.IFNode(v_threshold=float(threshold), v_reset=None, surrogate_function=sg,
-                             step_mode="m", backend=sj_backend)
+                             detach_reset=bool(detach_reset), step_mode="m", backend=sj_backend)
     return neuron.LIFNode(tau=1.0 / (1.0 - leak), decay_input=False, v_threshold=float(threshold), v_reset=None,
-                          surrogate_function=sg, step_mode="m", backend=sj_backend)
+                          surrogate_function=sg, detach_reset=bool(detach_reset), step_mode="m", backend=sj_backend)
 
 
 class SpikingLayer(nn.Module):
     """A multistep neuron layer ``[T, B, ...] -> [T, B, ...]`` that always gives input gradients."""
 
-    def __init__(self, neuron_type: str, leak: float, threshold: float, surrogate_name: str, backend: str):
+    def __init__(self, neuron_type: str, leak: float, threshold: float, surrogate_name: str, backend: str,
+                 detach_reset: bool = False):  # False: SpikingJelly's own default; models pass the config's
         super().__init__()
         self.neuron_type, self.leak, self.surrogate_name, self.backend = neuron_type, float(leak), surrogate_name, backend
         self.threshold = float(threshold)
+        self.detach_reset = bool(detach_reset)
         self.grad_mode = "bptt"
-        self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend)
+        self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend, self.detach_reset)
         self.node.train(True)
 
     def train(self, mode: bool = True):
@@ -207,4 +212,5 @@ class SpikingLayer(nn.Module):
 
     def extra_repr(self):
         return (f"neuron={self.neuron_type}, leak={self.leak}, threshold={self.threshold:.4g}, "
-                f"surrogate={self.surrogate_name}, backend={self.backend}, grad_mode={self.grad_mode}")
+                f"surrogate={self.surrogate_name}, backend={self.backend}, detach_reset={self.detach_reset}, "
+                f"grad_mode={self.grad_mode}")

@@ -176,7 +176,8 @@ def defaults(definition: str) -> dict:
     """``{key: default}`` of the properties of ``$defs/<definition>`` (e.g. ``ann_train``)."""
     schema = load_schema()
     props = _resolve(schema, schema["$defs"][definition]).get("properties", {})
-    return {k: copy.deepcopy(sub["default"]) for k, sub in props.items() if "default" in _resolve(schema, sub)}
+    resolved = {k: _resolve(schema, sub) for k, sub in props.items()}
+    return {k: copy.deepcopy(sub["default"]) for k, sub in resolved.items() if "default" in sub}
 
 
 def check_value(value: Any, definition: str, where: str) -> None:

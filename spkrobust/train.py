@@ -1,5 +1,9 @@
-"""Training: the ANN (SGD + cosine schedule) and spike-based SNN training (BPTT through the surrogate,
-Adam), initialised from a converted SNN or from scratch.
+"""Training: the ANN (SGD) and spike-based SNN training (BPTT through the surrogate, Adam with
+AMSGrad), initialised from a converted SNN (its thresholds times ``init_scale``) or from scratch.
+
+The recipe follows Rathi et al. (docs/fidelity.md), each part a config setting whose default lives in
+the schema: augmentation (random crop; flip on CIFAR), weight decay 5e-4, step learning rate (divided
+by ``lr_reduce`` at 60/80/90 % of the epochs), and for SNNs the loss on the output summed over T.
 
 Runs are seeded and resumable: a checkpoint is written atomically after every epoch to
 ``<out dir>/ckpt/last.pt``; rerunning the same command continues after the last finished epoch
@@ -21,15 +25,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from spkrobust.data import Prepared, batches, load_prepared
+from spkrobust.data import Prepared, augment, batches, load_prepared
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
 from spkrobust.models import build_model, default_meta, load_model, save_model
 from spkrobust.stage import read_cfg, resolve_device
 from spkrobust.schema import default, defaults
-from spkrobust.vocab import METRICS_FORMAT, SNN_KEYS
+from spkrobust.vocab import INPUT_NORMS, METRICS_FORMAT, SNN_KEYS
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
+
+
+def input_stats(data: Prepared, input_norm: str) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) of the input normalisation: ``half`` = (0.5, 0.5), i.e. x̂ = 2x - 1 in
+    [-1, 1] (the studies'); ``dataset`` = the training set's statistics."""
+    if input_norm == "half":
+        c = data.shape[0]
+        return [0.5] * c, [0.5] * c
+    if input_norm == "dataset":
+        return list(data.mean), list(data.std)
+    raise UserError(f"unknown input_norm {input_norm!r}; allowed: {', '.join(INPUT_NORMS)}")
 
 
 def seed_everything(seed: int) -> None:
@@ -61,7 +76,13 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
         keep = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(int(seed)))[: int(hp["train_images"])]
         train_x, train_y = train_x[keep], train_y[keep]
     steps_per_epoch = math.ceil(len(train_x) / bs)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    per_epoch = hp["lr_schedule"] == "step"
+    if per_epoch:  # divide by lr_reduce from the epochs at the milestones (each epoch once, as Rathi et al.)
+        milestones = sorted({int(f * epochs) for f in hp["lr_milestones"]} - {0})
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=1.0 / float(hp["lr_reduce"]))
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    scale_out = float(getattr(model, "T", 1)) if hp.get("loss_T") == "sum" and model.meta["kind"] == "snn" else 1.0
     start, history = 0, []
     if ckpt.exists():
         state = safe_load(ckpt, what="training checkpoint")
@@ -81,18 +102,23 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
         tot, n, correct = 0.0, 0, 0
         for xb, yb in tqdm(batches(train_x, train_y, bs, shuffle=True, generator=gen),
                            total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{epochs}", mininterval=10):
+            if hp["augment"]:
+                xb = augment(xb, data.dataset)
             xb, yb = xb.to(device), yb.to(device)
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            out = model(xb)  # an SNN's output is its mean over T; loss_T: sum -> times T
+            loss = F.cross_entropy(out * scale_out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if not per_epoch:
+                sched.step()
             tot += loss.item() * len(yb)
             n += len(yb)
             correct += (out.argmax(1) == yb).sum().item()
+        if per_epoch:
+            sched.step()
         history.append({"epoch": epoch + 1, "loss": tot / max(1, n), "train_acc": correct / max(1, n),
-                        "seconds": time.time() - t0})
+                        "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
         print(f"{desc}: epoch {epoch + 1}/{epochs} loss={history[-1]['loss']:.4f} "
               f"train_acc={history[-1]['train_acc']:.4f} ({history[-1]['seconds']:.0f}s)", flush=True)
         atomic_save({"cfg_hash": cfg_hash, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
@@ -135,17 +161,24 @@ def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
     hp = {**defaults("ann_train"), **(spec.get("train") or {})}
     device = resolve_device(cfg["device"])
     seed_everything(seed)
-    c, h, _ = data.shape
-    model = build_model(default_meta("ann", spec.get("arch", default("arch")), c, h, data.num_classes, data.mean,
-                                     data.std, dropout=spec.get("dropout"))).to(device)
+    model = build_model(_scratch_meta("ann", spec, data)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
                           weight_decay=float(hp["weight_decay"]))
     return _train_and_save(model, opt, data, cfg, hp, "ann", t0, device, out, metrics_out)
 
 
+def _scratch_meta(kind: str, spec: dict, data: Prepared) -> dict:
+    """Metadata of a network trained from random initialisation (``spec`` schema-filled)."""
+    c, h, _ = data.shape
+    mean, std = input_stats(data, spec.get("input_norm", default("input_norm")))
+    return default_meta(kind, spec.get("arch", default("arch")), c, h, data.num_classes, mean, std,
+                        dropout=spec.get("dropout"), conv_dropout=spec.get("conv_dropout"))
+
+
 def snn_meta_from(spec: dict, base_meta: dict) -> dict:
     """SNN metadata for ``spec``: start from ``base_meta`` (ANN or SNN) and apply the spec's neuron settings."""
     meta = {k: base_meta[k] for k in ("arch", "in_channels", "image_size", "num_classes", "mean", "std", "dropout")}
+    meta["conv_dropout"] = base_meta.get("conv_dropout", 0.0)  # checkpoints from before conv dropout: none
     keep = base_meta if base_meta.get("kind") == "snn" else {}
     snn = {k: spec.get(k, keep.get(k, default(k))) for k in SNN_KEYS}
     snn["thresholds"] = keep.get("thresholds")
@@ -154,7 +187,8 @@ def snn_meta_from(spec: dict, base_meta: dict) -> dict:
 
 def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None,
               init: str | Path | None = None) -> dict:
-    """Spike-based training (BPTT through the surrogate, Adam) from ``init`` (a converted SNN) or scratch."""
+    """Spike-based training (BPTT through the surrogate, Adam) from ``init`` (a converted SNN, whose
+    thresholds are multiplied by ``init_scale``) or, without ``init``, from random initialisation."""
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
     hp = {**defaults("snn_train"), **(spec.get("train") or {})}
@@ -165,17 +199,18 @@ def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
         meta = snn_meta_from(spec, parent.meta)
         if parent.meta["kind"] == "ann":  # from an ANN directly: weights only, thresholds 1
             meta["thresholds"] = None
+        elif parent.meta.get("config_kind") == "convert":  # hybrid training starts at scaled thresholds
+            meta["thresholds"] = [t * float(spec.get("init_scale", default("init_scale"))) for t in meta["thresholds"]]
         model = build_model(meta, device=device)
         missing = model.load_state_dict(parent.state_dict(), strict=False)
         if any(not k.startswith("encoder.") and k not in ("mean", "std") for k in missing.missing_keys):
             raise UserError(f"{init}: weights do not match {meta['arch']}: missing {missing.missing_keys[:3]}")
     else:
-        c, h, _ = data.shape
-        meta = snn_meta_from(spec, default_meta("ann", spec.get("arch", default("arch")), c, h, data.num_classes,
-                                                data.mean, data.std, dropout=spec.get("dropout")))
+        meta = snn_meta_from(spec, _scratch_meta("ann", spec, data))
         model = build_model(meta, device=device)
     model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]),
+                           amsgrad=bool(hp["amsgrad"]))
     return _train_and_save(model, opt, data, cfg, hp, "snn", t0, device, out, metrics_out,
                            {"init": str(init) if init else None})
 

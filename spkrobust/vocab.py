@@ -10,7 +10,7 @@ from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100")
-ARCHS = ("vgg5", "vgg9", "vgg11")
+ARCHS = ("vgg5", "vgg9", "vgg11", "vgg11_tv")
 MODEL_KINDS = ("ann", "convert", "snn")  # config kinds
 SNN_KINDS = ("convert", "snn")
 META_KINDS = ("ann", "snn")  # a saved model's meta.kind
@@ -18,11 +18,14 @@ NEURONS = ("if", "lif")
 ENCODERS = ("poisson", "poisson_unsigned", "direct")
 SURROGATES = ("linear", "sigmoid", "atan")
 BACKENDS = ("auto", "torch", "cupy", "fused")
-METHODS = ("threshold", "max", "99.9%")  # conversion: threshold balancing, SpikingJelly Max / 99.9%
+METHODS = ("threshold", "max", "99.9%")
+INPUT_NORMS = ("half", "dataset")  # x̂ = 2x - 1 (the studies') | the training set's mean/std
+LR_SCHEDULES = ("step", "cosine")
+TRAIN_LOSSES_T = ("sum", "mean")  # spike-based training loss on the output summed / averaged over T  # conversion: threshold balancing, SpikingJelly Max / 99.9%
 GRAD_MODES = ("bptt", "rate")
 SETTINGS = ("white-box", "black-box", "transfer")
 # the neuron settings an SNN's meta carries (defaults: the schema's, else inherited from `from:`)
-SNN_KEYS = ("neuron", "leak", "T", "encoder", "surrogate", "backend")
+SNN_KEYS = ("neuron", "leak", "T", "encoder", "surrogate", "backend", "detach_reset")
 # model keys a sweep may vary (per kind: those the kind has)
 SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
 # a model kind -> the kinds its `from:` may name

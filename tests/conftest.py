@@ -39,8 +39,10 @@ def small_data(small_data_path):
 
 
 def ann_cfg(name="ann", epochs=2, seed=0, replica=1, **train):
-    return {"model": {"name": name, "base": name, "kind": "ann", "arch": "vgg5", "dropout": 0.1,
-                      "train": {"epochs": epochs, "lr": 0.02, "batch_size": 64, **train}},
+    # a quickly converging ANN for tests (light dropout, no augmentation, cosine LR), not the studies' recipe
+    return {"model": {"name": name, "base": name, "kind": "ann", "arch": "vgg5", "dropout": 0.1, "conv_dropout": 0.0,
+                      "train": {"epochs": epochs, "lr": 0.05, "batch_size": 64, "augment": False,
+                                "lr_schedule": "cosine", **train}},
             "replica": replica, "seed": seed, "device": "cpu"}
 
 

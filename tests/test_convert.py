@@ -17,7 +17,7 @@ def test_conversion_keeps_accuracy(small_data, trained_ann_path, tmp_path, metho
 
     ann_acc = load_model(trained_ann_path).meta["clean_acc"]
     cfg = {"model": {"name": "snn_conv", "kind": "convert", "from": "ann", "method": method,
-                     "scale": 0.8 if method == "threshold" else 1.0, "T": 32, "neuron": "if",
+                     "scale": 0.8 if method == "threshold" else 1.0, "T": 32, "calib_T": 32, "neuron": "if",
                      "encoder": "direct"}, "replica": 1, "seed": 0, "device": "cpu"}
     m = run_convert(small_data, cfg, str(trained_ann_path), str(tmp_path / "snn.pt"), str(tmp_path / "m.json"))
     th = m["meta"]["thresholds"]

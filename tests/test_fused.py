@@ -151,12 +151,40 @@ def test_module_interface():
         FusedNode(1.0, 0.0, make_surrogate("linear", 1.0))
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_reset_two_step_one_neuron_by_hand(impl, detach):
+    """Two steps, one LIF neuron, the same input current x at both steps, loss s[0] + s[1]:
+    h0 = x, s0 = H(h0 - θ), v0 = h0 - θ s0, h1 = λ v0 + x, s1 = H(h1 - θ). With sg' the studies'
+    surrogate, dL/dx = sg'(h0) + sg'(h1) (1 + λ dv0/dx), where dv0/dx = 1 with a detached reset and
+    1 - θ sg'(h0) with the reset in the graph. SpikingJelly's torch node and the fused node (native
+    kernel and torch loops) must both give it."""
+    th, leak, x0 = 1.0, 0.9, 1.2
+
+    def sgd(h):  # 0.3/θ * max(0, 1 - |h - θ|/θ)
+        return 0.3 / th * max(0.0, 1.0 - abs(h - th) / th)
+
+    h0 = x0
+    v0 = h0 - th * (h0 >= th)
+    h1 = leak * v0 + x0
+    dv0 = 1.0 if detach else 1.0 - th * sgd(h0)
+    expected = sgd(h0) + sgd(h1) * (1.0 + leak * dv0)
+    assert h0 >= th and sgd(h0) > 0 and sgd(h1) > 0  # the reset term matters here
+    for backend in ("torch", "fused"):
+        layer = SpikingLayer("lif", leak, th, "linear", backend, detach_reset=detach)
+        x = torch.tensor([x0], requires_grad=True)
+        s = layer(x.view(1, 1, 1).expand(2, 1, 1))
+        assert s.flatten().tolist() == [1.0, float(h1 >= th)]
+        (g,) = torch.autograd.grad(s.sum(), x)
+        assert g.item() == pytest.approx(expected, rel=1e-6), (backend, detach)
+
+
 @pytest.mark.parametrize("neuron_type,leak", [("if", 1.0), ("lif", 0.99), ("lif", 0.5)])
 @pytest.mark.parametrize("sgn", SURROGATES)
-def test_spiking_layer_backends_agree(neuron_type, leak, sgn):
+@pytest.mark.parametrize("detach", [False, True])
+def test_spiking_layer_backends_agree(neuron_type, leak, sgn, detach):
     th = 0.8
-    a = SpikingLayer(neuron_type, leak, th, sgn, "torch")
-    b = SpikingLayer(neuron_type, leak, th, sgn, "fused")
+    a = SpikingLayer(neuron_type, leak, th, sgn, "torch", detach_reset=detach)
+    b = SpikingLayer(neuron_type, leak, th, sgn, "fused", detach_reset=detach)
     assert isinstance(b.node, FusedNode)
     for mode in (True, False):
         a.train(mode)

@@ -13,7 +13,8 @@ from spkrobust.models import build_model, default_meta, save_model
 from helpers.robust import MEAN, STD, snn_meta
 
 
-@pytest.mark.parametrize("arch,c,size,classes", [("vgg5", 1, 28, 10), ("vgg9", 3, 32, 100), ("vgg11", 1, 28, 10)])
+@pytest.mark.parametrize("arch,c,size,classes", [("vgg5", 1, 28, 10), ("vgg9", 3, 32, 100), ("vgg11", 3, 32, 100),
+                                                  ("vgg11", 1, 28, 10), ("vgg11_tv", 1, 28, 10)])
 def test_vgg_ann_and_snn_share_weights_and_shapes(arch, c, size, classes):
     ann = build_model(default_meta("ann", arch, c, size, classes, [0.5] * c, [0.25] * c))
     snn = build_model(default_meta("snn", arch, c, size, classes, [0.5] * c, [0.25] * c, T=2, backend="torch"))

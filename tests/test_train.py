@@ -28,7 +28,7 @@ def test_spike_training_improves_a_short_converted_snn(small_data, trained_ann_p
     from spkrobust.convert import run_convert
     from spkrobust.train import accuracy, train_snn
 
-    conv = {"model": {"name": "c", "kind": "convert", "T": 4, "neuron": "if", "encoder": "direct", "scale": 0.7},
+    conv = {"model": {"name": "c", "kind": "convert", "T": 4, "calib_T": 4, "neuron": "if", "encoder": "direct"},
             "replica": 1, "seed": 0, "device": "cpu"}
     run_convert(small_data, conv, str(trained_ann_path), str(tmp_path / "c.pt"))
     cfg = {"model": {"name": "s", "kind": "snn", "from": "c", "T": 4, "neuron": "lif", "leak": 0.9,

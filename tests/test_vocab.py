@@ -23,8 +23,10 @@ def test_value_enumerations_equal_the_vocabulary():
     assert tuple(props["datasets"]["items"]["enum"]) == vocab.DATASETS
     assert tuple(props["eval"]["properties"]["grad_mode"]["enum"]) == vocab.GRAD_MODES
     for key, names in (("arch", vocab.ARCHS), ("neuron", vocab.NEURONS), ("encoder", vocab.ENCODERS),
-                       ("surrogate", vocab.SURROGATES), ("backend", vocab.BACKENDS), ("method", vocab.METHODS)):
+                       ("surrogate", vocab.SURROGATES), ("backend", vocab.BACKENDS), ("method", vocab.METHODS),
+                       ("input_norm", vocab.INPUT_NORMS), ("lr_schedule", vocab.LR_SCHEDULES)):
         assert tuple(DEFS[key]["enum"]) == names, key
+    assert tuple(DEFS["snn_train"]["properties"]["loss_T"]["enum"]) == vocab.TRAIN_LOSSES_T
     assert tuple(DEFS["model"]["properties"]["kind"]["enum"]) == vocab.MODEL_KINDS
     assert tuple(DEFS["attack"]["properties"]["type"]["enum"]) == vocab.ATTACK_TYPES
 
