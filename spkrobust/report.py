@@ -42,8 +42,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from spkrobust.errors import FileProblem, UserError
+from spkrobust.claims import claims_md, evaluate_claims
 from spkrobust.config import setting_of
+from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SUMMARY_COLUMNS = [
@@ -66,7 +67,6 @@ REPORT_FILES = (
 RECORDS_FORMAT = "spkrobust-records-1"
 SNN_KINDS = ("convert", "snn")
 SETTINGS = ("white-box", "black-box", "transfer")
-NOISE_FLOOR = 0.01  # differences below max(std, 1 point) are marked "(within noise)"
 
 _REQUIRED_RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "eps", "target",
                          "target_replica", "adv_acc")
@@ -476,9 +476,11 @@ def run_aggregate(args) -> int:
 class _Data:
     """The summary and models tables with the lookups the report needs."""
 
-    def __init__(self, summary: list[dict], models: list[dict]):
+    def __init__(self, summary: list[dict], models: list[dict], records: list[dict] = (), clean: list[dict] = ()):
         self.summary = summary
         self.models = models
+        self.records = list(records)  # raw records with per-image outcomes (records.json), for the claims
+        self.clean = list(clean)
         self.datasets = sorted({r["dataset"] for r in summary} | {m["dataset"] for m in models})
         self.kind: dict[tuple, str] = {}
         self.info: dict[tuple, dict] = {}
@@ -546,31 +548,6 @@ def _by_eps(rows: list[dict]) -> dict[float, tuple[float, float]]:
         acc[r["eps"]].append(r["adv_acc"])
         std[r["eps"]].append(r.get("adv_acc_std") or 0.0)
     return {e: (sum(v) / len(v), _pooled_std(std[e])) for e, v in acc.items()}
-
-
-def _compare(rows_a: list[dict], rows_b: list[dict]) -> dict | None:
-    """Average adversarial accuracy over the eps > 0 measured on both sides.
-
-    Returns a dict with ``a``, ``b`` (means over the common eps > 0, each eps first averaged over
-    the rows at that eps, i.e. over replicas/sources), ``std_a``, ``std_b`` (pooled repeat std),
-    ``diff = a - b``, ``noise = max(sqrt(std_a^2 + std_b^2), 0.01)``, ``eps`` (common values),
-    or None when no eps > 0 is measured on both sides.
-    """
-    ea, eb = _by_eps(rows_a), _by_eps(rows_b)
-    common = sorted(e for e in set(ea) & set(eb) if e > 0)
-    if not common:
-        return None
-    a = sum(ea[e][0] for e in common) / len(common)
-    b = sum(eb[e][0] for e in common) / len(common)
-    sa = _pooled_std(ea[e][1] for e in common)
-    sb = _pooled_std(eb[e][1] for e in common)
-    return {"a": a, "b": b, "std_a": sa, "std_b": sb, "diff": a - b,
-            "noise": max(math.sqrt(sa * sa + sb * sb), NOISE_FLOOR), "eps": common}
-
-
-def _mean_acc(rows: list[dict]) -> float | None:
-    e = _by_eps([r for r in rows if r["eps"] > 0])
-    return sum(v[0] for v in e.values()) / len(e) if e else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,129 +624,8 @@ def _cell(r: dict | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# claims
+# claims: spkrobust.claims (evaluate_claims, claims_md); sweep groups for the T/leak plots
 # --------------------------------------------------------------------------------------------
-
-CLAIMS = [
-    ("1", "SNNs are at least as robust as the ANN under black-box attacks"),
-    ("2", "On SNN targets, SNN-crafted (black-box) attacks are stronger than ANN-crafted ones"),
-    ("3", "Fewer timesteps T make an SNN more robust"),
-    ("4", "More leak (smaller leak factor) makes an SNN more robust"),
-    ("5", "Spike-trained SNNs are at least as robust as converted SNNs"),
-]
-
-
-def evaluate_claims(data: _Data) -> list[dict]:
-    """Evaluate the studies' five claims on measured numbers.
-
-    Robustness of a model under (dataset, attack, setting) is its adversarial accuracy averaged
-    over the eps > 0 that both sides of a comparison measured (each eps first averaged over the
-    matching records: target replicas, source replicas, source models). ``diff`` is the side the
-    claim says is more robust (or, for claim 2, the accuracy under ANN-crafted attacks) minus the
-    other side. A comparison *holds* when ``diff >= 0`` for the "at least as robust" claims (1, 5)
-    and when ``diff > 0`` for the strict claims (2, 3, 4); ``(within noise)`` marks
-    ``|diff| < max(sqrt(std_a^2 + std_b^2), 0.01)`` (std = pooled std over repeats).
-
-    1. For each SNN model S (kind ``convert`` or ``snn``) and ANN model A, per attack:
-       black-box accuracy of S as target (source = another replica of S) minus that of A.
-    2. For each SNN target S, per attack: accuracy under ANN-crafted attacks (source kind
-       ``ann``, any replica) minus accuracy under SNN-crafted black-box attacks (source = another
-       replica of S). Positive = SNN-crafted attacks are stronger.
-    3. Among SNN models of one kind, arch, neuron, encoder, leak, sweep base name and parent
-       (``from``) -- i.e. members of one sweep that differ only in T (at least two T values) --
-       per attack and setting (white-box, black-box, and transfer from each common source model: the
-       same adversarial inputs for every member): accuracy at the smallest T minus accuracy
-       at the largest T; the Spearman rank correlation between T and accuracy over all members
-       is reported (negative = fewer T more robust).
-    4. As 3 with the leak factor (T fixed): accuracy at the smallest leak minus at the largest.
-    5. For each spike-trained SNN (kind ``snn``) and converted SNN (kind ``convert``), per attack
-       and setting (as in 3): accuracy of the trained minus the converted one.
-
-    Attacks of type ``noise`` (random sign noise, a baseline) are left out of every claim.
-    A claim's verdict is ``holds`` when every comparison holds, ``does not hold`` when at least
-    one does not (the numbers say how many held), ``not measured`` when no comparison could be
-    made (the reason is given).
-    """
-    out = []
-    for cid, statement in CLAIMS:
-        fn = {"1": _claim1, "2": _claim2, "3": lambda d: _claim_param(d, "timesteps", "T"),
-              "4": lambda d: _claim_param(d, "leak", "leak"), "5": _claim5}[cid]
-        comps, why = fn(data)
-        out.append(_verdict(cid, statement, comps, why))
-    return out
-
-
-def _finish(comp: dict, strict: bool, context: dict) -> dict:
-    d = comp["diff"]
-    ok = d > 0 if strict else d >= 0
-    comp = dict(comp, **context)
-    comp["holds"] = ok
-    comp["within_noise"] = abs(d) < comp["noise"]
-    return comp
-
-
-def _verdict(cid: str, statement: str, comps: list[dict], why: str) -> dict:
-    if not comps:
-        return {"id": cid, "claim": statement, "verdict": "not measured", "numbers": why,
-                "comparisons": []}
-    k = sum(c["holds"] for c in comps)
-    n = len(comps)
-    noisy = sum(c["within_noise"] for c in comps)
-    diffs = [c["diff"] for c in comps]
-    mean_d = sum(diffs) / n
-    verdict = "holds" if k == n else "does not hold"
-    nums = (f"holds in {k} of {n} comparisons; mean diff {100 * mean_d:+.1f} points "
-            f"(range {100 * min(diffs):+.1f} to {100 * max(diffs):+.1f})")
-    if noisy:
-        nums += f"; {noisy} of {n} within noise"
-    if noisy == n:
-        nums += " (within noise)"
-    return {"id": cid, "claim": statement, "verdict": verdict, "numbers": nums, "comparisons": comps}
-
-
-def _clean_of(data: _Data, ds: str, model: str) -> float | None:
-    rows = [r for r in data.summary if r["dataset"] == ds and r["target"] == model and r.get("clean_acc") is not None]
-    if rows:
-        return _mean(r["clean_acc"] for r in rows)
-    return _mean(m.get("clean_acc") for m in data.models if m["dataset"] == ds and m["model"] == model)
-
-
-def _models_of(data: _Data, ds: str, kinds: tuple) -> list[str]:
-    names = {n for (d, n), k in data.kind.items() if d == ds and k in kinds}
-    return data.model_order(ds, names)
-
-
-def _claim1(data: _Data):
-    comps = []
-    for ds in data.datasets:
-        snns, anns = _models_of(data, ds, SNN_KINDS), _models_of(data, ds, ("ann",))
-        for atk in data.attacks(ds, claims=True):
-            for s in snns:
-                rs = data.rows(dataset=ds, attack=atk, setting="black-box", target=s)
-                for a in anns:
-                    ra = data.rows(dataset=ds, attack=atk, setting="black-box", target=a)
-                    c = _compare(rs, ra)
-                    if c:
-                        cs, ca = _clean_of(data, ds, s), _clean_of(data, ds, a)
-                        note = "" if cs is None or ca is None else f"clean {_pct(cs)} vs {_pct(ca)}"
-                        comps.append(_finish(c, False, {"dataset": ds, "attack": atk, "setting": "black-box",
-                                                        "a_name": s, "b_name": a, "note": note}))
-    return comps, "no black-box records (source = other replica) for both an SNN and an ANN target"
-
-
-def _claim2(data: _Data):
-    comps = []
-    for ds in data.datasets:
-        for atk in data.attacks(ds, claims=True):
-            for s in _models_of(data, ds, SNN_KINDS):
-                r_ann = data.rows(dataset=ds, attack=atk, target=s, source_kinds=("ann",))
-                r_snn = data.rows(dataset=ds, attack=atk, target=s, setting="black-box")
-                c = _compare(r_ann, r_snn)
-                if c:
-                    comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": "transfer vs black-box",
-                                                   "a_name": f"ANN → {s}", "b_name": f"{s} (other replica) → {s}", "note": ""}))
-    return comps, "no SNN target attacked both by an ANN (transfer) and by another replica of itself (black-box)"
-
 
 def _param_groups(data: _Data, ds: str, param: str) -> dict[tuple, list[str]]:
     fixed = ("kind", "arch", "neuron", "encoder", "base", "parent", "leak", "timesteps")
@@ -782,114 +638,6 @@ def _param_groups(data: _Data, ds: str, param: str) -> dict[tuple, list[str]]:
     return {k: sorted(v, key=lambda n: data.info[(ds, n)][param]) for k, v in groups.items()
             if len({data.info[(ds, n)][param] for n in v}) >= 2}
 
-
-def _spearman(xs: list[float], ys: list[float]) -> float | None:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-    if len(xs) < 2:
-        return None
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return num / den if den > 0 else None
-
-
-def _settings(data: "_Data", ds: str, atk: str):
-    """(label, setting, source) to compare models in: white-box, black-box, then transfer attacks
-    from each common source model (e.g. every T-sweep member attacked by the same ANN-crafted sets),
-    so that models that are targets only are still compared on identical adversarial inputs."""
-    out = [("white-box", "white-box", None), ("black-box", "black-box", None)]
-    srcs = sorted({r["source"] for r in data.rows(dataset=ds, attack=atk, setting="transfer")})
-    out += [(f"transfer from {src}", "transfer", src) for src in srcs]
-    return out
-
-
-def _claim_param(data: _Data, param: str, label: str):
-    comps = []
-    for ds in data.datasets:
-        groups = _param_groups(data, ds, param)
-        for atk in data.attacks(ds, claims=True):
-            for slabel, setting, src in _settings(data, ds, atk):
-                for members in groups.values():
-                    have = [n for n in members if data.rows(dataset=ds, attack=atk, setting=setting, target=n, source=src)]
-                    vals = [data.info[(ds, n)][param] for n in have]
-                    if len(set(vals)) < 2:
-                        continue
-                    lo, hi = have[0], have[-1]
-                    c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=lo, source=src),
-                                 data.rows(dataset=ds, attack=atk, setting=setting, target=hi, source=src))
-                    if not c:
-                        continue
-                    accs = [_mean_acc([r for r in data.rows(dataset=ds, attack=atk, setting=setting, target=n, source=src)
-                                       if r["eps"] in c["eps"]]) for n in have]
-                    rho = _spearman(vals, accs)
-                    series = ", ".join(f"{label}={v:g}: {_pct(a)}" for v, a in zip(vals, accs))
-                    cleans = ", ".join(f"{label}={v:g}: {_pct(_clean_of(data, ds, n))}" for v, n in zip(vals, have))
-                    note = (f"adv acc {series}; Spearman ρ({label}, acc) = "
-                            f"{'n/a' if rho is None else f'{rho:+.2f}'}; clean {cleans}")
-                    comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": slabel,
-                                                   "a_name": lo, "b_name": hi, "note": note}))
-    return comps, (f"no SNN models that differ only in {label} (need a sweep over {label} with "
-                   f"white-box, black-box or common-source transfer records)")
-
-
-def _claim5(data: _Data):
-    comps = []
-    for ds in data.datasets:
-        trained, conv = _models_of(data, ds, ("snn",)), _models_of(data, ds, ("convert",))
-        for atk in data.attacks(ds, claims=True):
-            for slabel, setting, src in _settings(data, ds, atk):
-                for s in trained:
-                    for c_ in conv:
-                        c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=s, source=src),
-                                     data.rows(dataset=ds, attack=atk, setting=setting, target=c_, source=src))
-                        if c:
-                            cs, cc = _clean_of(data, ds, s), _clean_of(data, ds, c_)
-                            note = "" if cs is None or cc is None else f"clean {_pct(cs)} vs {_pct(cc)}"
-                            comps.append(_finish(c, False, {"dataset": ds, "attack": atk, "setting": slabel,
-                                                            "a_name": s, "b_name": c_, "note": note}))
-    return comps, "no spike-trained and converted SNN evaluated in the same setting"
-
-
-def claims_md(claims: list[dict]) -> str:
-    lines = ["# The studies' claims on measured numbers\n\n",
-             "Robustness = adversarial accuracy averaged over the eps > 0 measured for both sides "
-             "(percent). diff = a − b in points; a comparison holds when diff ≥ 0 (claims 1, 5) or "
-             "diff > 0 (claims 2, 3, 4). `(within noise)`: |diff| < max(√(std_a² + std_b²), 1 point), "
-             "std = pooled std over repeats. Random-noise baselines (attack type `noise`) are left out. "
-             "Precise definitions: `spkrobust.report.evaluate_claims`.\n",
-             "\n"]
-    lines.append(_md_table(["#", "claim", "verdict", "numbers"],
-                           [[c["id"], c["claim"], f"**{c['verdict']}**", c["numbers"]] for c in claims]))
-    heads = {"1": ("SNN target", "ANN target"), "2": ("acc under ANN-crafted", "acc under SNN-crafted (black-box)"),
-             "3": ("smallest T", "largest T"), "4": ("smallest leak", "largest leak"),
-             "5": ("spike-trained", "converted")}
-    for c in claims:
-        lines.append(f"\n## Claim {c['id']}: {c['claim']}\n\n")
-        if not c["comparisons"]:
-            lines.append(f"not measured: {c['numbers']}\n")
-            continue
-        ha, hb = heads[c["id"]]
-        rows = []
-        for x in c["comparisons"]:
-            diff = f"{100 * x['diff']:+.1f}" + (" (within noise)" if x["within_noise"] else "")
-            rows.append([x["dataset"], x["attack"], x["setting"], x["a_name"], _pm(x["a"], x["std_a"], x["std_a"] > 0),
-                         x["b_name"], _pm(x["b"], x["std_b"], x["std_b"] > 0), diff,
-                         "holds" if x["holds"] else "does not hold",
-                         ", ".join(eps_display(_eps_label(e)) for e in x["eps"]), x.get("note", "")])
-        lines.append(_md_table(["dataset", "attack", "setting", ha, "a", hb, "b", "diff", "verdict", "eps", "notes"], rows))
-    return "".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -993,6 +741,27 @@ def _panel_acc_vs_eps(ax, data: _Data, ds: str, atk: str) -> None:
     _eps_axis(ax, eps)
     ax.set_title(f"{ds} / {atk}", fontsize=10)
     _legend(ax)
+
+
+# -- conditional-robustness panel (issue 12): beside each absolute panel of acc_vs_eps -------------
+def _panel_conditional(ax, data: _Data, ds: str, atk: str) -> None:
+    """Fraction of each target's clean-correct images that stay correct (per-image outcomes)."""
+    from spkrobust.claims import conditional_by_eps
+
+    targets = data.model_order(ds, {r["target"] for r in data.rows(dataset=ds, attack=atk)})
+    for i, t in enumerate(targets):
+        label = t
+        for setting, ls in (("white-box", "-"), ("black-box", "--")):
+            c = conditional_by_eps(data, ds, atk, t, setting)
+            if c:
+                xs = sorted(c)
+                ax.plot(xs, [c[x] for x in xs], marker="o", ms=3, ls=ls, color=_color(i), label=label)
+                label = None
+    _eps_axis(ax, data.eps_list(ds, atk))
+    ax.set_ylabel("conditional robustness")
+    ax.set_title(f"{ds} / {atk}: of the clean-correct images, kept correct", fontsize=9)
+    _legend(ax)
+# -- end conditional-robustness panel ---------------------------------------------------------------
 
 
 def _heat_values(data: _Data, ds: str, atk: str, eps: float):
@@ -1113,19 +882,21 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
     written: list[Path] = []
     # accuracy vs eps
     panels = [(ds, atk) for ds in data.datasets for atk in data.attacks(ds)]
-    title = "Adversarial accuracy vs ε (solid: white-box, dashed: black-box)"
-    if panels:
-        ncols = min(3, max(len(data.attacks(ds)) for ds in data.datasets))
-        fig, axes = _figure(len(panels), ncols)
-        for ax, (ds, atk) in zip(axes, panels):
-            _panel_acc_vs_eps(ax, data, ds, atk)
+    title = ("Adversarial accuracy (left) and conditional robustness (right) vs ε "
+             "(solid: white-box, dashed: black-box)")
+    if panels:  # each panel is a pair: absolute accuracy | conditional robustness
+        fig, axes = _figure(2 * len(panels), 2)
+        for i, (ds, atk) in enumerate(panels):
+            _panel_acc_vs_eps(axes[2 * i], data, ds, atk)
+            _panel_conditional(axes[2 * i + 1], data, ds, atk)
         fig.suptitle(title)
         fig.tight_layout()
         _save(fig, out / "acc_vs_eps.png")
         if extras:
             for ds, atk in panels:
-                fig, (ax,) = _figure(1, 1, 6.5, 4.5)
+                fig, (ax, ax2) = _figure(2, 2, 6.5, 4.5)
                 _panel_acc_vs_eps(ax, data, ds, atk)
+                _panel_conditional(ax2, data, ds, atk)
                 fig.tight_layout()
                 p = out / f"acc_vs_eps_{_safe_name(ds)}_{_safe_name(atk)}.png"
                 _save(fig, p)
@@ -1228,7 +999,7 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
         if not r.get("setting"):
             r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
-    data = _Data(summary, models)
+    data = _Data(summary, models, records, clean)
     claims = evaluate_claims(data)
     atomic_write_text(tables_md(data), report_dir / "tables.md")
     atomic_write_text(claims_md(claims), report_dir / "claims.md")
