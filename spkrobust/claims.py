@@ -213,7 +213,7 @@ def compare(w: _World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src
     chosen = cond if confounded else absolute
     notes = []
     if confounded:
-        notes.append(f"clean accuracy differs by {_pts(clean.diff)} ({_ci(clean)}; McNemar p = {p:.2g}): "
+        notes.append(f"clean accuracy differs by {_pts(clean.diff)} {_ci(clean)} points (McNemar p = {p:.2g}): "
                      "verdict from conditional robustness")
     if len(plan) > 1:
         per = [S.paired_diff(x, y).diff for x, y in zip(adv_a, adv_b)]
