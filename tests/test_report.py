@@ -11,8 +11,8 @@ import pytest
 
 from spkrobust import report as rp
 from spkrobust.claims import CLAIMS
-from spkrobust.outcomes import encode
 from spkrobust.cli import main
+from spkrobust.outcomes import encode
 
 DS = "fashion_mnist"
 EPS = [(0.0, "0"), (2 / 255, "2_255"), (4 / 255, "4_255")]
