@@ -42,7 +42,7 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 TOP_KEYS = ("seed", "device", "data_root", "datasets", "data", "replicas", "models", "attacks", "eps",
             "grid", "eval")
 DATA_KEYS = ("train_size", "test_size", "calib_size")
-GRID_KEYS = ("sources", "targets", "target_replicas")
+GRID_KEYS = ("sources", "targets", "target_replicas", "source_replicas")
 EVAL_KEYS = ("repeats", "batch_size", "eot_samples", "attack_batch_size", "grad_mode", "attack_options")
 ATTACK_OPTION_KEYS = ("eot_samples", "attack_batch_size", "grad_mode")
 
