@@ -1,32 +1,21 @@
 """The studies' claims judged on per-image paired statistics (``claims.md``).
 
-Input: ``data`` with ``models`` (``models.csv`` rows), ``records`` and ``clean`` (the raw evaluation and
-clean records of ``records.json``, each with its per-image ``outcomes``). Output of
-:func:`evaluate_claims`: one dict per claim with its comparisons; :func:`claims_md` renders them.
-
-A *comparison* sets side ``a`` (the side the claim says is more robust) against side ``b`` on one
-dataset and attack. Each side is a target model attacked by named adversarial sets (sources with
-their replicas). Both sides are paired on the test images that every record involved covers; each
-image's rate is averaged over repeats, over the eps > 0 both sides measured and over the side's
-sources, then over target replicas. Three metrics, each a mean paired difference ``a - b`` with a
-seeded paired-bootstrap 95 % CI (:func:`spkrobust.stats.paired_diff_groups`):
-
-* *absolute*: adversarial accuracy;
-* *drop*: clean - adversarial accuracy, as ``drop_b - drop_a`` (positive: ``a`` degrades less);
-* *conditional*: on the images both targets classify correctly when clean (majority of clean
-  repeats), the fraction that stays correct under attack.
-
-When McNemar's test on the clean outcomes says the clean accuracies differ (p < 0.05), the verdict
-comes from the conditional metric and the row says "clean accuracy differs by X (CI)"; otherwise
-from the absolute one. A comparison is *supported* when its CI lies above 0, *contradicted* when it
-lies below, *inconclusive* otherwise. A claim is supported when at least one comparison is
-supported and none contradicted, contradicted in the mirror case, inconclusive otherwise; its
-numbers give the counts.
+:func:`evaluate_claims` reads ``data.models`` (``models.csv`` rows) and ``data.records`` /
+``data.clean`` (the raw records of ``records.json``, each with per-image ``outcomes``). A comparison
+sets side ``a`` (the side the claim calls more robust) against side ``b`` on one dataset and attack;
+a side is a target attacked by named sets (sources with replicas). Both sides are paired on the
+images every record involved covers; an image's rate is averaged over repeats, the common eps > 0
+and the side's sources, then over target replicas. Metrics, each ``a - b`` with a seeded paired-
+bootstrap 95 % CI (:mod:`spkrobust.stats`): *absolute* adversarial accuracy; *drop* (clean - adv,
+as ``drop_b - drop_a``); *conditional* robustness (on the images both classify correctly when clean,
+the fraction kept). If McNemar's test on the clean outcomes says the clean accuracies differ, the
+verdict comes from the conditional metric ("clean accuracy differs by X (CI)"), else from the
+absolute one: supported / contradicted when the CI lies above / below 0, inconclusive otherwise. A
+claim is supported when some comparison is and none contradicts it (mirror for contradicted).
 
 Independence (issue 16): a black-box or transfer source never shares the target's replica chain
-(same replica and the same root model along ``parent``), e.g. ``ann r1`` never attacks
-``snn_bp r1`` (converted from ``ann r1``, then fine-tuned); ``ann r2`` does. Every row names the
-replicas it uses. Attacks of type ``noise`` (a baseline) are left out.
+(same replica and a common root along ``parent``): ``ann r1`` never attacks ``snn_bp r1`` (made
+from ``ann r1``); ``ann r2`` does. Rows name their replicas. ``noise`` attacks are left out.
 """
 from __future__ import annotations
 
