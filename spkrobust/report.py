@@ -971,7 +971,7 @@ def index_md(data: _Data, claims: list[dict], extras: list[Path]) -> str:
     lines.append(_md_table(["#", "claim", "verdict"], [[c["id"], c["claim"], c["verdict"]] for c in claims]))
     lines.append("\n## Files\n\n")
     for name, what in (("tables.md", "clean, white-box and black-box accuracy tables"),
-                       ("claims.md", "the five claims with the numbers behind each verdict"),
+                       ("claims.md", "the claims: paired comparisons with confidence intervals behind each verdict"),
                        ("checks.md", "sanity flags"),
                        ("summary.csv", "one row per evaluation"),
                        ("models.csv", "one row per trained model replica")):

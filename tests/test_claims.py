@@ -158,3 +158,25 @@ def test_outcomes_survive_aggregate_and_reach_the_claims(tmp_path):
     rp.report(out, extras=False)
     assert "| 1 | SNNs are at least as robust as the ANN under black-box attacks | **supported** |" in \
         (out / "claims.md").read_text()
+
+
+def test_converted_T_sweep_apart_from_claim_3_and_if_vs_lif():
+    rows = model_rows(("ann",))
+    members = [("conv-T8", "convert", "ann", 8, "if", 1.0, "conv"), ("conv-T16", "convert", "ann", 16, "if", 1.0, "conv"),
+               ("snn_T-T4", "snn", "conv-T16", 4, "lif", 0.99, "snn_T"), ("snn_T-T8", "snn", "conv-T16", 8, "lif", 0.99, "snn_T"),
+               ("snn_if", "snn", "conv-T16", 8, "if", 1.0, "snn_if")]
+    recs, cl = [], []
+    for name, kind, parent, T, neuron, leak, base in members:
+        rows.append({"dataset": DS, "model": name, "kind": kind, "arch": "vgg5", "replica": 1, "parent": parent,
+                     "base": base, "timesteps": T, "neuron": neuron, "leak": leak, "encoder": "poisson"})
+        ok = {"conv-T8": 300, "conv-T16": 500, "snn_T-T4": 700, "snn_T-T8": 600, "snn_if": 550}[name]
+        recs.append(rec("ann", 2, name, 1, mask(range(ok))))
+        cl.append(clean(name, 1, mask(range(900))))
+    claims = {c["id"]: c for c in C.evaluate_claims(SimpleNamespace(models=rows, records=recs, clean=cl))}
+    assert [(x["a_name"], x["b_name"]) for x in claims["3"]["comparisons"]] == [("snn_T-T4", "snn_T-T8")]
+    assert [(x["a_name"], x["b_name"]) for x in claims["3c"]["comparisons"]] == [("conv-T8", "conv-T16")]
+    assert claims["3"]["verdict"] == "supported" and claims["3c"]["verdict"] == "contradicted"
+    # IF vs LIF: LIF members with no more timesteps than the IF one, same parent
+    assert sorted((x["a_name"], x["b_name"]) for x in claims["6"]["comparisons"]) == \
+        [("snn_T-T4", "snn_if"), ("snn_T-T8", "snn_if")]
+    assert claims["6"]["verdict"] == "supported"
