@@ -392,6 +392,10 @@ def _verdict(c: dict, comps: list[dict], why: str, w: _World) -> dict:
     return dict(base, verdict=verdict, numbers=nums, differs=_differs(c, comps, w))
 
 
+def _span(n: list[int]) -> str:
+    return str(n[0]) if n[0] == n[-1] else f"{n[0]}–{n[-1]}"
+
+
 def _differs(c: dict, comps: list[dict], w: _World) -> str:
     ds = sorted({x["dataset"] for x in comps})
     names = {(x["dataset"], m) for x in comps for m in (x["a_name"], x["b_name"])}
@@ -399,7 +403,7 @@ def _differs(c: dict, comps: list[dict], w: _World) -> str:
     Ts = sorted({int(w.info[k]["timesteps"]) for k in names if w.info[k].get("timesteps") is not None})
     n = sorted({x["n"] for x in comps})
     eps = sorted({e for x in comps for e in x["eps"]})
-    return (f"this run: {', '.join(ds)}, {', '.join(archs) or 'arch unknown'}, {n[0]}–{n[-1]} paired test images, "
+    return (f"this run: {', '.join(ds)}, {', '.join(archs) or 'arch unknown'}, {_span(n)} paired test images, "
             f"T {', '.join(map(str, Ts)) or '–'}, eps {', '.join(f'{255 * e:g}/255' for e in eps)}; "
             f"{c['study']}")
 

@@ -828,11 +828,16 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
     ci = 0
     for gi, members in enumerate(groups.values()):
         base = data.info[(ds, members[0])].get("base") or sweep_base(members[0])
+        # transfer from a common source (not a member; other replica, so never the member's own
+        # replica chain) shows sweeps whose members are targets only (issue 12)
+        srcs = sorted({r["source"] for r in data.rows(dataset=ds, attack=atk, setting="transfer")} - set(members))
+        lines = [("white-box", None, "-"), ("black-box", None, "--")] + [("transfer", s, ":") for s in srcs]
         for e, l in eps:
-            for setting, ls in (("white-box", "-"), ("black-box", "--")):
+            for setting, src, ls in lines:
                 xs, ys, ss = [], [], []
                 for n in members:
-                    bye = _by_eps(data.rows(dataset=ds, attack=atk, setting=setting, target=n, eps=e))
+                    bye = _by_eps([r for r in data.rows(dataset=ds, attack=atk, setting=setting, target=n, eps=e, source=src)
+                                   if setting != "transfer" or r["source_replica"] != r["target_replica"]])
                     if e in bye:
                         xs.append(data.info[(ds, n)][param])
                         ys.append(bye[e][0])
@@ -840,7 +845,7 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
                 if len(set(xs)) >= 2:
                     xvals.update(xs)
                     ax.errorbar(xs, ys, yerr=ss, marker="o", ms=3, capsize=2, ls=ls, color=_color(ci),
-                                label=f"{base} ε={eps_display(l)} {setting}")
+                                label=f"{base} ε={eps_display(l)} " + (f"from {src}" if src else setting))
                     drew = True
             ci += 1
     if drew:
@@ -872,8 +877,8 @@ def _plot_param(data: _Data, path: Path, datasets: list[str], param: str, label:
             fig.tight_layout()
             _save(fig, path)
             return True
-    _not_measured_png(path, title, f"no SNN models that differ only in {label} with white-box or "
-                                   f"black-box records (need a sweep with at least two {label} values)")
+    _not_measured_png(path, title, f"no SNN models that differ only in {label} with white-box, black-box "
+                                   f"or transfer records (need a sweep with at least two {label} values)")
     return False
 
 
@@ -931,7 +936,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
     # T and leak
     for param, label, fixed, prefix in (("timesteps", "T", "acc_vs_T.png", "acc_vs_T"),
                                         ("leak", "leak", "acc_vs_leak.png", "acc_vs_leak")):
-        title = f"SNN adversarial accuracy vs {label} (solid: white-box, dashed: black-box)"
+        title = f"SNN adversarial accuracy vs {label} (solid: white-box, dashed: black-box, dotted: transfer)"
         _plot_param(data, out / fixed, data.datasets, param, label, title)
         if extras:
             for ds in data.datasets:
