@@ -339,7 +339,7 @@ def _if_lif_pairs(w: _World, ds: str):
     for ifm in [m for m in snn if is_if(m)]:
         for lif in [m for m in snn if not is_if(m)]:
             ii, li = w.info[(ds, ifm)], w.info[(ds, lif)]
-            same = all(ii.get(k) == li.get(k) for k in ("arch", "encoder", "parent"))
+            same = all(ii.get(k) == li.get(k) for k in ("arch", "encoder", "parent", "epochs"))
             if same and (li.get("timesteps") or 0) <= (ii.get("timesteps") or 0):
                 yield lif, ifm, f"LIF leak {li.get('leak')} T={li.get('timesteps')} vs IF T={ii.get('timesteps')}"
 
@@ -351,7 +351,7 @@ _WHY = {
     "3c": "no converted SNNs that differ only in T with common records",
     "4": "no spike-trained SNNs that differ only in the leak (a leak sweep from one parent) with common records",
     "5": "no spike-trained SNN and the converted SNN it starts from evaluated on common adversarial sets",
-    "6": "no spike-trained LIF and IF SNNs from one parent (LIF T ≤ IF T) evaluated on common adversarial sets",
+    "6": "no spike-trained LIF and IF SNNs from one parent, trained as long (LIF T ≤ IF T), evaluated on common adversarial sets",
 }
 
 
