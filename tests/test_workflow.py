@@ -242,6 +242,7 @@ def test_quick_preset_covers_the_study(tmp_path):
             for e in map(parse_eps, cfg["eps"]):
                 assert a["steps"] * parse_alpha(a["alpha"], e) >= e - 1e-12
     counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
-    assert counts["train_ann"] == 2 and counts["convert"] == 2 and counts["train_snn"] == 2 + 3 + 3
+    # T sweep members at replica 1 (targets) plus the main member's replica 2 (a source); leak sweep
+    assert counts["train_ann"] == 2 and counts["convert"] == 2 and counts["train_snn"] == 3 + 1 + 3
     # adversarial sets: 2 sources x replica 2 x attacks x eps; each job evaluates every target
     assert counts["evaluate"] == 2 * len(cfg["attacks"]) * len(cfg["eps"])
