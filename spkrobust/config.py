@@ -211,10 +211,13 @@ def grid(cfg: dict) -> list[dict]:
     sources = _names(cfg, "sources", models)
     targets = _names(cfg, "targets", models)
     target_reps = cfg["grid"]["target_replicas"]
+    source_reps = cfg["grid"]["source_replicas"]  # None: every replica crafts
     cells = []
     for dataset in cfg["datasets"]:
         for src in sources:
             for sr in model_replicas(cfg, models[src]):
+                if source_reps is not None and sr not in source_reps:
+                    continue
                 for attack in cfg["attacks"]:
                     for e in cfg["eps"]:
                         for tgt in targets:

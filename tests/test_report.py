@@ -6,19 +6,23 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from spkrobust.report import aggregate as agg, claims as rclaims, data as rdata, fmt, render
 from spkrobust.cli import main
 from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem
-from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT
+from spkrobust.outcomes import encode
+from spkrobust.report import aggregate as agg, data as rdata, fmt, render
+from spkrobust.report.claims import CLAIMS, evaluate_claims
+from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
 
 DS = "fashion_mnist"
 EPS = [(0.0, "0"), (2 / 255, "2_255"), (4 / 255, "4_255")]
 ATTACKS = ["fgsm", "pgd"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+N_IMAGES = 100
 # name -> (config kind, T, neuron, leak)
 MODELS = {
     "ann": ("ann", None, None, None),
@@ -33,13 +37,24 @@ MODELS = {
 ROB_HOLDS = {"ann": 0.2, "snn_conv": 0.4, "snn_bp-T4": 0.8, "snn_bp-T8": 0.6,
              "snn_lk-leak0.9": 0.8, "snn_lk-leak1.0": 0.5}
 ROB_FAILS = {"ann": 0.95, "snn_conv": 0.9, "snn_bp-T4": 0.5, "snn_bp-T8": 0.7,
-             "snn_lk-leak0.9": 0.4, "snn_lk-leak1.0": 0.6}
+             "snn_lk-leak0.9": 0.4, "snn_lk-leak1.0": 0.9}
 CLEAN = {"ann": 0.90, "snn_conv": 0.88, "snn_bp-T4": 0.86, "snn_bp-T8": 0.87,
          "snn_lk-leak0.9": 0.85, "snn_lk-leak1.0": 0.86}
 
 
 def kind(name):
     return MODELS[name][0]
+
+
+def parent(name):
+    """The replica chain: ann -> snn_conv -> every spike-trained SNN."""
+    return {"ann": None, "snn_conv": "ann"}.get(name, "snn_conv")
+
+
+def outcomes(acc, repeats):
+    """Per-image outcomes with accuracy ``acc``: images are ordered by difficulty, shared by all
+    models, so that a more accurate model is right on a superset of images (paired differences)."""
+    return encode([np.arange(N_IMAGES) < round(acc * N_IMAGES)] * repeats)
 
 
 def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn_bb=0.5,
@@ -61,7 +76,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                 meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0]})
             met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
                    "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rdata.sweep_base(m),
-                   "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": None},
+                   "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": parent(m)},
                               "replica": r, "seed": 1000 * (r - 1)}, "epochs": 1,
                    "wall_s": 1.5, "versions": {"torch": "x"}}
             if k == "convert":
@@ -75,8 +90,8 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             stoch = kind(t) != "ann"
             p = res / DS / "clean" / t / f"r{tr}.json"
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"format": CLEAN_FORMAT, "dataset": DS, "model": t, "replica": tr,
-                                    "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0, "n": 100}))
+            p.write_text(json.dumps({"format": CLEAN_FORMAT, "dataset": DS, "model": t, "replica": tr, "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0, "n": N_IMAGES,
+                                     "outcomes": outcomes(clean[t], 3 if stoch else 2)}))
             cleans.append(p)
     for s in models:
         for sr in replicas:
@@ -100,7 +115,8 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                                    "target": t, "target_replica": tr, "setting": setting,
                                    "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0,
                                    "adv_acc": adv, "adv_acc_std": 0.003 if stoch else 0.0,
-                                   "repeats": 3 if stoch else 1, "n": 100, "zero_grad_frac": 0.0,
+                                   "repeats": 3 if stoch else 1, "n": N_IMAGES, "zero_grad_frac": 0.0,
+                                   "outcomes": outcomes(adv, 3 if stoch else 1),
                                    "seed": 0, "stochastic": stoch,
                                    "source_kind": "ann" if kind(s) == "ann" else "snn",
                                    "target_kind": "ann" if kind(t) == "ann" else "snn"}
@@ -115,8 +131,13 @@ def claims_for(tmp_path, **kw) -> dict[str, dict]:
     recs, mets, cleans = make_world(tmp_path, **kw)
     out = tmp_path / "report"
     agg.aggregate(recs, mets, out, cleans)
-    data = rdata._Data(rdata.read_csv(out / "summary.csv"), rdata.read_csv(out / "models.csv"))
-    return {c["id"]: c for c in rclaims.evaluate_claims(data)}
+    merged = json.loads((out / "records.json").read_text())
+    data = rdata._Data(rdata.read_csv(out / "summary.csv"), rdata.read_csv(out / "models.csv"),
+                    merged["records"], merged["clean"])
+    return {c["id"]: c for c in evaluate_claims(data)}
+
+
+SUPPORTED = {c["id"]: "supported" for c in CLAIMS} | {"3c": "not measured"}  # no converted-SNN T sweep here
 
 
 def test_aggregate_and_report_end_to_end(tmp_path):
@@ -156,7 +177,7 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     assert by[("snn_lk-leak0.9", "1")]["leak"] == "0.9" and by[("snn_lk-leak0.9", "1")]["base"] == "snn_lk"
     assert float(by[("ann", "1")]["eval_clean_acc"]) == pytest.approx(0.90)
     merged = json.loads((out / "records.json").read_text())
-    assert merged["format"] == agg.RECORDS_FORMAT and len(merged["records"]) == len(recs)
+    assert merged["format"] == RECORDS_FORMAT and len(merged["records"]) == len(recs)
     assert all("versions" not in m for m in merged["models"])
 
     # aggregate is deterministic
@@ -176,7 +197,10 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     assert "## fashion_mnist" in tables and "### pgd: white-box" in tables and "ε=4/255" in tables
     assert "±" in tables  # stochastic targets have repeats > 1
     claims = (out / "claims.md").read_text()
-    assert claims.count("**holds**") == 5
+    for c in CLAIMS:
+        verdict = "not measured" if c["id"] == "3c" else "supported"
+        assert f"| {c['id']} | {c['claim']} | **{verdict}** |" in claims
+    assert "absolute" in claims and "conditional" in claims and " [+" in claims  # every row shows its CI
     index = (out / "index.md").read_text()
     for name in render.REPORT_FILES:
         if name != "index.md":
@@ -190,45 +214,51 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     assert not list(out.glob("heatmap_*.png")) and (out / "heatmap.png").exists()
 
 
-def test_claims_hold(tmp_path):
+def test_claims_supported(tmp_path):
     c = claims_for(tmp_path, rob=ROB_HOLDS, ann_src=0.3, snn_bb=0.5)
-    assert {k: v["verdict"] for k, v in c.items()} == {str(i): "holds" for i in range(1, 6)}
-    assert all(x["holds"] for v in c.values() for x in v["comparisons"])
+    assert {k: v["verdict"] for k, v in c.items()} == SUPPORTED
+    assert not any(x["verdict"] == "contradicted" for v in c.values() for x in v["comparisons"])
     assert "Spearman" in c["3"]["comparisons"][0]["note"]
+    # sources never share the target's replica chain: ann r1 made snn_conv r1 and every SNN r1
+    assert all("ann r1" not in x["a_src"] + x["b_src"] for k in ("2", "3", "5") for x in c[k]["comparisons"])
+    assert {x["a_src"] for x in c["2"]["comparisons"]} >= {"ann r2 → snn_conv r1", "ann r2 → snn_bp-T4 r1"}
+    assert {x["b_src"] for x in c["2"]["comparisons"]} >= {"snn_conv r2 → snn_conv r1"}
 
 
 def test_noise_baseline_is_not_a_claim_attack(tmp_path):
     # the noise "attack" alone would contradict every claim; it must be ignored by the claims
     c = claims_for(tmp_path, attacks=("fgsm", "noise"), noise_rob=ROB_FAILS)
-    assert {k: v["verdict"] for k, v in c.items()} == {str(i): "holds" for i in range(1, 6)}
+    assert {k: v["verdict"] for k, v in c.items()} == SUPPORTED
     assert all(x["attack"] == "fgsm" for v in c.values() for x in v["comparisons"])
 
 
-def test_claims_do_not_hold(tmp_path):
+def test_claims_contradicted(tmp_path):
     c = claims_for(tmp_path, rob=ROB_FAILS, ann_src=0.7, snn_bb=0.5)
-    assert {k: v["verdict"] for k, v in c.items()} == {str(i): "does not hold" for i in range(1, 6)}
-    assert "holds in 0 of" in c["1"]["numbers"]
+    assert {k: v["verdict"] for k, v in c.items()} == {k: "contradicted" if v == "supported" else v
+                                                       for k, v in SUPPORTED.items()}
+    assert c["1"]["numbers"].startswith("0 supported, ")
 
 
 def test_claims_not_measured_when_models_missing(tmp_path):
     c = claims_for(tmp_path, models=("ann", "snn_conv"))
-    assert c["1"]["verdict"] == "holds" and c["2"]["verdict"] == "holds"
-    for k in ("3", "4", "5"):
+    assert c["1"]["verdict"] == "supported" and c["2"]["verdict"] == "supported"
+    for k in ("3", "3c", "4", "5", "6"):
         assert c[k]["verdict"] == "not measured" and c[k]["numbers"]
     # a single replica: no black-box records -> claims 1 and 2 not measured either
     c = claims_for(tmp_path / "one", models=("ann", "snn_bp-T4", "snn_bp-T8"), replicas=(1,))
     assert c["1"]["verdict"] == "not measured" and c["2"]["verdict"] == "not measured"
-    assert c["3"]["verdict"] == "holds"  # white-box still compares T
+    assert c["3"]["verdict"] == "supported"  # white-box still compares T
     settings = {x["setting"] for x in c["3"]["comparisons"]}
+    assert "white-box" in settings and "black-box" not in settings  # plus transfer from common sources
     assert "white-box" in settings and "black-box" not in settings  # plus transfer from common sources
     assert all(s == "white-box" or s.startswith("transfer from ") for s in settings), settings
 
 
-def test_within_noise_is_marked(tmp_path):
-    rob = dict(ROB_HOLDS, **{"snn_bp-T4": 0.601, "snn_bp-T8": 0.6})
+def test_equal_robustness_is_inconclusive(tmp_path):
+    rob = dict(ROB_HOLDS, **{"snn_bp-T4": 0.6, "snn_bp-T8": 0.6})
     c = claims_for(tmp_path, rob=rob, models=("ann", "snn_bp-T4", "snn_bp-T8"), clean=dict(CLEAN, **{"snn_bp-T4": 0.87}))
-    assert c["3"]["verdict"] == "holds" and "(within noise)" in c["3"]["numbers"]
-    assert all(x["within_noise"] for x in c["3"]["comparisons"])
+    assert c["3"]["verdict"] == "inconclusive" and c["3"]["numbers"].startswith("0 supported, 0 contradicted")
+    assert all(x["low"] <= 0 <= x["high"] for x in c["3"]["comparisons"])
 
 
 def test_report_without_data_writes_not_measured(tmp_path):
@@ -239,7 +269,7 @@ def test_report_without_data_writes_not_measured(tmp_path):
     for name in render.REPORT_FILES:
         assert (out / name).exists(), name
     assert (out / "acc_vs_T.png").read_bytes()[:8] == PNG_MAGIC
-    assert (out / "claims.md").read_text().count("**not measured**") == 5
+    assert (out / "claims.md").read_text().count("**not measured**") == len(CLAIMS)
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys):

@@ -221,16 +221,25 @@ def test_editing_report_module_reruns_only_the_report(finished_copy):
 
 
 def test_quick_preset_covers_the_study(tmp_path):
-    """quick: ANN, converted IF and spike-trained LIF SNNs, 2 replicas, T and leak sweeps of >= 3
-    values, FGSM and PGD at >= 3 eps, PGD able to reach every eps; its dry-run builds the whole grid."""
+    """quick: ANN, converted IF and spike-trained LIF SNNs, 2 replicas, >= 1000 test images; its T and
+    leak sweeps (>= 3 values) are sweeps of spike-trained SNNs, each member trained from the one
+    converted parent (the 2020 study's design); FGSM and PGD, PGD able to reach every eps; sources
+    craft from replica 2 only; its dry-run builds the whole grid."""
     wd = copy_workflow(tmp_path / "wf")
     cfg = yaml.safe_load((wd / "workflow/presets/quick.yaml").read_text())
-    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 2
+    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 2 and cfg["data"]["test_size"] >= 1000
     kinds = {m["kind"] for m in cfg["models"].values()}
     assert kinds == {"ann", "convert", "snn"}
-    sweeps = [m.get("sweep", {}) for m in cfg["models"].values()]
-    assert any(len(s.get("T", [])) >= 3 for s in sweeps) and any(len(s.get("leak", [])) >= 3 for s in sweeps)
-    assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and len(cfg["eps"]) >= 3
+    from spkrobust.config import expand_models
+
+    models = expand_models(cfg)
+    for key in ("T", "leak"):
+        members = [m for m in models.values() if key in (m.get("sweep_values") or {})]
+        assert len({m[key] for m in members}) >= 3, key
+        assert {m["kind"] for m in members} == {"snn"}, key  # spike-trained, never converted
+        parents = {m["from"] for m in members}
+        assert len(parents) == 1 and models[parents.pop()]["kind"] == "convert", key
+    assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and "8/255" in cfg["eps"]
     from spkrobust.config import parse_alpha, parse_eps
 
     for a in cfg["attacks"].values():
@@ -238,5 +247,7 @@ def test_quick_preset_covers_the_study(tmp_path):
             for e in map(parse_eps, cfg["eps"]):
                 assert a["steps"] * parse_alpha(a["alpha"], e) >= e - 1e-12
     counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
-    assert counts["train_ann"] == 2 and counts["train_snn"] == 2 + 3 and counts["convert"] == 6
-    assert counts["evaluate"] == 4 * 2 * len(cfg["eps"])  # adversarial sets; each job evaluates all 8 targets
+    # T sweep members at replica 1 (targets) plus the main member's replica 2 (a source); leak sweep
+    assert counts["train_ann"] == 2 and counts["convert"] == 2 and counts["train_snn"] == 3 + 1 + 3
+    # adversarial sets: 2 sources x replica 2 x attacks x eps; each job evaluates every target
+    assert counts["evaluate"] == 2 * len(cfg["attacks"]) * len(cfg["eps"])

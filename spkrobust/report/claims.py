@@ -1,237 +1,262 @@
-"""The studies' five claims, evaluated on the measured numbers (``claims.md``)."""
+"""The studies' claims judged on per-image paired statistics (``claims.md``).
+
+Each claim is a set of paired comparisons (:func:`spkrobust.report.compare.compare`). A claim is
+supported when some comparison is and none contradicts it (mirror for contradicted), otherwise
+inconclusive; ``not measured`` says why no comparison could be made.
+"""
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from typing import Any
 
-from spkrobust.report.data import SNN_KINDS, _compare, _Data, _mean, _mean_acc, _param_groups
-from spkrobust.report.fmt import _eps_label, _md_table, _pct, _pm, eps_display
+from spkrobust import stats as S
+from spkrobust.report.compare import World, _ci, _paired, _pts, compare
+from spkrobust.report.data import _param_groups
+from spkrobust.report.fmt import _eps_label, _md_table, eps_display
+from spkrobust.vocab import SNN_KINDS
 
-
+VERDICTS = ("supported", "contradicted", "inconclusive")
+_STUDY19 = "the 2019 study: VGG9 on CIFAR-10 (10,000 test images), converted SNN at long T, spike-trained SNN at T≈100"
+_STUDY20 = "the 2020 study: VGG5/VGG11 on CIFAR-10/100 (10,000 test images), spike-trained SNNs at T≈100–175, leak 0.99"
 CLAIMS = [
-    ("1", "SNNs are at least as robust as the ANN under black-box attacks"),
-    ("2", "On SNN targets, SNN-crafted (black-box) attacks are stronger than ANN-crafted ones"),
-    ("3", "Fewer timesteps T make an SNN more robust"),
-    ("4", "More leak (smaller leak factor) makes an SNN more robust"),
-    ("5", "Spike-trained SNNs are at least as robust as converted SNNs"),
+    {"id": "1", "claim": "SNNs are at least as robust as the ANN under black-box attacks",
+     "heads": ("SNN target", "ANN target"), "study": _STUDY19,
+     "mirrors": "2019 study, black-box attacks: each network attacked by FGSM/PGD sets crafted on a second, "
+                "independently trained copy of itself (clean: ANN 89.5, converted 85.6, spike-trained 87.1 %)"},
+    {"id": "2", "claim": "On SNN targets, SNN-crafted (black-box) attacks are stronger than ANN-crafted ones",
+     "heads": ("acc under ANN-crafted", "acc under SNN-crafted"), "study": _STUDY19,
+     "mirrors": "2019 study, black-box attacks on the SNN: crafted on an independent ANN vs on an "
+                "independent copy of the SNN (gradients through time)"},
+    {"id": "3", "claim": "Fewer timesteps T make a spike-trained SNN more robust",
+     "heads": ("smallest T", "largest T"), "study": _STUDY20,
+     "mirrors": "2020 study, T sweep: spike-trained (hybrid) SNNs, each trained at its own T from one "
+                "converted parent"},
+    {"id": "3c", "claim": "Converted-SNN T sweep (not a claim of the studies: conversion needs long windows)",
+     "heads": ("smallest T", "largest T"), "study": _STUDY20,
+     "mirrors": "no experiment of the studies; converted SNNs of one ANN at several T, reported apart "
+                "from claim 3"},
+    {"id": "4", "claim": "More leak (smaller leak factor) makes a spike-trained SNN more robust",
+     "heads": ("smallest leak", "largest leak"), "study": _STUDY20,
+     "mirrors": "2020 study, leak sweep: spike-trained LIF SNNs, each trained at its own leak from one "
+                "converted parent"},
+    {"id": "5", "claim": "Spike-trained SNNs are at least as robust as the converted SNN they start from",
+     "heads": ("spike-trained", "converted"), "study": _STUDY19,
+     "mirrors": "2019 study: converted SNN vs the SNN fine-tuned from it by spike-based training"},
+    {"id": "6", "claim": "LIF SNNs (with no more timesteps) are more robust than IF SNNs",
+     "heads": ("LIF", "IF"), "study": _STUDY20,
+     "mirrors": "2020 study, IF vs LIF: LIF with fewer timesteps more robust than IF with more "
+                "(both spike-trained from one converted parent)"},
 ]
+_CLAIM = {c["id"]: c for c in CLAIMS}
+
+# ---- the claims ----------------------------------------------------------------------------------
+
+def _settings(w: World, ds: str, atk: str, members):
+    """(label, rule: member -> Src): white-box, black-box, then transfer from each source model that
+    is none of ``members`` (the same adversarial sets for every member, independent replicas only)."""
+    yield "white-box", lambda m: w.whitebox(ds, atk, m)
+    yield "black-box", lambda m: w.blackbox(ds, atk, m)
+    for src in sorted(w.sources[(ds, atk)] - set(members)):
+        f = w.transfer(ds, atk, src, tuple(members))
+        yield f"transfer from {src}", lambda m, f=f: f
 
 
-def evaluate_claims(data: _Data) -> list[dict]:
-    """Evaluate the studies' five claims on measured numbers.
-
-    Robustness of a model under (dataset, attack, setting) is its adversarial accuracy averaged
-    over the eps > 0 that both sides of a comparison measured (each eps first averaged over the
-    matching records: target replicas, source replicas, source models). ``diff`` is the side the
-    claim says is more robust (or, for claim 2, the accuracy under ANN-crafted attacks) minus the
-    other side. A comparison *holds* when ``diff >= 0`` for the "at least as robust" claims (1, 5)
-    and when ``diff > 0`` for the strict claims (2, 3, 4); ``(within noise)`` marks
-    ``|diff| < max(sqrt(std_a^2 + std_b^2), 0.01)`` (std = pooled std over repeats).
-
-    1. For each SNN model S (kind ``convert`` or ``snn``) and ANN model A, per attack:
-       black-box accuracy of S as target (source = another replica of S) minus that of A.
-    2. For each SNN target S, per attack: accuracy under ANN-crafted attacks (source kind
-       ``ann``, any replica) minus accuracy under SNN-crafted black-box attacks (source = another
-       replica of S). Positive = SNN-crafted attacks are stronger.
-    3. Among SNN models of one kind, arch, neuron, encoder, leak, sweep base name and parent
-       (``from``) -- i.e. members of one sweep that differ only in T (at least two T values) --
-       per attack and setting (white-box, black-box, and transfer from each common source model: the
-       same adversarial inputs for every member): accuracy at the smallest T minus accuracy
-       at the largest T; the Spearman rank correlation between T and accuracy over all members
-       is reported (negative = fewer T more robust).
-    4. As 3 with the leak factor (T fixed): accuracy at the smallest leak minus at the largest.
-    5. For each spike-trained SNN (kind ``snn``) and converted SNN (kind ``convert``), per attack
-       and setting (as in 3): accuracy of the trained minus the converted one.
-
-    Attacks of type ``noise`` (random sign noise, a baseline) are left out of every claim.
-    A claim's verdict is ``holds`` when every comparison holds, ``does not hold`` when at least
-    one does not (the numbers say how many held), ``not measured`` when no comparison could be
-    made (the reason is given).
-    """
+def _pairs_compared(w: World, pairs_of: Callable[[str], list]) -> list[dict]:
     out = []
-    for cid, statement in CLAIMS:
-        fn = {"1": _claim1, "2": _claim2, "3": lambda d: _claim_param(d, "timesteps", "T"),
-              "4": lambda d: _claim_param(d, "leak", "leak"), "5": _claim5}[cid]
-        comps, why = fn(data)
-        out.append(_verdict(cid, statement, comps, why))
-    return out
-
-
-def _finish(comp: dict, strict: bool, context: dict) -> dict:
-    d = comp["diff"]
-    ok = d > 0 if strict else d >= 0
-    comp = dict(comp, **context)
-    comp["holds"] = ok
-    comp["within_noise"] = abs(d) < comp["noise"]
-    return comp
-
-
-def _verdict(cid: str, statement: str, comps: list[dict], why: str) -> dict:
-    if not comps:
-        return {"id": cid, "claim": statement, "verdict": "not measured", "numbers": why,
-                "comparisons": []}
-    k = sum(c["holds"] for c in comps)
-    n = len(comps)
-    noisy = sum(c["within_noise"] for c in comps)
-    diffs = [c["diff"] for c in comps]
-    mean_d = sum(diffs) / n
-    verdict = "holds" if k == n else "does not hold"
-    nums = (f"holds in {k} of {n} comparisons; mean diff {100 * mean_d:+.1f} points "
-            f"(range {100 * min(diffs):+.1f} to {100 * max(diffs):+.1f})")
-    if noisy:
-        nums += f"; {noisy} of {n} within noise"
-    if noisy == n:
-        nums += " (within noise)"
-    return {"id": cid, "claim": statement, "verdict": verdict, "numbers": nums, "comparisons": comps}
-
-
-def _clean_of(data: _Data, ds: str, model: str) -> float | None:
-    rows = [r for r in data.summary if r["dataset"] == ds and r["target"] == model and r.get("clean_acc") is not None]
-    if rows:
-        return _mean(r["clean_acc"] for r in rows)
-    return _mean(m.get("clean_acc") for m in data.models if m["dataset"] == ds and m["model"] == model)
-
-
-def _models_of(data: _Data, ds: str, kinds: tuple) -> list[str]:
-    names = {n for (d, n), k in data.kind.items() if d == ds and k in kinds}
-    return data.model_order(ds, names)
-
-
-def _claim1(data: _Data):
-    comps = []
-    for ds in data.datasets:
-        snns, anns = _models_of(data, ds, SNN_KINDS), _models_of(data, ds, ("ann",))
-        for atk in data.attacks(ds, claims=True):
-            for s in snns:
-                rs = data.rows(dataset=ds, attack=atk, setting="black-box", target=s)
-                for a in anns:
-                    ra = data.rows(dataset=ds, attack=atk, setting="black-box", target=a)
-                    c = _compare(rs, ra)
+    for ds in w.datasets:
+        for a, b, extra in pairs_of(ds):
+            for atk in sorted(w.attacks[ds]):
+                for label, rule in _settings(w, ds, atk, (a, b)):
+                    c = compare(w, ds, atk, a, b, rule(a), rule(b), label)
                     if c:
-                        cs, ca = _clean_of(data, ds, s), _clean_of(data, ds, a)
-                        note = "" if cs is None or ca is None else f"clean {_pct(cs)} vs {_pct(ca)}"
-                        comps.append(_finish(c, False, {"dataset": ds, "attack": atk, "setting": "black-box",
-                                                        "a_name": s, "b_name": a, "note": note}))
-    return comps, "no black-box records (source = other replica) for both an SNN and an ANN target"
-
-
-def _claim2(data: _Data):
-    comps = []
-    for ds in data.datasets:
-        for atk in data.attacks(ds, claims=True):
-            for s in _models_of(data, ds, SNN_KINDS):
-                r_ann = data.rows(dataset=ds, attack=atk, target=s, source_kinds=("ann",))
-                r_snn = data.rows(dataset=ds, attack=atk, target=s, setting="black-box")
-                c = _compare(r_ann, r_snn)
-                if c:
-                    comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": "transfer vs black-box",
-                                                   "a_name": f"ANN → {s}", "b_name": f"{s} (other replica) → {s}", "note": ""}))
-    return comps, "no SNN target attacked both by an ANN (transfer) and by another replica of itself (black-box)"
-
-
-def _spearman(xs: list[float], ys: list[float]) -> float | None:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-    if len(xs) < 2:
-        return None
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return num / den if den > 0 else None
-
-
-def _settings(data: "_Data", ds: str, atk: str):
-    """(label, setting, source) to compare models in: white-box, black-box, then transfer attacks
-    from each common source model (e.g. every T-sweep member attacked by the same ANN-crafted sets),
-    so that models that are targets only are still compared on identical adversarial inputs."""
-    out = [("white-box", "white-box", None), ("black-box", "black-box", None)]
-    srcs = sorted({r["source"] for r in data.rows(dataset=ds, attack=atk, setting="transfer")})
-    out += [(f"transfer from {src}", "transfer", src) for src in srcs]
+                        out.append(_with_note(c, extra))
     return out
 
 
-def _claim_param(data: _Data, param: str, label: str):
-    comps = []
-    for ds in data.datasets:
-        groups = _param_groups(data, ds, param)
-        for atk in data.attacks(ds, claims=True):
-            for slabel, setting, src in _settings(data, ds, atk):
-                for members in groups.values():
-                    have = [n for n in members if data.rows(dataset=ds, attack=atk, setting=setting, target=n, source=src)]
-                    vals = [data.info[(ds, n)][param] for n in have]
-                    if len(set(vals)) < 2:
-                        continue
-                    lo, hi = have[0], have[-1]
-                    c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=lo, source=src),
-                                 data.rows(dataset=ds, attack=atk, setting=setting, target=hi, source=src))
+def _with_note(c: dict, extra: str) -> dict:
+    if extra:
+        c["note"] = "; ".join(x for x in (c["note"], extra) if x)
+    return c
+
+
+def _claim1(w: World) -> list[dict]:
+    out = []
+    for ds in w.datasets:
+        for atk in sorted(w.attacks[ds]):
+            for s in w.models(ds, SNN_KINDS):
+                for a in w.models(ds, ("ann",)):
+                    c = compare(w, ds, atk, s, a, w.blackbox(ds, atk, s), w.blackbox(ds, atk, a), "black-box")
+                    if c:
+                        out.append(c)
+    return out
+
+
+def _claim2(w: World) -> list[dict]:
+    out = []
+    for ds in w.datasets:
+        for atk in sorted(w.attacks[ds]):
+            for s in w.models(ds, SNN_KINDS):
+                for a in w.models(ds, ("ann",)):
+                    c = compare(w, ds, atk, s, s, w.transfer(ds, atk, a, (s,)), w.blackbox(ds, atk, s),
+                                f"transfer from {a} vs black-box")
+                    if c:
+                        out.append(c)
+    return out
+
+
+def _sweep_groups(w: World, ds: str, param: str, kinds: tuple) -> list[list[str]]:
+    """Models of ``kinds`` that differ only in ``param`` (one sweep from one parent), sorted by it."""
+    return list(_param_groups(w, ds, param, kinds).values())
+
+
+def _sweep_claim(w: World, param: str, label: str, kinds: tuple) -> list[dict]:
+    """Smallest against largest value of ``param`` per sweep and setting; the note gives every member's
+    adversarial accuracy on the same images and Spearman's rho over the members."""
+    out = []
+    for ds in w.datasets:
+        for members in _sweep_groups(w, ds, param, kinds):
+            lo, hi = members[0], members[-1]
+            for atk in sorted(w.attacks[ds]):
+                for slabel, rule in _settings(w, ds, atk, members):
+                    c = compare(w, ds, atk, lo, hi, rule(lo), rule(hi), slabel)
                     if not c:
                         continue
-                    accs = [_mean_acc([r for r in data.rows(dataset=ds, attack=atk, setting=setting, target=n, source=src)
-                                       if r["eps"] in c["eps"]]) for n in have]
-                    rho = _spearman(vals, accs)
-                    series = ", ".join(f"{label}={v:g}: {_pct(a)}" for v, a in zip(vals, accs))
-                    cleans = ", ".join(f"{label}={v:g}: {_pct(_clean_of(data, ds, n))}" for v, n in zip(vals, have))
-                    note = (f"adv acc {series}; Spearman ρ({label}, acc) = "
-                            f"{'n/a' if rho is None else f'{rho:+.2f}'}; clean {cleans}")
-                    comps.append(_finish(c, True, {"dataset": ds, "attack": atk, "setting": slabel,
-                                                   "a_name": lo, "b_name": hi, "note": note}))
-    return comps, (f"no SNN models that differ only in {label} (need a sweep over {label} with "
-                   f"white-box, black-box or common-source transfer records)")
+                    vals, accs = [], []
+                    for m in members:
+                        pm = _paired(w, ds, atk, m, hi, rule(m), rule(hi))
+                        if pm:
+                            vals.append(w.info[(ds, m)][param])
+                            accs.append(float(pm["adv_a"].mean()))
+                    rho = S.spearman(vals, accs)
+                    series = ", ".join(f"{label}={v:g}: {100 * x:.1f}" for v, x in zip(vals, accs))
+                    out.append(_with_note(c, f"adv acc {series}; Spearman ρ({label}, acc) = "
+                                             f"{'n/a' if rho is None else f'{rho:+.2f}'}"))
+    return out
 
 
-def _claim5(data: _Data):
-    comps = []
-    for ds in data.datasets:
-        trained, conv = _models_of(data, ds, ("snn",)), _models_of(data, ds, ("convert",))
-        for atk in data.attacks(ds, claims=True):
-            for slabel, setting, src in _settings(data, ds, atk):
-                for s in trained:
-                    for c_ in conv:
-                        c = _compare(data.rows(dataset=ds, attack=atk, setting=setting, target=s, source=src),
-                                     data.rows(dataset=ds, attack=atk, setting=setting, target=c_, source=src))
-                        if c:
-                            cs, cc = _clean_of(data, ds, s), _clean_of(data, ds, c_)
-                            note = "" if cs is None or cc is None else f"clean {_pct(cs)} vs {_pct(cc)}"
-                            comps.append(_finish(c, False, {"dataset": ds, "attack": atk, "setting": slabel,
-                                                            "a_name": s, "b_name": c_, "note": note}))
-    return comps, "no spike-trained and converted SNN evaluated in the same setting"
+def _ancestor_pairs(w: World, ds: str):
+    for s in w.models(ds, ("snn",)):
+        for c in w.chain(ds, s)[1:]:
+            if w.kind(ds, c) == "convert":
+                yield s, c, ""
+                break
+
+
+def _if_lif_pairs(w: World, ds: str):
+    def is_if(m):
+        i = w.info[(ds, m)]
+        return i.get("neuron") == "if" or i.get("leak") == 1.0
+
+    snn = w.models(ds, ("snn",))
+    for ifm in [m for m in snn if is_if(m)]:
+        for lif in [m for m in snn if not is_if(m)]:
+            ii, li = w.info[(ds, ifm)], w.info[(ds, lif)]
+            same = all(ii.get(k) == li.get(k) for k in ("arch", "encoder", "parent", "epochs"))
+            if same and (li.get("timesteps") or 0) <= (ii.get("timesteps") or 0):
+                yield lif, ifm, f"LIF leak {li.get('leak')} T={li.get('timesteps')} vs IF T={ii.get('timesteps')}"
+
+
+_WHY = {
+    "1": "no black-box records (source = another replica of the same model) for both an SNN and an ANN target",
+    "2": "no SNN target attacked both by an independent ANN replica and by another replica of itself",
+    "3": "no spike-trained SNNs that differ only in T (a T sweep from one parent) with common records",
+    "3c": "no converted SNNs that differ only in T with common records",
+    "4": "no spike-trained SNNs that differ only in the leak (a leak sweep from one parent) with common records",
+    "5": "no spike-trained SNN and the converted SNN it starts from evaluated on common adversarial sets",
+    "6": "no spike-trained LIF and IF SNNs from one parent, trained as long (LIF T ≤ IF T), evaluated on common adversarial sets",
+}
+
+
+def evaluate_claims(data: Any) -> list[dict]:
+    """Every claim of :data:`CLAIMS` with its comparisons (see the module doc)."""
+    w = World(data)
+    fns = {"1": _claim1, "2": _claim2,
+           "3": lambda w: _sweep_claim(w, "timesteps", "T", ("snn",)),
+           "3c": lambda w: _sweep_claim(w, "timesteps", "T", ("convert",)),
+           "4": lambda w: _sweep_claim(w, "leak", "leak", ("snn",)),
+           "5": lambda w: _pairs_compared(w, lambda ds: list(_ancestor_pairs(w, ds))),
+           "6": lambda w: _pairs_compared(w, lambda ds: list(_if_lif_pairs(w, ds)))}
+    out = []
+    for c in CLAIMS:
+        comps = fns[c["id"]](w)
+        why = _WHY[c["id"]] + (f" ({w.missing} records without per-image outcomes: rerun evaluate)" if w.missing else "")
+        out.append(_verdict(c, comps, why, w))
+    return out
+
+
+def _verdict(c: dict, comps: list[dict], why: str, w: World) -> dict:
+    base = {"id": c["id"], "claim": c["claim"], "mirrors": c["mirrors"], "comparisons": comps}
+    if not comps:
+        return dict(base, verdict="not measured", numbers=why, differs="")
+    k = {v: sum(x["verdict"] == v for x in comps) for v in VERDICTS}
+    verdict = ("supported" if k["supported"] and not k["contradicted"] else
+               "contradicted" if k["contradicted"] and not k["supported"] else "inconclusive")
+    diffs = [x["diff"] for x in comps if x["diff"] is not None]
+    hw = [(x["high"] - x["low"]) / 2 for x in comps if x["diff"] is not None]
+    nums = (f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive "
+            f"of {len(comps)} comparisons")
+    if diffs:
+        nums += (f"; diff {100 * min(diffs):+.1f} to {100 * max(diffs):+.1f} points, CI half-width ≤ "
+                 f"{100 * max(hw):.1f}")
+    conf = sum(x["metric"] == "conditional" for x in comps)
+    if conf:
+        nums += f"; {conf} judged on conditional robustness (clean accuracies differ)"
+    return dict(base, verdict=verdict, numbers=nums, differs=_differs(c, comps, w))
+
+
+def _span(n: list[int]) -> str:
+    return str(n[0]) if n[0] == n[-1] else f"{n[0]}–{n[-1]}"
+
+
+def _differs(c: dict, comps: list[dict], w: World) -> str:
+    ds = sorted({x["dataset"] for x in comps})
+    names = {(x["dataset"], m) for x in comps for m in (x["a_name"], x["b_name"])}
+    archs = sorted({str(w.info[k].get("arch")) for k in names if w.info[k].get("arch")})
+    Ts = sorted({int(w.info[k]["timesteps"]) for k in names if w.info[k].get("timesteps") is not None})
+    n = sorted({x["n"] for x in comps})
+    eps = sorted({e for x in comps for e in x["eps"]})
+    return (f"this run: {', '.join(ds)}, {', '.join(archs) or 'arch unknown'}, {_span(n)} paired test images, "
+            f"T {', '.join(map(str, Ts)) or '–'}, eps {', '.join(f'{255 * e:g}/255' for e in eps)}; "
+            f"{c['study']}")
+
+
+# ---- claims.md -----------------------------------------------------------------------------------
+
+def _d(d: dict | None) -> str:
+    return "–" if d is None else f"{_pts(d['diff'])} {_ci(d)}"
 
 
 def claims_md(claims: list[dict]) -> str:
     lines = ["# The studies' claims on measured numbers\n\n",
-             "Robustness = adversarial accuracy averaged over the eps > 0 measured for both sides "
-             "(percent). diff = a − b in points; a comparison holds when diff ≥ 0 (claims 1, 5) or "
-             "diff > 0 (claims 2, 3, 4). `(within noise)`: |diff| < max(√(std_a² + std_b²), 1 point), "
-             "std = pooled std over repeats. Random-noise baselines (attack type `noise`) are left out. "
-             "Precise definitions: `spkrobust.report.claims.evaluate_claims`.\n",
-             "\n"]
+             ("Each comparison pairs side a (the side the claim calls more robust) with side b on the same "
+             "test images (repeats, eps > 0 and sources averaged per image first). Differences a − b in "
+             "points with a seeded paired-bootstrap 95 % CI over images "
+             f"({S.N_RESAMPLES} resamples): *absolute* adversarial accuracy; *drop* = clean − adversarial "
+             "(b's drop − a's); *conditional* = fraction of the images both classify correctly when clean "
+             "that stay correct. The verdict uses the conditional metric when McNemar's test says the clean "
+             "accuracies differ (p < 0.05), else the absolute one: supported when the CI lies above 0, "
+             "contradicted when below, inconclusive otherwise. Sources never share the target's replica "
+             "chain (a model and the models made from it, same replica). Definitions: "
+             "`spkrobust.report.claims`.\n\n")]
     lines.append(_md_table(["#", "claim", "verdict", "numbers"],
                            [[c["id"], c["claim"], f"**{c['verdict']}**", c["numbers"]] for c in claims]))
-    heads = {"1": ("SNN target", "ANN target"), "2": ("acc under ANN-crafted", "acc under SNN-crafted (black-box)"),
-             "3": ("smallest T", "largest T"), "4": ("smallest leak", "largest leak"),
-             "5": ("spike-trained", "converted")}
     for c in claims:
-        lines.append(f"\n## Claim {c['id']}: {c['claim']}\n\n")
+        ha, hb = _CLAIM[c["id"]]["heads"]
+        lines.append(f"\n## Claim {c['id']}: {c['claim']}\n\nMirrors: {c['mirrors']}.\n")
         if not c["comparisons"]:
-            lines.append(f"not measured: {c['numbers']}\n")
+            lines.append(f"\nnot measured: {c['numbers']}\n")
             continue
-        ha, hb = heads[c["id"]]
+        lines.append(f"\nHow this run differs — {c['differs']}.\n\n")
         rows = []
         for x in c["comparisons"]:
-            diff = f"{100 * x['diff']:+.1f}" + (" (within noise)" if x["within_noise"] else "")
-            rows.append([x["dataset"], x["attack"], x["setting"], x["a_name"], _pm(x["a"], x["std_a"], x["std_a"] > 0),
-                         x["b_name"], _pm(x["b"], x["std_b"], x["std_b"] > 0), diff,
-                         "holds" if x["holds"] else "does not hold",
-                         ", ".join(eps_display(_eps_label(e)) for e in x["eps"]), x.get("note", "")])
-        lines.append(_md_table(["dataset", "attack", "setting", ha, "a", hb, "b", "diff", "verdict", "eps", "notes"], rows))
+            rows.append([x["dataset"], x["attack"], x["setting"], f"{ha}: {x['a_src']}", f"{100 * x['a']:.1f}",
+                         f"{hb}: {x['b_src']}", f"{100 * x['b']:.1f}", _d(x["absolute"]), _d(x["drop"]),
+                         _d(x["conditional"]) + f" (n={x['n_conditional']})", _d(x["clean"]),
+                         x["metric"], f"**{x['verdict']}**", x["n"],
+                         ", ".join(eps_display(_eps_label(e)) for e in x["eps"]), x["note"]])
+        lines.append(_md_table(["dataset", "attack", "setting", "a (sources → target)", "a adv %",
+                                "b (sources → target)", "b adv %", "absolute", "drop", "conditional",
+                                "clean diff", "verdict from", "verdict", "images", "eps", "notes"], rows))
     return "".join(lines)
+
+

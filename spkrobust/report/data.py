@@ -1,5 +1,5 @@
 """The report's data: ``summary.csv``/``models.csv`` read back typed, and the queries on them
-(:class:`_Data`, per-eps means, the pairwise comparison the claims and plots use)."""
+(:class:`_Data`, per-eps means, sweep groups)."""
 from __future__ import annotations
 
 import csv
@@ -17,7 +17,6 @@ from spkrobust.vocab import NON_ATTACK_TYPES, SNN_KINDS
 
 
 
-NOISE_FLOOR = 0.01  # differences below max(std, 1 point) are marked "(within noise)"
 
 _INT_COLS = {"source_replica", "target_replica", "n", "repeats", "replica", "seed", "timesteps",
              "epochs"}
@@ -99,9 +98,12 @@ def read_csv(path: Path) -> list[dict]:
 class _Data:
     """The summary and models tables with the lookups the report needs."""
 
-    def __init__(self, summary: list[dict], models: list[dict]):
+    def __init__(self, summary: list[dict], models: list[dict], records: Iterable[dict] = (),
+                 clean: Iterable[dict] = ()):
         self.summary = summary
         self.models = models
+        self.records = list(records)  # raw records with per-image outcomes (records.json), for the claims
+        self.clean = list(clean)
         self.datasets = sorted({r["dataset"] for r in summary} | {m["dataset"] for m in models})
         self.kind: dict[tuple, str] = {}
         self.info: dict[tuple, dict] = {}
@@ -171,36 +173,18 @@ def _by_eps(rows: list[dict]) -> dict[float, tuple[float, float]]:
     return {e: (sum(v) / len(v), _pooled_std(std[e])) for e, v in acc.items()}
 
 
-def _compare(rows_a: list[dict], rows_b: list[dict]) -> dict | None:
-    """Average adversarial accuracy over the eps > 0 measured on both sides.
-
-    Returns a dict with ``a``, ``b`` (means over the common eps > 0, each eps first averaged over
-    the rows at that eps, i.e. over replicas/sources), ``std_a``, ``std_b`` (pooled repeat std),
-    ``diff = a - b``, ``noise = max(sqrt(std_a^2 + std_b^2), 0.01)``, ``eps`` (common values),
-    or None when no eps > 0 is measured on both sides.
-    """
-    ea, eb = _by_eps(rows_a), _by_eps(rows_b)
-    common = sorted(e for e in set(ea) & set(eb) if e > 0)
-    if not common:
-        return None
-    a = sum(ea[e][0] for e in common) / len(common)
-    b = sum(eb[e][0] for e in common) / len(common)
-    sa = _pooled_std(ea[e][1] for e in common)
-    sb = _pooled_std(eb[e][1] for e in common)
-    return {"a": a, "b": b, "std_a": sa, "std_b": sb, "diff": a - b,
-            "noise": max(math.sqrt(sa * sa + sb * sb), NOISE_FLOOR), "eps": common}
 
 
-def _mean_acc(rows: list[dict]) -> float | None:
-    e = _by_eps([r for r in rows if r["eps"] > 0])
-    return sum(v[0] for v in e.values()) / len(e) if e else None
 
 
-def _param_groups(data: _Data, ds: str, param: str) -> dict[tuple, list[str]]:
+def _param_groups(data, ds: str, param: str, kinds: tuple = SNN_KINDS) -> dict[tuple, list[str]]:
+    """Models of ``kinds`` that differ only in ``param`` (members of one sweep from one parent),
+    each group sorted by ``param``; groups with fewer than two values are left out. ``data`` is
+    anything with ``info[(dataset, model)]`` rows (:class:`_Data`, the claims' ``World``)."""
     fixed = ("kind", "arch", "neuron", "encoder", "base", "parent", "leak", "timesteps")
     groups = defaultdict(list)
     for (d, name), info in data.info.items():
-        if d != ds or info.get("kind") not in SNN_KINDS or info.get(param) is None:
+        if d != ds or info.get("kind") not in kinds or info.get(param) is None:
             continue
         key = tuple((f, info.get(f)) for f in fixed if f != param)
         groups[key].append(name)

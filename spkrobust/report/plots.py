@@ -12,7 +12,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from spkrobust.config import shares_weights
 from spkrobust.io import atomic_write_bytes
+from spkrobust.report.compare import conditional_by_eps
 from spkrobust.report.data import _by_eps, _Data, _mean, _param_groups, sweep_base
 from spkrobust.report.fmt import _safe_name, eps_display
 
@@ -84,6 +86,24 @@ def _panel_acc_vs_eps(ax, data: _Data, ds: str, atk: str) -> None:
     _legend(ax)
 
 
+def _panel_conditional(ax, data: _Data, ds: str, atk: str) -> None:
+    """Fraction of each target's clean-correct images that stay correct (per-image outcomes): beside
+    each absolute panel, so that a clean-accuracy gap is not read as robustness."""
+    targets = data.model_order(ds, {r["target"] for r in data.rows(dataset=ds, attack=atk)})
+    for i, t in enumerate(targets):
+        label = t
+        for setting, ls in (("white-box", "-"), ("black-box", "--")):
+            c = conditional_by_eps(data, ds, atk, t, setting)
+            if c:
+                xs = sorted(c)
+                ax.plot(xs, [c[x] for x in xs], marker="o", ms=3, ls=ls, color=_color(i), label=label)
+                label = None
+    _eps_axis(ax, data.eps_list(ds, atk))
+    ax.set_ylabel("conditional robustness")
+    ax.set_title(f"{ds} / {atk}: of the clean-correct images, kept correct", fontsize=9)
+    _legend(ax)
+
+
 def _heat_values(data: _Data, ds: str, atk: str, eps: float):
     rows = data.rows(dataset=ds, attack=atk, eps=eps)
     names = data.model_order(ds, {r["source"] for r in rows} | {r["target"] for r in rows})
@@ -144,13 +164,21 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
     xvals: set = set()
     eps = data.eps_list(ds, atk)
     ci = 0
+    parent_of = {m: i.get("parent") for (d, m), i in data.info.items() if d == ds}
     for gi, members in enumerate(groups.values()):
         base = data.info[(ds, members[0])].get("base") or sweep_base(members[0])
+        # transfer from a common source that is no member and never a member's own replica chain:
+        # shows sweeps whose members are targets only
+        srcs = sorted({r["source"] for r in data.rows(dataset=ds, attack=atk, setting="transfer")} - set(members))
+        lines = [("white-box", None, "-"), ("black-box", None, "--")] + [("transfer", s, ":") for s in srcs]
         for e, l in eps:
-            for setting, ls in (("white-box", "-"), ("black-box", "--")):
+            for setting, src, ls in lines:
                 xs, ys, ss = [], [], []
                 for n in members:
-                    bye = _by_eps(data.rows(dataset=ds, attack=atk, setting=setting, target=n, eps=e))
+                    bye = _by_eps([r for r in data.rows(dataset=ds, attack=atk, setting=setting, target=n, eps=e,
+                                                        source=src)
+                                   if setting != "transfer" or not shares_weights(
+                                       parent_of, r["source"], r["source_replica"], n, r["target_replica"])])
                     if e in bye:
                         xs.append(data.info[(ds, n)][param])
                         ys.append(bye[e][0])
@@ -158,7 +186,7 @@ def _panel_param(ax, data: _Data, ds: str, atk: str, param: str, label: str) -> 
                 if len(set(xs)) >= 2:
                     xvals.update(xs)
                     ax.errorbar(xs, ys, yerr=ss, marker="o", ms=3, capsize=2, ls=ls, color=_color(ci),
-                                label=f"{base} ε={eps_display(l)} {setting}")
+                                label=f"{base} ε={eps_display(l)} " + (f"from {src}" if src else setting))
                     drew = True
             ci += 1
     if drew:
@@ -190,8 +218,8 @@ def _plot_param(data: _Data, path: Path, datasets: list[str], param: str, label:
             fig.tight_layout()
             _save(fig, path)
             return True
-    _not_measured_png(path, title, f"no SNN models that differ only in {label} with white-box or "
-                                   f"black-box records (need a sweep with at least two {label} values)")
+    _not_measured_png(path, title, f"no SNN models that differ only in {label} with white-box, black-box "
+                                   f"or transfer records (need a sweep with at least two {label} values)")
     return False
 
 
@@ -200,19 +228,25 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
     written: list[Path] = []
     # accuracy vs eps
     panels = [(ds, atk) for ds in data.datasets for atk in data.attacks(ds)]
-    title = "Adversarial accuracy vs ε (solid: white-box, dashed: black-box)"
-    if panels:
-        ncols = min(3, max(len(data.attacks(ds)) for ds in data.datasets))
-        fig, axes = _figure(len(panels), ncols)
-        for ax, (ds, atk) in zip(axes, panels):
-            _panel_acc_vs_eps(ax, data, ds, atk)
+    title = ("Adversarial accuracy (left) and conditional robustness (right) vs ε "
+             "(solid: white-box, dashed: black-box)")
+    if panels:  # each panel is a pair: absolute accuracy | conditional robustness
+        fig, axes = _figure(2 * len(panels), 2)
+        for i, (ds, atk) in enumerate(panels):
+            _panel_acc_vs_eps(axes[2 * i], data, ds, atk)
+            _panel_conditional(axes[2 * i + 1], data, ds, atk)
         fig.suptitle(title)
         fig.tight_layout()
         _save(fig, out / "acc_vs_eps.png")
         if extras:
             for ds, atk in panels:
-                written.append(_single(out / f"acc_vs_eps_{_safe_name(ds)}_{_safe_name(atk)}.png", (6.5, 4.5),
-                                       lambda ax, ds=ds, atk=atk: _panel_acc_vs_eps(ax, data, ds, atk)))
+                fig, (ax, ax2) = _figure(2, 2, 6.5, 4.5)
+                _panel_acc_vs_eps(ax, data, ds, atk)
+                _panel_conditional(ax2, data, ds, atk)
+                fig.tight_layout()
+                path = out / f"acc_vs_eps_{_safe_name(ds)}_{_safe_name(atk)}.png"
+                _save(fig, path)
+                written.append(path)
     else:
         _not_measured_png(out / "acc_vs_eps.png", title, "no evaluation records")
     # heatmaps
@@ -239,7 +273,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
     # T and leak
     for param, label, fixed, prefix in (("timesteps", "T", "acc_vs_T.png", "acc_vs_T"),
                                         ("leak", "leak", "acc_vs_leak.png", "acc_vs_leak")):
-        title = f"SNN adversarial accuracy vs {label} (solid: white-box, dashed: black-box)"
+        title = f"SNN adversarial accuracy vs {label} (solid: white-box, dashed: black-box, dotted: transfer)"
         _plot_param(data, out / fixed, data.datasets, param, label, title)
         if extras:
             for ds in data.datasets:

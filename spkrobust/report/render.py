@@ -45,7 +45,7 @@ def index_md(data: _Data, claims: list[dict], extras: list[Path]) -> str:
     lines.append(_md_table(["#", "claim", "verdict"], [[c["id"], c["claim"], c["verdict"]] for c in claims]))
     lines.append("\n## Files\n\n")
     for name, what in (("tables.md", "clean, white-box and black-box accuracy tables"),
-                       ("claims.md", "the five claims with the numbers behind each verdict"),
+                       ("claims.md", "the claims: paired comparisons with confidence intervals behind each verdict"),
                        ("checks.md", "sanity flags"),
                        ("summary.csv", "one row per evaluation"),
                        ("models.csv", "one row per trained model replica")):
@@ -73,7 +73,7 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
         if not r.get("setting"):
             r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
-    data = _Data(summary, models)
+    data = _Data(summary, models, records, clean)
     claims = evaluate_claims(data)
     atomic_write_text(tables_md(data), report_dir / "tables.md")
     atomic_write_text(claims_md(claims), report_dir / "claims.md")

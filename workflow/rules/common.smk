@@ -142,6 +142,18 @@ def record_json(g):
 EVAL_TARGETS = list(dict.fromkeys((g["target"], g["target_replica"]) for g in GRID))
 
 
+def models_in_use():
+    """(dataset, model, replica) of every grid source and target and their ancestors (`from:`, same
+    replica): a sweep member's extra replicas that no job attacks or evaluates are not trained."""
+    out = set()
+    for g in GRID:
+        for m, r in ((g["source"], g["source_replica"]), (g["target"], g["target_replica"])):
+            while m is not None and (g["dataset"], m, r) not in out:
+                out.add((g["dataset"], m, r))
+                m = MODELS[m].get("from")
+    return sorted(out)
+
+
 def eval_outputs():
     return [f"results/{{dataset}}/eval/{{source}}/r{{sr}}/{{attack}}/{{eps}}/{t}/r{tr}.json" for t, tr in EVAL_TARGETS]
 

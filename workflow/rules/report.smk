@@ -5,7 +5,8 @@
 
 RECORDS = [record_json(g) for g in GRID]
 CLEAN = sorted({clean_json(g["dataset"], g["target"], g["target_replica"]) for g in GRID})
-MODEL_METRICS = [metrics_json(d, m, r) for d in DATASETS for m in MODELS for r in REPLICAS[m]]
+
+MODEL_METRICS = [metrics_json(d, m, r) for d, m, r in models_in_use()]
 
 # The fixed set of files `spkrobust report` writes (spkrobust.report.render.REPORT_FILES); each one is
 # shown in `snakemake --report report.html` with the caption in workflow/report/.
@@ -56,7 +57,7 @@ rule render_report:
         summary="results/report/summary.csv",
         models="results/report/models.csv",
         records="results/report/records.json",
-        code=lib("report", "checks"),
+        code=lib("report", "stats", "outcomes", "checks"),
     output:
         REPORT_FILES,
     log:
