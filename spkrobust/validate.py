@@ -66,7 +66,10 @@ ATTACK_PARAMS: dict[str, tuple[str, ...]] = {
     "apgd": ("steps", "n_restarts", "loss", "rho", "eot_samples"),
     "square": ("n_queries", "n_restarts", "p_init", "loss"),
     "noise": (),
+    "apgdt": ("steps", "n_restarts", "rho", "target_classes", "eot_samples"),
+    "ensemble": ("members", "stop_early", "eot_samples"),
 }
+GRAD_ATTACKS = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt")  # take `grad` (checked by the schema)
 ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "square": ("margin", "ce")}
 
 
@@ -354,12 +357,12 @@ def _check_attacks(cfg: dict) -> None:
         _one_of(f"{p}.type", atype, ATTACK_PARAMS)
         allowed = ATTACK_PARAMS[atype]
         for key, value in spec.items():
-            if key == "type":
+            if key == "type" or (key == "grad" and atype in GRAD_ATTACKS):
                 continue
             kp = f"{p}.{key}"
             if key not in allowed:
                 _fail(kp, f"not a parameter of {atype}; allowed: {_allowed(allowed) or 'none'}")
-            if key in ("steps", "n_restarts", "n_queries", "eot_samples"):
+            if key in ("steps", "n_restarts", "n_queries", "eot_samples", "target_classes"):
                 _int(kp, value)
             elif key == "random_start":
                 if not isinstance(value, bool):

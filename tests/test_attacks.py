@@ -31,7 +31,8 @@ def _acc(model, x, y):
 
 
 FAST = {"pgd": {"steps": 3}, "eotpgd": {"steps": 2, "eot_samples": 2}, "apgd": {"steps": 3},
-        "square": {"n_queries": 30}}
+        "apgdt": {"steps": 3, "target_classes": 2}, "square": {"n_queries": 30},
+        "ensemble": {"members": [{"type": "fgsm"}, {"type": "apgd", "steps": 3, "loss": "dlr"}]}}
 
 
 def test_tiny_ann_is_really_trained(ann, small_data):
