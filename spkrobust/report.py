@@ -1230,7 +1230,9 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
     data = _Data(summary, models)
     claims = evaluate_claims(data)
-    atomic_write_text(tables_md(data), report_dir / "tables.md")
+    from spkrobust.overestimate import overestimate_md
+
+    atomic_write_text(tables_md(data) + "\n" + overestimate_md(records), report_dir / "tables.md")
     atomic_write_text(claims_md(claims), report_dir / "claims.md")
     atomic_write_text(checks_md(records, clean, raw_models), report_dir / "checks.md")
     before = {p for pat in _EXTRA_PATTERNS for p in report_dir.glob(pat)}
