@@ -56,7 +56,7 @@ rule render_report:
         summary="results/report/summary.csv",
         models="results/report/models.csv",
         records="results/report/records.json",
-        code=lib("report", "checks"),
+        code=lib("report", "checks", "overestimate", "ensemble", "outcomes", "stats"),
     output:
         REPORT_FILES,
     log:
