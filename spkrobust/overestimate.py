@@ -60,7 +60,7 @@ def overestimate_rows(records: list[dict], seed: int = 0) -> list[dict]:
                     continue
                 a_recs = [next(r for r in by_attack[atk] if int(r["target_replica"]) == k) for k in reps]
                 e_recs = [next(r for r in by_attack[ens] if int(r["target_replica"]) == k) for k in reps]
-                pos, rates = align(*[r["outcomes"] for r in a_recs + e_recs])
+                _, rates = align(*[r["outcomes"] for r in a_recs + e_recs])
                 A, E = np.stack(rates[:len(reps)]), np.stack(rates[len(reps):])
                 d = paired_diff_groups(A, E, seed=seed)
                 rows.append({"dataset": ds, "model": model, "kind": a_recs[0].get("target_kind") or "",

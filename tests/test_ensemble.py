@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
 import robust_helpers as H
+import torch
 from robust_helpers import cli_data_path, cli_models  # noqa: F401  (fixtures)
+
 from spkrobust import attacks as A
 from spkrobust.checks import run_checks
 from spkrobust.ensemble import decode_record, source_predict

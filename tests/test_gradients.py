@@ -6,15 +6,21 @@ from __future__ import annotations
 import math
 
 import pytest
+import robust_helpers as H
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import robust_helpers as H
 from spkrobust.encoding import Encoder
 from spkrobust.errors import UserError
-from spkrobust.gradients import (ATTACK_SURROGATES, RGA_GAMMA, EstimatedModel, parse_grad, surrogate_grad,
-                                 with_estimator)
+from spkrobust.gradients import (
+    ATTACK_SURROGATES,
+    RGA_GAMMA,
+    EstimatedModel,
+    parse_grad,
+    surrogate_grad,
+    with_estimator,
+)
 from spkrobust.models import load_model, save_model
 from spkrobust.neurons import SpikingLayer
 
