@@ -575,7 +575,7 @@ def _run_craft(args):
     name, rep = _source_ids(cfg, model)
     applied_mode = set_grad_mode(model, grad_mode)
     grad = None
-    if args.grad is not None and atype == "fgsm":
+    if args.grad is not None and atype == "fgsm" and attack_cfg.get("grad") is None:
         g = load_grad(args.grad, n=len(x))
         gm = g.get("meta") or {}
         if not torch.equal(g["indices"].long(), idx) or not torch.equal(g["labels"].long(), y):
@@ -588,7 +588,7 @@ def _run_craft(args):
                               f"eot_samples={gm.get('eot_samples')}, the config asks for {applied_mode}/{eot}; rerun grad")
         grad = g["sign"]
     elif args.grad is not None:
-        print(f"note: --grad is used by fgsm only; ignored for {atype}", file=sys.stderr)
+        print(f"note: --grad is used by fgsm without its own grad estimator only; ignored here", file=sys.stderr)
     label = eps_label_of(args.eps.replace("_", "/") if isinstance(args.eps, str) else args.eps)
     seed = derive_seed(int(cfg.get("seed", 0)), "craft", name, rep, attack_name, label)
     x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
