@@ -588,7 +588,7 @@ def _run_craft(args):
                               f"eot_samples={gm.get('eot_samples')}, the config asks for {applied_mode}/{eot}; rerun grad")
         grad = g["sign"]
     elif args.grad is not None:
-        print(f"note: --grad is used by fgsm without its own grad estimator only; ignored here", file=sys.stderr)
+        print("note: --grad is used by fgsm without its own grad estimator only; ignored here", file=sys.stderr)
     label = eps_label_of(args.eps.replace("_", "/") if isinstance(args.eps, str) else args.eps)
     seed = derive_seed(int(cfg.get("seed", 0)), "craft", name, rep, attack_name, label)
     x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
