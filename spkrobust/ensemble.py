@@ -4,15 +4,16 @@
 stop_early: true}`` runs every member (any attack type × gradient estimator, see
 :mod:`spkrobust.gradients`) on the same images of one source, as Özdenizci & Legenstein (TMLR 2024,
 IGITUGraz/RobustSNNConversion ``attack/ensemble.py``) do with 19 gradient modes. An image counts as
-robust only if it survives every member; the set keeps, for each image, the adversarial example of
-the first member that broke it (else the last member's attempt, or the clean image when the source
-already misclassifies it).
+robust only if it survives every member; the set keeps, for each image, the candidate (clean image
+or a member's adversarial example) on which the source's margin ``z_y − max_{j≠y} z_j`` is lowest,
+so a broken image keeps an adversarial example and, on a stochastic source, the most confidently
+wrong one (a barely-successful example of one Poisson draw is often classified right on the next).
 
-"Broke" is judged on the source while crafting (white-box): the source's prediction, on a
-stochastic source from the logits summed over ``eot_samples`` draws. With ``stop_early`` (default)
-a member attacks only the images no earlier member broke (cheaper; the order of the members then
-decides which one gets the credit); without it every member attacks every image the source gets
-right, so each member's own accuracy on the same images is known too.
+"Broke" is judged on the source while crafting (white-box): margin < 0, on a stochastic source with
+the logits summed over ``max(JUDGE_DRAWS, eot_samples)`` draws. The first member attacks every
+image; with ``stop_early`` (default) each later member attacks only the images no earlier member
+broke (cheaper; the order of the members then decides which one gets the credit); without it every
+member attacks every image, so each member's own accuracy on the same images is known too.
 
 The set's meta carries ``ensemble``: member names, and per member the packed bits (see
 :func:`spkrobust.outcomes.pack_bits`, in the set's image order) of the images it attacked and of
@@ -30,6 +31,7 @@ import torch.nn as nn
 from spkrobust.errors import UserError
 
 ENSEMBLE_FORMAT = "spkrobust-ensemble-1"
+JUDGE_DRAWS = 8  # forward passes (summed logits) that judge a stochastic source's margin
 
 
 def member_name(spec: dict) -> str:
@@ -68,13 +70,24 @@ def resolve_members(members, eps: float, cfg_eot: int = 1) -> list[dict]:
 
 
 @torch.no_grad()
-def source_predict(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int, device) -> torch.Tensor:
-    """The source's predicted classes (logits summed over ``draws`` forward passes)."""
+def source_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, batch_size: int,
+                  device) -> torch.Tensor:
+    """The source's margin ``z_y - max_{j != y} z_j`` of the logits summed over ``draws`` passes
+    (< 0: misclassified)."""
     out = []
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device)
-        logits = sum(model(xb) for _ in range(max(1, draws)))
-        out.append(logits.argmax(1).cpu())
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        z = sum(model(xb) for _ in range(max(1, draws))).float()
+        zy = z.gather(1, yb[:, None]).squeeze(1)
+        out.append((zy - z.scatter(1, yb[:, None], float("-inf")).max(1).values).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def source_predict(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int, device) -> torch.Tensor:
+    """The source's predicted classes (logits summed over ``draws`` forward passes)."""
+    with torch.no_grad():
+        out = [sum(model(x[i:i + batch_size].to(device)) for _ in range(max(1, draws))).argmax(1).cpu()
+               for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -90,46 +103,48 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
     model.eval()
     x, y = x.float(), y.long()
     n = len(x)
-    draws = int(p["eot_samples"]) if is_stochastic(model) else 1
+    draws = max(JUDGE_DRAWS, int(p["eot_samples"])) if is_stochastic(model) else 1
     torch.manual_seed(int(seed))
-    clean_ok = source_predict(model, x, draws, batch_size, device) == y
-    alive = clean_ok.clone()
+    best = source_margin(model, x, y, draws, batch_size, device)  # margin of the kept candidate
+    clean_ok = best >= 0
     x_adv = x.clone()
     attempted = torch.zeros(len(p["members"]), n, dtype=torch.bool)
     broken = torch.zeros_like(attempted)
     infos = []
     for i, m in enumerate(p["members"]):
-        idx = torch.nonzero(alive if p["stop_early"] else clean_ok).flatten()
+        # the first member attacks every image (a stochastic source's "wrong" may be luck)
+        idx = torch.nonzero((best >= 0) if (p["stop_early"] and i > 0) else torch.ones(n, dtype=torch.bool)).flatten()
         if len(idx) == 0:
             infos.append({"name": m["name"], "skipped": True})
             continue
         spec = {k: v for k, v in m.items() if k != "name"}
         xa, info = craft(model, x[idx], y[idx], spec, eps, eot_samples=eot_samples, batch_size=batch_size,
                          seed=derive_seed(seed, "member", i), device=device)
-        b = source_predict(model, xa, draws, batch_size, device) != y[idx]
+        margin = source_margin(model, xa, y[idx], draws, batch_size, device)
+        b = margin < 0
         attempted[i, idx] = True
         broken[i, idx] = b
-        was_alive = alive[idx]
-        take = was_alive  # first breaker, or the latest attempt on a still-robust image
-        x_adv[idx[take]] = xa[take]
-        alive[idx[b]] = False
+        was_robust = best[idx] >= 0
+        better = margin < best[idx]  # keep the candidate the source is least sure of
+        x_adv[idx[better]] = xa[better]
+        best[idx[better]] = margin[better]
         infos.append({"name": m["name"], "attempted": len(idx), "broke": int(b.sum()),
-                      "first": int((b & was_alive).sum()), "zero_grad_frac": info.get("zero_grad_frac"),
+                      "first": int((b & was_robust).sum()), "zero_grad_frac": info.get("zero_grad_frac"),
                       "grad": info.get("grad"), "time_s": info.get("time_s")})
     verify_adv(x, x_adv, eps)
     zero = [i["zero_grad_frac"] for i in infos if i.get("zero_grad_frac") is not None]
     record = {
-        "format": ENSEMBLE_FORMAT, "n": n, "stop_early": bool(p["stop_early"]),
+        "format": ENSEMBLE_FORMAT, "n": n, "stop_early": bool(p["stop_early"]), "judge_draws": draws,
         "members": [m["name"] for m in p["members"]], "member_specs": [dict(m) for m in p["members"]],
         "clean_wrong": pack_bits((~clean_ok).numpy()),
         "attempted": [pack_bits(a.numpy()) for a in attempted],
         "broken": [pack_bits(b.numpy()) for b in broken],
-        "robust_on_source": float(alive.float().mean()) if n else None,
+        "robust_on_source": float((best >= 0).float().mean()) if n else None,
         "member_info": infos,
     }
-    info = {"attack_type": "ensemble", "attack_params": {**p}, "eot_samples": draws,
-            "zero_grad_frac": max(zero) if zero else None, "time_s": round(time.time() - t0, 3),
-            "grad": None, "ensemble": record}
+    info = {"attack_type": "ensemble", "attack_params": {**p}, "eot_samples": int(p["eot_samples"])
+            if is_stochastic(model) else 1, "zero_grad_frac": max(zero) if zero else None,
+            "time_s": round(time.time() - t0, 3), "grad": None, "ensemble": record}
     return x_adv, info
 
 
