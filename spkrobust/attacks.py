@@ -13,12 +13,20 @@ pgd       ``torchattacks.PGD`` (``steps`` 7, ``alpha`` 2/255 — or relative: ``
           ``eot_samples > 1`` on a stochastic source ``torchattacks.EOTPGD``
 eotpgd    ``torchattacks.EOTPGD``: PGD whose every step sums gradients of ``eot_samples`` draws
           (default ``max(4, cfg eot_samples)``)
-apgd      ``torchattacks.APGD`` (L∞, ``steps`` 10, ``n_restarts`` 1, ``loss`` ce, ``rho`` 0.75,
+apgd      ``torchattacks.APGD`` (L∞, ``steps`` 10, ``n_restarts`` 1, ``loss`` ce or dlr, ``rho`` 0.75,
           its own EOT = ``eot_samples``)
+apgdt     ``torchattacks.APGDT``: targeted APGD-DLR against the ``target_classes`` (default 9) most
+          likely wrong classes in turn (same parameters as apgd, no ``loss``)
+ensemble  a per-sample worst case over ``members`` (a list of attack specs, any type × ``grad``):
+          see :mod:`spkrobust.ensemble`
 square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000, ``p_init`` 0.8,
           ``loss`` margin)
 noise     random-sign noise of the same eps (the baseline every attack must beat)
 ========  =========================================================================================
+
+Every gradient attack takes ``grad: {mode, surrogate, width, gamma}``, the gradient estimator for an
+SNN source (:mod:`spkrobust.gradients`: bptt with an attack-time surrogate, ste, bptr, rga, act,
+hart); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.
 
 Gradients through SNNs: the spkrobust SNNs give input gradients in ``eval()`` mode (surrogate in
 every backward pass, straight-through Poisson encoder), so the attacks run the source in ``eval()``
@@ -123,6 +131,15 @@ def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str,
     if atype in ("pgd", "eotpgd"):
         p["alpha"] = parse_alpha(p["alpha"], eps, f"{atype}.alpha")
         p["random_start"] = bool(p["random_start"])
+    if p.get("grad") is not None:
+        from spkrobust.gradients import parse_grad
+
+        p["grad"] = parse_grad(p["grad"], f"attack {atype}: grad").as_dict()
+    if atype == "ensemble":
+        from spkrobust.ensemble import resolve_members
+
+        p["members"] = resolve_members(p["members"], eps, cfg_eot)
+        p["stop_early"] = bool(p["stop_early"])
     return atype, p
 
 
@@ -246,6 +263,13 @@ def _craft_batch(model, atype, p, x, y, eps, eot, seed, stochastic):
         atk = torchattacks.APGD(probe, norm="Linf", eps=eps, steps=p["steps"], n_restarts=p["n_restarts"],
                                 seed=seed, loss=p["loss"], eot_iter=eot, rho=p["rho"])
         return atk(x, y), g
+    if atype == "apgdt":
+        g = input_grad(model, x, y, eot)
+        n_classes = int((getattr(model, "meta", None) or {}).get("num_classes", 10))
+        atk = torchattacks.APGDT(_GradProbe(model, capture=0), norm="Linf", eps=eps, steps=p["steps"],
+                                 n_restarts=p["n_restarts"], seed=seed, eot_iter=eot, rho=p["rho"], n_classes=n_classes)
+        atk.n_target_classes = max(1, min(p["target_classes"], n_classes - 1))
+        return atk(x, y), g
     if atype == "square":
         atk = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"],
                                   n_restarts=p["n_restarts"], p_init=p["p_init"], loss=p["loss"], seed=seed)
@@ -266,6 +290,16 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     """
     eps = float(eps)
     atype, p = resolve_attack(attack_cfg, eps, cfg_eot=int(eot_samples))
+    if atype == "ensemble":
+        from spkrobust.ensemble import craft_ensemble
+
+        return craft_ensemble(model, x, y, p, eps, eot_samples=int(eot_samples), batch_size=batch_size,
+                              seed=seed, device=device)
+    grad_spec = None
+    if p.get("grad") is not None:
+        from spkrobust.gradients import with_estimator
+
+        model, grad_spec = with_estimator(model, p["grad"])
     stochastic = is_stochastic(model)
     eot = p.get("eot_samples", 1) if stochastic else 1
     model.eval()
@@ -297,6 +331,7 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
         "eot_samples": int(eot) if atype in GRADIENT_TYPES else None,
         "zero_grad_frac": (float(zmask.float().mean()) if zmask is not None and len(zmask) else None),
         "time_s": round(time.time() - t0, 3),
+        "grad": grad_spec.label() if grad_spec is not None else None,
     }
     if atype not in GRADIENT_TYPES:
         info["zero_grad_frac"] = None
@@ -432,7 +467,7 @@ def _run_craft(args):
     name, rep = _source_ids(cfg, model)
     applied_mode = set_grad_mode(model, grad_mode)
     grad = None
-    if args.grad is not None and atype == "fgsm":
+    if args.grad is not None and atype == "fgsm" and attack_cfg.get("grad") is None:
         g = load_grad(args.grad, n=len(x))
         gm = g.get("meta") or {}
         if not torch.equal(g["indices"].long(), idx) or not torch.equal(g["labels"].long(), y):
@@ -445,7 +480,7 @@ def _run_craft(args):
                               f"eot_samples={gm.get('eot_samples')}, the config asks for {applied_mode}/{eot}; rerun grad")
         grad = g["sign"]
     elif args.grad is not None:
-        print(f"note: --grad is used by fgsm only; ignored for {atype}", file=sys.stderr)
+        print(f"note: --grad is used by fgsm without its own grad estimator only; ignored for {atype}", file=sys.stderr)
     label = eps_label(args.eps)
     seed = derive_seed(opts.seed, "craft", name, rep, attack_name, label)
     x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
@@ -457,7 +492,8 @@ def _run_craft(args):
             "attack_params": {**{k: v for k, v in attack_cfg.items() if k != "name"}, "type": atype},
             "attack_params_resolved": info["attack_params"], "eps": eps, "eps_label": label, "seed": seed,
             "zero_grad_frac": info["zero_grad_frac"], "time_s": info["time_s"],
-            "grad_mode": applied_mode if atype in GRADIENT_TYPES else None,
+            "grad_mode": (info.get("grad") or applied_mode) if atype in GRADIENT_TYPES else None,
+            "ensemble": info.get("ensemble"),
             "eot_samples": info["eot_samples"], "dataset": cfg.get("dataset", prep.dataset),
             "source_kind": (model.meta or {}).get("kind"), "source_stochastic": is_stochastic(model),
             "n": len(x), "max_linf": float((x_adv - x).abs().max()) if len(x) else 0.0}

@@ -29,6 +29,9 @@ Checks (level of aggregation in brackets):
   than the attack at eps;
 * ``zero_gradient_fraction`` [source × attack] — at most ``ZERO_GRAD_MAX`` of the inputs have an
   all-zero input gradient;
+* ``ensemble_drop`` [source × eps, white-box, only where an ``ensemble`` attack ran] — the adaptive
+  ensemble lowers accuracy by at most ``ENSEMBLE_DROP_MARGIN`` below the strongest other attack (else
+  the single-estimator attacks overestimate the model's robustness);
 * ``stochastic_target`` [target, from the clean records] — the forward pass run twice differs iff the
   model declares itself stochastic; reports the spread.
 """
@@ -44,7 +47,8 @@ ATTACK_SLACK = 0.01   # accuracy fraction allowed between two different adversar
 CHANCE_TOL = 0.05     # large-eps accuracy may exceed chance by this much
 LARGE_EPS = 0.25      # pixel units: below this the large-eps check is not measured
 ZERO_GRAD_MAX = 0.05  # fraction of inputs with an all-zero input gradient
-ITERATIVE = ("pgd", "eotpgd", "apgd")
+ENSEMBLE_DROP_MARGIN = 0.05  # accuracy fraction the ensemble may take below the other attacks' best
+ITERATIVE = ("pgd", "eotpgd", "apgd", "apgdt")
 SINGLE_STEP = ("fgsm", "rfgsm")
 GRADIENT = ITERATIVE + SINGLE_STEP
 NOISE = "noise"
@@ -403,6 +407,27 @@ def check_zero_grad(recs: list[dict]) -> list[dict]:
     return out
 
 
+def check_ensemble_drop(recs: list[dict], margin: float = ENSEMBLE_DROP_MARGIN) -> list[dict]:
+    cells = defaultdict(list)
+    for r in recs:
+        if r["setting"] == "white-box" and r["_type"] != NOISE:
+            cells[(r["dataset"], r["source"], r["source_replica"], r["eps"])].append(r)
+    out = []
+    for (ds, s, sr, e), rs in sorted(cells.items()):
+        ens = [r for r in rs if r["_type"] == "ensemble"]
+        others = [r for r in rs if r["_type"] != "ensemble"]
+        if not ens or not others:
+            continue
+        best = min(others, key=lambda r: r["adv_acc"])
+        for r in ens:
+            drop = best["adv_acc"] - r["adv_acc"]
+            out.append(_entry("ensemble_drop", "flag" if drop > margin else "ok",
+                              f"{best['attack']} {_pct(best['adv_acc'])} -> {r['attack']} {_pct(r['adv_acc'])} "
+                              f"at eps {e:.4g}: drop {_pp(drop)} (margin {_pp(margin)})",
+                              dataset=ds, source=_who(s, sr), target=_who(s, sr), attack=r["attack"]))
+    return out
+
+
 def check_stochastic(clean: list[dict] | None) -> list[dict]:
     if not clean:
         return [_entry("stochastic_target", "not_measured", "no clean-accuracy records given")]
@@ -449,5 +474,6 @@ def run_checks(records: list[dict], clean: list[dict] | None = None,
         out += check_blackbox(recs)
         out += check_noise(recs)
         out += check_zero_grad(recs)
+        out += check_ensemble_drop(recs)
     out += check_stochastic(clean)
     return out

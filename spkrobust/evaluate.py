@@ -239,7 +239,7 @@ def _run_evaluate(args):
             "adv_acc": res["adv_acc"], "adv_acc_std": res["adv_acc_std"], "adv_accs": res["accs"],
             "repeats": res["repeats"], "n": res["n"], "outcomes": res["outcomes"],
             "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
-            "grad_mode": am.get("grad_mode"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
+            "grad_mode": am.get("grad_mode"), "ensemble": am.get("ensemble"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
             "seed": opts.seed, "stochastic": is_stochastic(model),
             "source_stochastic": am.get("source_stochastic"),
             "source_kind": am.get("source_kind"), "target_kind": tmeta.get("kind"),

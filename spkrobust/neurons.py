@@ -12,10 +12,15 @@ Two SpikingJelly behaviours are handled here:
   is identical; only the backward differs) so attacks get gradients while dropout stays in
   inference behaviour;
 * ``set_grad_mode("rate")`` replaces the backward pass through time by a rate-based one: the layer's
-  output keeps its spikes forward, but gradients flow through ``clamp(mean_t x / threshold, 0, 1)``.
+  output keeps its spikes forward, but gradients flow through ``clamp(mean_t x / threshold, 0, 1)``
+  (the ``bptr`` estimator of :mod:`spkrobust.gradients`);
+* ``estimator`` (set by :class:`spkrobust.gradients.EstimatedModel` during an attack) is called as
+  ``estimator(layer, x_seq, spikes)`` on gradient-carrying passes: the neuron computes the spikes
+  without a graph and the estimator gives them its backward pass.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -189,6 +194,7 @@ class SpikingLayer(nn.Module):
         self.threshold = float(threshold)
         self.detach_reset = bool(detach_reset)
         self.grad_mode = "bptt"
+        self.estimator = None
         self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend, self.detach_reset)
         self.node.train(True)
 
@@ -203,11 +209,15 @@ class SpikingLayer(nn.Module):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         self.reset()
-        if self.grad_mode == "rate" and torch.is_grad_enabled() and x_seq.requires_grad:
+        estimator = self.estimator
+        if estimator is None and self.grad_mode == "rate":
+            from spkrobust.gradients import GradSpec, layer_estimate
+
+            estimator = functools.partial(layer_estimate, GradSpec("bptr"))
+        if estimator is not None and torch.is_grad_enabled() and x_seq.requires_grad:
             with torch.no_grad():
                 s = self.node(x_seq)
-            r = torch.clamp(x_seq.mean(0) / self.threshold, 0.0, 1.0)
-            return s + (r - r.detach()).unsqueeze(0)
+            return estimator(self, x_seq, s)
         return self.node(x_seq)
 
     def extra_repr(self):

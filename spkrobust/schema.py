@@ -120,7 +120,7 @@ def _message(err, root: dict, validator_cls, where: str = "") -> str:
     if v in _UNKNOWN_KEY:
         allowed = _allowed_keys(root, node, value, validator_cls)
         extra = next(k for k in value if k not in allowed)
-        shown = [k for k in allowed if k not in ("kind", "type")]
+        shown = [k for k in allowed if k not in ("kind", "type", "name")]
         what = node.get("x-unknown-key", "unknown key").format_map(
             {k: value.get(k) for k in ("kind", "type")})
         return f"{_key_path(path + [extra], where)}: {what}; allowed: {', '.join(shown) or 'none'}"

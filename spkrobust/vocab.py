@@ -22,7 +22,9 @@ METHODS = ("threshold", "max", "99.9%")
 INPUT_NORMS = ("half", "dataset")  # x̂ = 2x - 1 (the studies') | the training set's mean/std
 LR_SCHEDULES = ("step", "cosine")
 TRAIN_LOSSES_T = ("sum", "mean")  # spike-based training loss on the output summed / averaged over T  # conversion: threshold balancing, SpikingJelly Max / 99.9%
-GRAD_MODES = ("bptt", "rate")
+GRAD_MODES = ("bptt", "rate")  # eval.grad_mode (rate = the bptr estimator)
+GRAD_ESTIMATORS = ("bptt", "ste", "bptr", "rga", "act", "hart")  # an attack's grad.mode (spkrobust.gradients)
+ATTACK_SURROGATES = ("linear", "rectangular", "sigmoid", "atan", "exp")  # an attack's grad.surrogate
 SETTINGS = ("white-box", "black-box", "transfer")
 # the neuron settings an SNN's meta carries (defaults: the schema's, else inherited from `from:`)
 SNN_KEYS = ("neuron", "leak", "T", "encoder", "surrogate", "backend", "detach_reset")
@@ -32,18 +34,21 @@ SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
 PARENT_KINDS = {"convert": ("ann",), "snn": ("ann", "convert", "snn")}
 
 # every parameter an attack type accepts, with its default (eot_samples None: from eval.eot_samples;
-# rfgsm alpha None: eps/2)
+# rfgsm alpha None: eps/2; grad None: eval.grad_mode with the training surrogate; ensemble members:
+# required)
 ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fgsm": {"eot_samples": None},
-    "rfgsm": {"alpha": None, "eot_samples": None},
-    "pgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
-    "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None},
-    "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None},
+    "fgsm": {"eot_samples": None, "grad": None},
+    "rfgsm": {"alpha": None, "eot_samples": None, "grad": None},
+    "pgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None, "grad": None},
+    "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None, "grad": None},
+    "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None, "grad": None},
+    "apgdt": {"steps": 10, "n_restarts": 1, "rho": 0.75, "target_classes": 9, "eot_samples": None, "grad": None},
     "square": {"n_queries": 1000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"},
     "noise": {},
+    "ensemble": {"members": None, "stop_early": True, "eot_samples": None},
 }
 ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
-GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd")
+GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt")
 NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
 ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "square": ("margin", "ce")}
 EOTPGD_MIN_SAMPLES = 4

@@ -33,7 +33,8 @@ def _acc(model, x, y):
 
 
 FAST = {"pgd": {"steps": 3}, "eotpgd": {"steps": 2, "eot_samples": 2}, "apgd": {"steps": 3},
-        "square": {"n_queries": 30}}
+        "apgdt": {"steps": 3, "target_classes": 2}, "square": {"n_queries": 30},
+        "ensemble": {"members": [{"type": "fgsm"}, {"type": "apgd", "steps": 3, "loss": "dlr"}]}}
 
 
 def test_tiny_ann_is_really_trained(ann, small_data):
@@ -51,11 +52,11 @@ def test_every_attack_stays_in_eps_ball_and_unit_range(ann, batch, atype, eps):
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     if eps == 0.0:
         assert torch.equal(x_adv, x)
-    if atype in A.GRADIENT_TYPES:
+    if atype in A.GRADIENT_TYPES or atype == "ensemble":  # an ensemble reports its members' worst
         assert info["zero_grad_frac"] == 0.0 and info["eot_samples"] == 1  # deterministic source: EOT off
     else:
         assert info["zero_grad_frac"] is None
-    if eps == 0.3 and atype in ("fgsm", "rfgsm", "apgd"):
+    if eps == 0.3 and atype in ("fgsm", "rfgsm", "apgd", "apgdt", "ensemble"):
         assert _acc(ann, x_adv, y) < 0.2, "a working attack destroys the tiny ANN at eps 0.3"
 
 

@@ -27,6 +27,9 @@ def test_value_enumerations_equal_the_vocabulary():
                        ("input_norm", vocab.INPUT_NORMS), ("lr_schedule", vocab.LR_SCHEDULES)):
         assert tuple(DEFS[key]["enum"]) == names, key
     assert tuple(DEFS["snn_train"]["properties"]["loss_T"]["enum"]) == vocab.TRAIN_LOSSES_T
+    assert tuple(DEFS["grad"]["oneOf"][0]["enum"]) == vocab.GRAD_ESTIMATORS
+    assert tuple(DEFS["grad_spec"]["properties"]["mode"]["enum"]) == vocab.GRAD_ESTIMATORS
+    assert tuple(DEFS["grad_spec"]["properties"]["surrogate"]["enum"]) == (*vocab.ATTACK_SURROGATES, None)
     assert tuple(DEFS["model"]["properties"]["kind"]["enum"]) == vocab.MODEL_KINDS
     assert tuple(DEFS["attack"]["properties"]["type"]["enum"]) == vocab.ATTACK_TYPES
 

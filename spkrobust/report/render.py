@@ -16,6 +16,7 @@ from spkrobust.io import atomic_write_text
 from spkrobust.report.claims import claims_md, evaluate_claims
 from spkrobust.report.data import _Data, _read_json, read_csv
 from spkrobust.report.fmt import _md_table
+from spkrobust.report.overestimate import overestimate_md
 from spkrobust.report.plots import _EXTRA_PATTERNS, plots
 from spkrobust.report.tables import checks_md, tables_md
 from spkrobust.vocab import RECORDS_FORMAT
@@ -75,7 +76,7 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
     data = _Data(summary, models, records, clean)
     claims = evaluate_claims(data)
-    atomic_write_text(tables_md(data), report_dir / "tables.md")
+    atomic_write_text(tables_md(data) + "\n" + overestimate_md(records), report_dir / "tables.md")
     atomic_write_text(claims_md(claims), report_dir / "claims.md")
     atomic_write_text(checks_md(records, clean, raw_models), report_dir / "checks.md")
     before = {p for pat in _EXTRA_PATTERNS for p in report_dir.glob(pat)}

@@ -164,8 +164,10 @@ def eval_target_inputs(wc):
 
 
 def uses_grad(attack):
-    """FGSM reuses one input gradient per source model for every eps."""
-    return config["attacks"][attack]["type"] == "fgsm"
+    """FGSM reuses one input gradient per source model for every eps (the config's grad_mode; an
+    FGSM with its own `grad:` estimator computes its gradient in craft)."""
+    spec = config["attacks"][attack]
+    return spec["type"] == "fgsm" and spec.get("grad") is None
 
 
 # --- input functions --------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ rule render_report:
         summary="results/report/summary.csv",
         models="results/report/models.csv",
         records="results/report/records.json",
-        code=lib("report", "stats", "outcomes", "checks"),
+        code=lib("report", "checks", "ensemble", "outcomes", "stats"),
     output:
         REPORT_FILES,
     log:

@@ -1,0 +1,167 @@
+"""The ``ensemble`` attack: a per-sample worst case over member attacks.
+
+``{type: ensemble, members: [{type: apgd, loss: dlr, grad: {mode: bptt, surrogate: atan}}, ...],
+stop_early: true}`` runs every member (any attack type × gradient estimator, see
+:mod:`spkrobust.gradients`) on the same images of one source, as Özdenizci & Legenstein (TMLR 2024,
+IGITUGraz/RobustSNNConversion ``attack/ensemble.py``) do with 19 gradient modes. An image counts as
+robust only if it survives every member; the set keeps, for each image, the candidate (clean image
+or a member's adversarial example) on which the source's margin ``z_y − max_{j≠y} z_j`` is lowest,
+so a broken image keeps an adversarial example and, on a stochastic source, the most confidently
+wrong one (a barely-successful example of one Poisson draw is often classified right on the next).
+
+"Broke" is judged on the source while crafting (white-box): margin < 0, on a stochastic source with
+the logits summed over ``max(JUDGE_DRAWS, eot_samples)`` draws. The first member attacks every
+image; with ``stop_early`` (default) each later member attacks only the images no earlier member
+broke (cheaper; the order of the members then decides which one gets the credit); without it every
+member attacks every image, so each member's own accuracy on the same images is known too.
+
+The set's meta carries ``ensemble``: member names, and per member the packed bits (see
+:func:`spkrobust.outcomes.pack_bits`, in the set's image order) of the images it attacked and of
+those it broke, plus the images the source got wrong before any attack. Each member's seed is
+``derive_seed(seed, "member", i)``, so a member crafted alone on the same images with that seed
+gives the same set.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+
+from spkrobust.errors import UserError
+
+ENSEMBLE_FORMAT = "spkrobust-ensemble-1"
+JUDGE_DRAWS = 8  # forward passes (summed logits) that judge a stochastic source's margin
+
+
+def member_name(spec: dict) -> str:
+    """A member's label: its ``name``, else ``type[-loss][-grad label]`` (e.g. ``apgd-dlr-bptt-atan-w0.5``)."""
+    if spec.get("name"):
+        return str(spec["name"])
+    parts = [str(spec.get("type"))]
+    if spec.get("loss"):
+        parts.append(str(spec["loss"]))
+    if spec.get("grad") is not None:
+        from spkrobust.gradients import parse_grad
+
+        parts.append(parse_grad(spec["grad"]).label())
+    return "-".join(parts)
+
+
+def resolve_members(members, eps: float, cfg_eot: int = 1) -> list[dict]:
+    """Check the member list (each a non-ensemble attack spec); returns the specs with their names."""
+    from spkrobust.attacks import resolve_attack
+
+    if not isinstance(members, list) or not members:
+        raise UserError("attack ensemble: members must be a non-empty list of attack specs {type: ..., params}")
+    out, seen = [], set()
+    for i, m in enumerate(members):
+        if not isinstance(m, dict):
+            raise UserError(f"attack ensemble: members[{i}] must be a mapping with a 'type', got {m!r}")
+        if m.get("type") == "ensemble":
+            raise UserError(f"attack ensemble: members[{i}] is an ensemble; ensembles do not nest")
+        resolve_attack(m, eps, cfg_eot)
+        name = member_name(m)
+        if name in seen:
+            raise UserError(f"attack ensemble: members[{i}] repeats member {name!r}; give it a distinct 'name'")
+        seen.add(name)
+        out.append({**m, "name": name})
+    return out
+
+
+@torch.no_grad()
+def source_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, batch_size: int,
+                  device) -> torch.Tensor:
+    """The source's margin ``z_y - max_{j != y} z_j`` of the logits summed over ``draws`` passes
+    (< 0: misclassified)."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        z = sum(model(xb) for _ in range(max(1, draws))).float()
+        zy = z.gather(1, yb[:, None]).squeeze(1)
+        out.append((zy - z.scatter(1, yb[:, None], float("-inf")).max(1).values).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def source_predict(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int, device) -> torch.Tensor:
+    """The source's predicted classes (logits summed over ``draws`` forward passes)."""
+    with torch.no_grad():
+        out = [sum(model(x[i:i + batch_size].to(device)) for _ in range(max(1, draws))).argmax(1).cpu()
+               for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, eps: float, *,
+                   eot_samples: int = 1, batch_size: int = 64, seed: int = 0,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
+    """Craft the per-sample worst case of ``p["members"]``; returns ``(x_adv, info)`` like
+    :func:`spkrobust.attacks.craft`, with ``info["ensemble"]`` the per-member record."""
+    from spkrobust.attacks import craft, derive_seed, is_stochastic, verify_adv
+    from spkrobust.outcomes import pack_bits
+
+    t0 = time.time()
+    model.eval()
+    x, y = x.float(), y.long()
+    n = len(x)
+    draws = max(JUDGE_DRAWS, int(p["eot_samples"])) if is_stochastic(model) else 1
+    torch.manual_seed(int(seed))
+    best = source_margin(model, x, y, draws, batch_size, device)  # margin of the kept candidate
+    clean_ok = best >= 0
+    x_adv = x.clone()
+    attempted = torch.zeros(len(p["members"]), n, dtype=torch.bool)
+    broken = torch.zeros_like(attempted)
+    infos = []
+    for i, m in enumerate(p["members"]):
+        # the first member attacks every image (a stochastic source's "wrong" may be luck)
+        idx = torch.nonzero((best >= 0) if (p["stop_early"] and i > 0) else torch.ones(n, dtype=torch.bool)).flatten()
+        if len(idx) == 0:
+            infos.append({"name": m["name"], "skipped": True})
+            continue
+        spec = {k: v for k, v in m.items() if k != "name"}
+        xa, info = craft(model, x[idx], y[idx], spec, eps, eot_samples=eot_samples, batch_size=batch_size,
+                         seed=derive_seed(seed, "member", i), device=device)
+        margin = source_margin(model, xa, y[idx], draws, batch_size, device)
+        b = margin < 0
+        attempted[i, idx] = True
+        broken[i, idx] = b
+        was_robust = best[idx] >= 0
+        better = margin < best[idx]  # keep the candidate the source is least sure of
+        x_adv[idx[better]] = xa[better]
+        best[idx[better]] = margin[better]
+        infos.append({"name": m["name"], "attempted": len(idx), "broke": int(b.sum()),
+                      "first": int((b & was_robust).sum()), "zero_grad_frac": info.get("zero_grad_frac"),
+                      "grad": info.get("grad"), "time_s": info.get("time_s")})
+    verify_adv(x, x_adv, eps)
+    zero = [i["zero_grad_frac"] for i in infos if i.get("zero_grad_frac") is not None]
+    record = {
+        "format": ENSEMBLE_FORMAT, "n": n, "stop_early": bool(p["stop_early"]), "judge_draws": draws,
+        "members": [m["name"] for m in p["members"]], "member_specs": [dict(m) for m in p["members"]],
+        "clean_wrong": pack_bits((~clean_ok).numpy()),
+        "attempted": [pack_bits(a.numpy()) for a in attempted],
+        "broken": [pack_bits(b.numpy()) for b in broken],
+        "robust_on_source": float((best >= 0).float().mean()) if n else None,
+        "member_info": infos,
+    }
+    info = {"attack_type": "ensemble", "attack_params": {**p}, "eot_samples": int(p["eot_samples"])
+            if is_stochastic(model) else 1, "zero_grad_frac": max(zero) if zero else None,
+            "time_s": round(time.time() - t0, 3), "grad": None, "ensemble": record}
+    return x_adv, info
+
+
+def decode_record(rec: dict) -> dict:
+    """``{members, clean_wrong [n], attempted [m, n], broken [m, n]}`` as boolean numpy arrays."""
+    import numpy as np
+
+    from spkrobust.errors import FileProblem
+    from spkrobust.outcomes import unpack_bits
+
+    if not isinstance(rec, dict) or rec.get("format") != ENSEMBLE_FORMAT:
+        raise FileProblem(f"ensemble record: not in format {ENSEMBLE_FORMAT}; recraft the ensemble set")
+    n = int(rec["n"])
+    m = len(rec["members"])
+
+    def stack(rows):
+        return np.stack([unpack_bits(r, n) for r in rows]) if rows else np.zeros((m, n), bool)
+
+    return {"members": list(rec["members"]), "clean_wrong": unpack_bits(rec["clean_wrong"], n),
+            "attempted": stack(rec["attempted"]), "broken": stack(rec["broken"])}

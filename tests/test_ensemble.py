@@ -1,0 +1,152 @@
+"""The ensemble attack (spkrobust.ensemble): per-image outcome is the AND of its members' on the same
+images, so its accuracy is at most every member's; sets stay in the eps-ball and [0, 1]; the record
+says which member broke each image; the overestimate table and the ensemble_drop check read it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import helpers.robust as H
+import torch
+from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
+
+from spkrobust import attacks as A
+from spkrobust.checks import run_checks
+from spkrobust.ensemble import decode_record, source_predict
+from spkrobust.errors import UserError
+from spkrobust.outcomes import encode
+from spkrobust.report.overestimate import member_rows, overestimate_md, overestimate_rows
+
+MEMBERS = [{"type": "fgsm"}, {"type": "apgd", "steps": 3, "loss": "ce"},
+           {"type": "apgd", "steps": 3, "loss": "dlr"}, {"type": "pgd", "steps": 2, "alpha": "0.5*eps"}]
+EPS = 0.06
+
+
+@pytest.fixture(scope="module")
+def ann(small_data):
+    return H.tiny_ann(small_data)
+
+
+def _correct(model, x, y):
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_ensemble_outcome_is_and_of_members(ann, small_data, stop_early):
+    x, y = H.test_images(small_data, 64)
+    seed = 11
+    x_adv, info = A.craft(ann, x, y, {"type": "ensemble", "members": MEMBERS, "stop_early": stop_early}, EPS,
+                          seed=seed, batch_size=32)
+    assert float((x_adv - x).abs().max()) <= EPS + 1e-6 and 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1
+    rec = decode_record(info["ensemble"])
+    clean_ok = _correct(ann, x, y).numpy()
+    assert (rec["clean_wrong"] == ~clean_ok).all()
+    ens_ok = _correct(ann, x_adv, y).numpy()
+    survived_all = clean_ok & ~rec["broken"].any(0)
+    assert (ens_ok == survived_all).all(), "the set's outcome is not the AND over its members"
+    if not stop_early:  # every member attacked every image: compare with each member alone
+        for i, m in enumerate(MEMBERS):
+            assert rec["attempted"][i].all()
+            xm, _ = A.craft(ann, x, y, m, EPS, seed=A.derive_seed(seed, "member", i), batch_size=32)
+            member_ok = _correct(ann, xm, y)
+            assert (member_ok.numpy() == ~rec["broken"][i]).all()
+            assert ens_ok.mean() <= member_ok.float().mean().item() + 1e-12
+            assert (ens_ok <= member_ok.numpy()).all()
+    else:  # a member attacks only the survivors of the earlier ones
+        for i in range(1, len(MEMBERS)):
+            assert not (rec["attempted"][i] & rec["broken"][:i].any(0)).any()
+    assert ens_ok.mean() < clean_ok.mean(), "the ensemble broke nothing at eps 0.06 on the tiny ANN"
+
+
+def test_ensemble_on_snn_with_estimators_stays_in_ball():
+    model = H.snn(seed=2, T=2, encoder="poisson")
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 28, 28)
+    torch.manual_seed(0)  # the labels: the source's own predictions, judged as craft_ensemble does
+    y = source_predict(model, x, 2, 6, "cpu")
+    members = [{"type": "apgd", "steps": 2, "grad": {"mode": "bptt", "surrogate": "atan", "width": 0.5}},
+               {"type": "apgd", "steps": 2, "loss": "dlr", "grad": "act"},
+               {"type": "fgsm", "grad": {"mode": "hart", "gamma": 0.5}, "name": "fgsm_hart"}]
+    x_adv, info = A.craft(model, x, y, {"type": "ensemble", "members": members, "stop_early": False}, 0.1,
+                          eot_samples=2, seed=0, batch_size=6)
+    A.verify_adv(x, x_adv, 0.1)
+    e = info["ensemble"]
+    assert e["members"] == ["apgd-bptt-atan-w0.5", "apgd-dlr-act", "fgsm_hart"]
+    assert info["eot_samples"] == 2
+    assert [m["grad"] for m in e["member_info"]] == ["bptt-atan-w0.5", "act", "hart-g0.5"]
+    assert [m["attempted"] for m in e["member_info"]] == [6, 6, 6]
+    json.dumps(e)  # the record goes into JSON files
+
+
+def test_ensemble_config_errors():
+    with pytest.raises(UserError, match=r"^attack.members: missing \(required\)$"):
+        A.resolve_attack({"type": "ensemble"}, 0.1)
+    with pytest.raises(UserError, match="ensembles do not nest"):
+        A.resolve_attack({"type": "ensemble", "members": [{"type": "ensemble", "members": [{"type": "fgsm"}]}]}, 0.1)
+    with pytest.raises(UserError, match="repeats member 'fgsm'"):
+        A.resolve_attack({"type": "ensemble", "members": [{"type": "fgsm"}, {"type": "fgsm"}]}, 0.1)
+    with pytest.raises(UserError, match=r"^attack.members\[0\].grad.mode: 'x' is not allowed; allowed: bptt, "):
+        A.resolve_attack({"type": "ensemble", "members": [{"type": "pgd", "grad": {"mode": "x"}}]}, 0.1)
+
+
+def _record(attack, atype, correct, eps=0.1, target="snn", ensemble=None, replica=1):
+    acc = float(sum(correct)) / len(correct)
+    return {"dataset": "fashion_mnist", "source": target, "source_replica": replica, "target": target,
+            "target_replica": replica, "setting": "white-box", "attack": attack, "attack_type": atype,
+            "eps": eps, "eps_label": str(eps), "adv_acc": acc, "adv_acc_std": 0.0, "repeats": 1,
+            "n": len(correct), "outcomes": encode([correct]), "target_kind": "snn", "stochastic": False,
+            "ensemble": ensemble, "clean_acc": 1.0}
+
+
+def test_overestimate_table_and_checks_from_real_ensemble_record(ann, small_data):
+    x, y = H.test_images(small_data, 64)
+    _, info = A.craft(ann, x, y, {"type": "ensemble", "members": MEMBERS}, EPS, seed=3, batch_size=32)
+    x_pgd, _ = A.craft(ann, x, y, {"type": "fgsm"}, EPS, seed=3, batch_size=32)
+    fgsm_ok = _correct(ann, x_pgd, y).tolist()
+    rec = decode_record(info["ensemble"])
+    ens_ok = (~rec["clean_wrong"] & ~rec["broken"].any(0)).tolist()
+    records = [_record("fgsm", "fgsm", fgsm_ok, eps=EPS, target="tiny"),
+               _record("ens", "ensemble", ens_ok, eps=EPS, target="tiny", ensemble=info["ensemble"])]
+    rows = overestimate_rows(records)
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["acc_attack"] == pytest.approx(sum(fgsm_ok) / 64) and r["acc_ensemble"] == pytest.approx(sum(ens_ok) / 64)
+    assert r["diff"] == pytest.approx(r["acc_attack"] - r["acc_ensemble"]) and r["low"] <= r["diff"] <= r["high"]
+    wins = member_rows(records)
+    assert [w["member"] for w in wins] == ["fgsm", "apgd-ce", "apgd-dlr", "pgd"]
+    assert sum(w["first"] for w in wins) == int((~rec["clean_wrong"]).sum()) - sum(ens_ok)
+    md = overestimate_md(records)
+    assert "| fashion_mnist | tiny |" in md and "Which ensemble members win" in md
+    drop = [c for c in run_checks(records) if c["name"] == "ensemble_drop"]
+    assert len(drop) == 1
+    assert drop[0]["status"] == ("flag" if r["diff"] > 0.05 else "ok")
+
+
+def test_ensemble_drop_flags_only_beyond_margin():
+    base = [True] * 80 + [False] * 20
+    recs = [_record("pgd", "pgd", base), _record("ens", "ensemble", [True] * 78 + [False] * 22),
+            _record("pgd", "pgd", base, eps=0.2), _record("ens", "ensemble", [True] * 60 + [False] * 40, eps=0.2)]
+    status = {c["detail"].split("at eps ")[1][:3]: c["status"] for c in run_checks(recs) if c["name"] == "ensemble_drop"}
+    assert status == {"0.1": "ok", "0.2": "flag"}
+    assert "not measured" in overestimate_md([_record("pgd", "pgd", base)])
+
+
+def test_craft_and_evaluate_cli_carry_the_ensemble_record(cli_data_path, cli_models, tmp_path):  # noqa: F811
+    from spkrobust.cli import main
+
+    adv = tmp_path / "adv.pt"
+    atk = {"type": "ensemble", "members": [{"type": "fgsm", "grad": "bptr"}, {"type": "apgd", "steps": 2, "grad": "act"}]}
+    cfg = {"seed": 0, "device": "cpu", "eval": {"repeats": 1, "batch_size": 16}}
+    assert main(["craft", "--data", str(cli_data_path), "--model", str(cli_models["snn_direct"]), "--attack-cfg",
+                 json.dumps(atk), "--eps", "8/255", "--cfg", json.dumps({**cfg, "attack": "ens"}), "--out", str(adv)]) == 0
+    meta = A.load_adv(str(adv))["meta"]
+    assert meta["attack_type"] == "ensemble" and meta["ensemble"]["members"] == ["fgsm-bptr", "apgd-act"]
+    clean, out = tmp_path / "clean.json", tmp_path / "rec.json"
+    assert main(["clean", "--data", str(cli_data_path), "--model", str(cli_models["snn_direct"]), "--cfg",
+                 json.dumps(cfg), "--out", str(clean)]) == 0
+    assert main(["evaluate", "--data", str(cli_data_path), "--adv", str(adv), "--target", str(cli_models["snn_direct"]),
+                 "--clean", str(clean), "--cfg", json.dumps(cfg), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["ensemble"]["members"] == ["fgsm-bptr", "apgd-act"]
+    assert len(member_rows([record])) == 2
