@@ -48,7 +48,6 @@ in [0, 1] and finite; a violation raises :class:`AdversarialSetError`.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import time
@@ -58,13 +57,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spkrobust.config import eps_label, parse_alpha, parse_eps
-from spkrobust.errors import FileProblem, UserError
-from spkrobust.stage import AttackOptions, read_cfg, resolve_device
+from spkrobust.config import parse_alpha, parse_eps
+from spkrobust.errors import UserError
 from spkrobust.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
 
-ADV_FORMAT = "spkrobust-adv-1"
-GRAD_FORMAT = "spkrobust-grad-1"
 BALL_TOL = 1e-6
 
 
@@ -352,156 +348,3 @@ def verify_adv(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BA
     if dist > eps + tol:
         raise AdversarialSetError(f"adversarial set leaves the eps-ball: max |x_adv - x| = {dist:.8g} > "
                                   f"eps {eps:.8g} + {tol:g}")
-
-
-# ---- files --------------------------------------------------------------------------------------
-
-def _load_inputs(data_path: str):
-    from spkrobust.data import load_prepared
-
-    prep = load_prepared(data_path)
-    x = prep.test_x.float() / 255.0
-    y = prep.test_y.long()
-    idx = getattr(prep, "test_idx", None)
-    if idx is None:
-        idx = torch.arange(len(x))
-    return prep, x, y, torch.as_tensor(idx).long()
-
-
-def _load_source(model_path: str, device):
-    from spkrobust.models import load_model
-
-    return load_model(model_path, device=device)
-
-
-def _source_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:
-    meta = getattr(model, "meta", None) or {}
-    name = cfg.get("source") or meta.get("name") or "source"
-    rep = cfg.get("source_replica", cfg.get("replica", meta.get("replica", 1)))
-    return str(name), int(rep)
-
-
-def load_grad(path: str, n: int | None = None) -> dict:
-    from spkrobust.io import safe_load
-
-    d = safe_load(path, expect_format=GRAD_FORMAT, what="gradient file")
-    sign = d.get("sign")
-    if not isinstance(sign, torch.Tensor) or sign.dtype != torch.int8:
-        raise FileProblem(f"{path}: gradient file lacks an int8 'sign' tensor; rerun 'spkrobust grad'")
-    if n is not None and len(sign) != n:
-        raise FileProblem(f"{path}: gradient file has {len(sign)} inputs but the data has {n}; rerun 'spkrobust grad'")
-    return d
-
-
-def load_adv(path: str) -> dict:
-    from spkrobust.io import safe_load
-
-    d = safe_load(path, expect_format=ADV_FORMAT, what="adversarial set")
-    for key in ("x_adv", "indices", "labels", "meta"):
-        if key not in d:
-            raise FileProblem(f"{path}: adversarial set lacks {key!r}; rerun 'spkrobust craft'")
-    return d
-
-
-def _configure_grad(p: argparse.ArgumentParser):
-    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
-    p.add_argument("--model", required=True, help="source model (.pt)")
-    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
-                                                "grad_mode}, dataset, source, replica")
-    p.add_argument("--out", required=True)
-
-
-def _run_grad(args):
-    """Sign of the source's input gradient on the test set (shared by FGSM at every eps)."""
-    from spkrobust.io import atomic_save
-
-    cfg = read_cfg(args.cfg)
-    opts = AttackOptions.from_cfg(cfg)
-    device = resolve_device(opts.device)
-    eot, bs, grad_mode = opts.eot_samples, opts.attack_batch_size, opts.grad_mode
-    prep, x, y, idx = _load_inputs(args.data)
-    model = _load_source(args.model, device)
-    name, rep = _source_ids(cfg, model)
-    applied_mode = set_grad_mode(model, grad_mode)
-    seed = derive_seed(opts.seed, "grad", name, rep)
-    torch.manual_seed(seed)
-    t0 = time.time()
-    sign = fgsm_gradient(model, x, y, eot_samples=eot, batch_size=bs, device=device)
-    zfrac = float(zero_grad_mask(sign).float().mean())
-    meta = {"source": name, "source_replica": rep, "dataset": cfg.get("dataset", prep.dataset), "seed": seed,
-            "eot_samples": eot if is_stochastic(model) else 1, "grad_mode": applied_mode,
-            "zero_grad_frac": zfrac, "time_s": round(time.time() - t0, 3), "n": len(x),
-            "source_kind": (model.meta or {}).get("kind"), "stochastic": is_stochastic(model)}
-    atomic_save({"format": GRAD_FORMAT, "sign": sign, "indices": idx, "labels": y, "meta": meta}, args.out)
-    print(f"grad {name} r{rep}: n={len(x)} zero_grad_frac={zfrac:.4f} eot={meta['eot_samples']} "
-          f"in {meta['time_s']:.1f}s -> {args.out}")
-    if zfrac > 0.05:
-        print(f"warning: {zfrac:.1%} of inputs have an all-zero input gradient (gradient masking?)", file=sys.stderr)
-
-
-def _configure_craft(p: argparse.ArgumentParser):
-    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
-    p.add_argument("--model", required=True, help="source model (.pt)")
-    p.add_argument("--grad", default=None, help="gradient file from 'spkrobust grad' (FGSM only)")
-    p.add_argument("--attack-cfg", required=True, help='JSON: {"type": "pgd", "steps": 7, ...}')
-    p.add_argument("--eps", required=True, help="pixel units: 0.1, 8/255 or the label 8_255")
-    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
-                                                "grad_mode}, dataset, source, replica, attack")
-    p.add_argument("--out", required=True)
-
-
-def _run_craft(args):
-    """Craft one adversarial set (one source × attack × eps)."""
-    from spkrobust.io import atomic_save
-
-    cfg = read_cfg(args.cfg)
-    attack_cfg = read_cfg(args.attack_cfg, "--attack-cfg")
-    eps = parse_eps(args.eps, "--eps")
-    opts = AttackOptions.from_cfg(cfg)
-    device = resolve_device(opts.device)
-    eot, bs, grad_mode = opts.eot_samples, opts.attack_batch_size, opts.grad_mode
-    atype, _ = resolve_attack(attack_cfg, eps, cfg_eot=eot)  # fail fast, before loading anything
-    attack_name = str(cfg.get("attack") or attack_cfg.get("name") or atype)
-    prep, x, y, idx = _load_inputs(args.data)
-    model = _load_source(args.model, device)
-    name, rep = _source_ids(cfg, model)
-    applied_mode = set_grad_mode(model, grad_mode)
-    grad = None
-    if args.grad is not None and atype == "fgsm" and attack_cfg.get("grad") is None:
-        g = load_grad(args.grad, n=len(x))
-        gm = g.get("meta") or {}
-        if not torch.equal(g["indices"].long(), idx) or not torch.equal(g["labels"].long(), y):
-            raise FileProblem(f"{args.grad}: gradient was computed on other test images than {args.data}; rerun grad")
-        if (gm.get("source"), gm.get("source_replica")) != (name, rep):
-            raise FileProblem(f"{args.grad}: gradient belongs to {gm.get('source')} r{gm.get('source_replica')}, "
-                              f"not {name} r{rep}")
-        if gm.get("grad_mode") != applied_mode or int(gm.get("eot_samples") or 1) != (eot if is_stochastic(model) else 1):
-            raise FileProblem(f"{args.grad}: gradient was computed with grad_mode={gm.get('grad_mode')} "
-                              f"eot_samples={gm.get('eot_samples')}, the config asks for {applied_mode}/{eot}; rerun grad")
-        grad = g["sign"]
-    elif args.grad is not None:
-        print(f"note: --grad is used by fgsm without its own grad estimator only; ignored for {atype}", file=sys.stderr)
-    label = eps_label(args.eps)
-    seed = derive_seed(opts.seed, "craft", name, rep, attack_name, label)
-    x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
-                        device=device)
-    if grad is not None:
-        info["time_s"] = round(info["time_s"] + float((g.get("meta") or {}).get("time_s", 0.0)), 3)
-        info["grad_file"] = str(args.grad)
-    meta = {"source": name, "source_replica": rep, "attack": attack_name, "attack_type": atype,
-            "attack_params": {**{k: v for k, v in attack_cfg.items() if k != "name"}, "type": atype},
-            "attack_params_resolved": info["attack_params"], "eps": eps, "eps_label": label, "seed": seed,
-            "zero_grad_frac": info["zero_grad_frac"], "time_s": info["time_s"],
-            "grad_mode": (info.get("grad") or applied_mode) if atype in GRADIENT_TYPES else None,
-            "ensemble": info.get("ensemble"),
-            "eot_samples": info["eot_samples"], "dataset": cfg.get("dataset", prep.dataset),
-            "source_kind": (model.meta or {}).get("kind"), "source_stochastic": is_stochastic(model),
-            "n": len(x), "max_linf": float((x_adv - x).abs().max()) if len(x) else 0.0}
-    atomic_save({"format": ADV_FORMAT, "x_adv": x_adv.contiguous(), "indices": idx, "labels": y, "meta": meta},
-                args.out)
-    z = "n/a" if meta["zero_grad_frac"] is None else f"{meta['zero_grad_frac']:.4f}"
-    print(f"craft {name} r{rep} {attack_name} eps={label}: n={len(x)} max|d|={meta['max_linf']:.5f} "
-          f"zero_grad_frac={z} in {meta['time_s']:.1f}s -> {args.out}")
-
-
-CLI = {"grad": (_configure_grad, _run_grad), "craft": (_configure_craft, _run_craft)}

@@ -22,7 +22,8 @@ import time
 import torch
 import torch.nn as nn
 
-from spkrobust.attacks import AdversarialSetError, derive_seed, is_stochastic, load_adv, verify_adv
+from spkrobust.attacks import AdversarialSetError, derive_seed, is_stochastic, verify_adv
+from spkrobust.craft_stage import load_adv
 from spkrobust.config import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json

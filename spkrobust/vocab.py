@@ -58,3 +58,5 @@ METRICS_FORMAT = "spkrobust-metrics-1"  # models/<model>/r<k>/metrics.json (trai
 CLEAN_FORMAT = "spkrobust-clean-1"  # clean/<model>/r<k>.json (clean)
 RECORD_FORMAT = "spkrobust-record-1"  # eval/.../r<k>.json (evaluate)
 RECORDS_FORMAT = "spkrobust-records-1"  # report/records.json (aggregate)
+GRAD_FORMAT = "spkrobust-grad-1"  # the shared FGSM gradient sign (grad)
+ADV_FORMAT = "spkrobust-adv-1"  # an adversarial set (craft)

@@ -15,6 +15,7 @@ from spkrobust import attacks as A
 from spkrobust import vocab
 from spkrobust.config import parse_eps
 from spkrobust.errors import UserError
+from spkrobust.vocab import ADV_FORMAT, GRAD_FORMAT
 
 
 @pytest.fixture(scope="session")
@@ -253,7 +254,7 @@ def test_grad_and_craft_stages_write_verified_weights_only_files(cli_data_path, 
     grad = tmp_path / "grad.pt"
     assert main(["grad", "--data", str(cli_data_path), "--model", str(src), "--cfg", cfg, "--out", str(grad)]) == 0
     g = torch.load(grad, weights_only=True)
-    assert g["format"] == A.GRAD_FORMAT and g["sign"].dtype == torch.int8 and g["meta"]["eot_samples"] == 2
+    assert g["format"] == GRAD_FORMAT and g["sign"].dtype == torch.int8 and g["meta"]["eot_samples"] == 2
     assert g["meta"]["zero_grad_frac"] < 0.05
     for attack, extra in (({"type": "fgsm"}, ["--grad", str(grad)]), ({"type": "pgd", "steps": 2}, [])):
         out = tmp_path / f"{attack['type']}.pt"
@@ -262,7 +263,7 @@ def test_grad_and_craft_stages_write_verified_weights_only_files(cli_data_path, 
                    json.dumps({**json.loads(cfg), "attack": attack["type"]}), "--out", str(out)])
         assert rc == 0
         d = torch.load(out, weights_only=True)
-        assert d["format"] == A.ADV_FORMAT and d["x_adv"].dtype == torch.float32
+        assert d["format"] == ADV_FORMAT and d["x_adv"].dtype == torch.float32
         m = d["meta"]
         for key in ("source", "source_replica", "attack", "attack_params", "eps", "eps_label", "seed",
                     "zero_grad_frac", "time_s", "grad_mode", "eot_samples", "dataset"):

@@ -12,6 +12,7 @@ from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
 
 from spkrobust import attacks as A
 from spkrobust.checks import run_checks
+from spkrobust.craft_stage import load_adv
 from spkrobust.ensemble import decode_record, source_predict
 from spkrobust.errors import UserError
 from spkrobust.outcomes import encode
@@ -140,7 +141,7 @@ def test_craft_and_evaluate_cli_carry_the_ensemble_record(cli_data_path, cli_mod
     cfg = {"seed": 0, "device": "cpu", "eval": {"repeats": 1, "batch_size": 16}}
     assert main(["craft", "--data", str(cli_data_path), "--model", str(cli_models["snn_direct"]), "--attack-cfg",
                  json.dumps(atk), "--eps", "8/255", "--cfg", json.dumps({**cfg, "attack": "ens"}), "--out", str(adv)]) == 0
-    meta = A.load_adv(str(adv))["meta"]
+    meta = load_adv(str(adv))["meta"]
     assert meta["attack_type"] == "ensemble" and meta["ensemble"]["members"] == ["fgsm-bptr", "apgd-act"]
     clean, out = tmp_path / "clean.json", tmp_path / "rec.json"
     assert main(["clean", "--data", str(cli_data_path), "--model", str(cli_models["snn_direct"]), "--cfg",
