@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from spkrobust import bench
+from spkrobust import bench, bench_dryrun
 
 RATIO_KEYS = ("snn_step_ratio_T8", "snn_step_ratio_T32", "snn_grad_ratio_T8", "snn_grad_ratio_T32",
               "fgsm_sweep_ratio")
@@ -62,14 +62,14 @@ def test_best_time_interleaves_and_keeps_minimum():
 
 def test_big_config_grows_the_grid():
     base = {"datasets": ["cifar10"], "models": {"ann": {"kind": "ann"}, "snn": {"kind": "snn", "T": 8}}}
-    big = bench._big_config(base)
-    assert bench._big_config(base, 1)["replicas"] == 3
+    big = bench_dryrun._big_config(base)
+    assert bench_dryrun._big_config(base, 1)["replicas"] == 3
     assert len(big["datasets"]) == 3 and big["models"]["snn"]["sweep"] == {"T": [25, 50, 100]}
     assert base["datasets"] == ["cifar10"]  # the input is not modified
 
 
 def test_dryrun_without_snakefile_is_null_with_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "REPO", tmp_path)
-    res = bench.snakemake_dryrun(lambda s: None)
+    monkeypatch.setattr(bench_dryrun, "REPO", tmp_path)
+    res = bench_dryrun.snakemake_dryrun(lambda s: None)
     assert res["dryrun_jobs"] is None and res["dryrun_seconds"] is None
     assert "Snakefile" in res["dryrun_error"]
