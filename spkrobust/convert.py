@@ -50,10 +50,25 @@ def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, sca
         snn.T = snn.encoder.T = T
 
 
+CALIB_MEMORY = 2 * 1024 ** 3  # bytes the [T, B, ...] currents of one calibration batch may take
+
+
+def _calib_batch(snn: SNN, calib_x: torch.Tensor, first: int, batch_size: int) -> int:
+    """``batch_size`` images per pass, fewer when the first spiking layer's current (the widest
+    tensor of these VGGs) over all T steps would exceed :data:`CALIB_MEMORY` (e.g. CIFAR at the
+    reference's 1000 steps: 262 MB per image); the maximum over passes does not depend on it."""
+    with torch.random.fork_rng():  # the probe draws no random numbers of the calibration passes
+        snn.reset()
+        per_image = snn.forward_seq(calib_x[:1], upto=first).numel() * 4
+    return max(1, min(batch_size, CALIB_MEMORY // (4 * per_image)))
+
+
 def _balance(snn: SNN, calib_x: torch.Tensor, batch_size: int, scale: float) -> list[float]:
     snn.eval()
     idx = [i for i, m in enumerate(snn.layers) if isinstance(m, SpikingLayer)]
     thresholds = list(snn.meta["thresholds"])
+    if idx and len(calib_x):
+        batch_size = _calib_batch(snn, calib_x, idx[0], batch_size)
     for k, li in enumerate(idx):
         vmax = 0.0
         for i in range(0, len(calib_x), batch_size):

@@ -105,7 +105,8 @@ def _sgd_step(model, x, y) -> torch.Tensor:
 
 
 def test_vgg11_builds_and_trains_a_step_on_3x32x32(cifar_root, tmp_path):
-    """VGG11 (the 2020 study's CIFAR-100 network): all five poolings apply on 32×32; one SGD step of
+    """VGG11 (Rathi et al.'s CIFAR-100 network of the 2020 study): its three poolings apply on 32×32
+    (8192 features into the classifier); one SGD step of
     the ANN, then of the SNN converted from it (threshold balancing, LIF, T=4, surrogate gradients
     reaching every layer). Direct input: with untrained weights and Poisson input at T=4 the deeper
     half of VGG11 stays silent, so no gradient would reach it."""
@@ -118,11 +119,12 @@ def test_vgg11_builds_and_trains_a_step_on_3x32x32(cifar_root, tmp_path):
     x, y = to_float(data.train_x[:8]), data.train_y[:8]
     torch.manual_seed(0)
     ann = build_model(default_meta("ann", "vgg11", 3, 32, 100, data.mean, data.std, dropout=0.2))
-    assert [k for k, _ in ann.plan].count("pool") == 5
+    assert [k for k, _ in ann.plan].count("pool") == 3
     assert _sgd_step(ann, x, y).shape == (8, 100)
-    spec = {"method": "threshold", "scale": 0.7, "T": 4, "neuron": "lif", "leak": 0.99, "encoder": "direct"}
+    spec = {"method": "threshold", "scale": 0.7, "T": 4, "calib_T": 4, "neuron": "lif", "leak": 0.99,
+            "encoder": "direct"}
     snn = convert(ann, data, spec, seed=0, device=torch.device("cpu"))
-    assert snn.meta["arch"] == "vgg11" and len(snn.meta["thresholds"]) == 8 + 2  # 8 convolutions, 2 hidden linear
+    assert snn.meta["arch"] == "vgg11" and len(snn.meta["thresholds"]) == 9 + 2  # 9 convolutions, 2 hidden linear
     assert not snn.meta.get("silent_layers")
     assert _sgd_step(snn, x, y).shape == (8, 100)
 
