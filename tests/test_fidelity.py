@@ -101,11 +101,11 @@ def test_fine_tuning_starts_from_converted_thresholds_times_init_scale(small_dat
 def test_shares_weights_follows_the_replica_chain():
     quick = expand_models(yaml.safe_load((REPO / "workflow/presets/quick.yaml").read_text()))
     parent_of = {n: s["from"] for n, s in quick.items()}
-    assert shares_weights(parent_of, "ann", 1, "snn_bp", 1)  # the target's ancestor
-    assert shares_weights(parent_of, "snn_leak-leak0.9", 1, "snn_bp", 1)  # a sibling (same ANN r1)
-    assert shares_weights(parent_of, "snn_bp", 1, "snn_bp", 1)  # white-box
-    assert not shares_weights(parent_of, "ann", 2, "snn_bp", 1)  # an independent ANN
-    assert not shares_weights(parent_of, "snn_bp", 2, "snn_bp", 1)  # black-box
+    assert shares_weights(parent_of, "ann", 1, "snn_bp-T8", 1)  # the target's ancestor
+    assert shares_weights(parent_of, "snn_leak-leak0.9", 1, "snn_bp-T8", 1)  # a sibling (same ANN r1)
+    assert shares_weights(parent_of, "snn_bp-T8", 1, "snn_bp-T8", 1)  # white-box
+    assert not shares_weights(parent_of, "ann", 2, "snn_bp-T8", 1)  # an independent ANN
+    assert not shares_weights(parent_of, "snn_bp-T8", 2, "snn_bp-T8", 1)  # black-box
     study = expand_models(yaml.safe_load((REPO / "workflow/presets/study2019.yaml").read_text()))
     assert not shares_weights({n: s["from"] for n, s in study.items()}, "ann", 1, "snn_bp", 1)
 
