@@ -8,7 +8,7 @@ Usage (see docs/architecture.md for the contract between this workflow and the l
     snakemake --report report.html                                           # HTML report
 
 This file only loads and validates the config, then includes one rule file per stage.  It imports
-``spkrobust.config`` (pure Python, no torch), so building even a large DAG stays fast.
+``spkrobust.config.expand`` (pure Python, no torch), so building even a large DAG stays fast.
 """
 import os
 import sys
@@ -34,7 +34,7 @@ if not workflow.overwrite_configfiles:
 # A bad config stops the run with ONE line naming the key (sys.exit prints just the message; a
 # WorkflowError would add a stack line).
 from spkrobust.errors import UserError
-from spkrobust.validate import validate_config
+from spkrobust.config.validate import validate_config
 
 try:
     validate_config(config, schema=os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))

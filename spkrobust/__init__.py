@@ -1,7 +1,7 @@
 """spkrobust: adversarial robustness of spiking vs. ordinary neural networks.
 
 The public entry point is :func:`load_model`; everything heavy (torch, SpikingJelly) is imported
-lazily so that the workflow can import :mod:`spkrobust.config` cheaply.
+lazily so that the workflow can import :mod:`spkrobust.config.expand` cheaply.
 """
 import warnings
 
@@ -13,8 +13,8 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", c
 
 
 def load_model(path, device="cpu"):
-    """Load any saved spkrobust ANN or SNN; see :func:`spkrobust.models.load_model`."""
-    from spkrobust.models import load_model as _load
+    """Load any saved spkrobust ANN or SNN; see :func:`spkrobust.nets.models.load_model`."""
+    from spkrobust.nets.models import load_model as _load
 
     return _load(path, device=device)
 

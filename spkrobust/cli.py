@@ -14,19 +14,19 @@ from spkrobust.errors import UserError
 
 # stage -> module that implements it
 STAGES: dict[str, str] = {
-    "prepare": "spkrobust.data",
-    "train-ann": "spkrobust.train",
-    "convert": "spkrobust.convert",
-    "train-snn": "spkrobust.train",
-    "clean": "spkrobust.evaluate",
-    "grad": "spkrobust.craft_stage",
-    "craft": "spkrobust.craft_stage",
-    "evaluate": "spkrobust.evaluate",
+    "prepare": "spkrobust.data.datasets",
+    "train-ann": "spkrobust.training.train",
+    "convert": "spkrobust.training.convert",
+    "train-snn": "spkrobust.training.train",
+    "clean": "spkrobust.evaluation.evaluate",
+    "grad": "spkrobust.attacks.stage",
+    "craft": "spkrobust.attacks.stage",
+    "evaluate": "spkrobust.evaluation.evaluate",
     "aggregate": "spkrobust.report.aggregate",
     "report": "spkrobust.report.render",
-    "bench": "spkrobust.bench",
-    "validate": "spkrobust.validate",
-    "selfcheck": "spkrobust.selfcheck",
+    "bench": "spkrobust.tools.bench",
+    "validate": "spkrobust.config.validate",
+    "selfcheck": "spkrobust.tools.selfcheck",
 }
 
 

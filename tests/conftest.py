@@ -23,7 +23,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def small_data_path(tmp_path_factory) -> Path:
     """Real Fashion-MNIST: 3000 train, 500 test, 128 calibration images (seeded)."""
-    from spkrobust.data import prepare
+    from spkrobust.data.datasets import prepare
     from spkrobust.io import atomic_save
 
     path = tmp_path_factory.mktemp("data") / "fashion_mnist.pt"
@@ -33,7 +33,7 @@ def small_data_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_data(small_data_path):
-    from spkrobust.data import load_prepared
+    from spkrobust.data.datasets import load_prepared
 
     return load_prepared(small_data_path)
 
@@ -49,7 +49,7 @@ def ann_cfg(name="ann", epochs=2, seed=0, replica=1, **train):
 @pytest.fixture(scope="session")
 def trained_ann_path(small_data, tmp_path_factory) -> Path:
     """A VGG5 ANN trained for real on 3000 Fashion-MNIST images (~75-80% test accuracy)."""
-    from spkrobust.train import train_ann
+    from spkrobust.training.train import train_ann
 
     out = tmp_path_factory.mktemp("ann") / "model.pt"
     train_ann(small_data, ann_cfg(), out, out.parent / "metrics.json")

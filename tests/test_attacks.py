@@ -11,11 +11,11 @@ import torchattacks
 
 from helpers import robust as H
 from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
-from spkrobust import attacks as A
-from spkrobust import vocab
-from spkrobust.config import parse_eps
+from spkrobust.attacks import registry as A
+from spkrobust.config import vocab
+from spkrobust.config.expand import parse_eps
 from spkrobust.errors import UserError
-from spkrobust.vocab import ADV_FORMAT, GRAD_FORMAT
+from spkrobust.config.vocab import ADV_FORMAT, GRAD_FORMAT
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +270,7 @@ def test_grad_and_craft_stages_write_verified_weights_only_files(cli_data_path, 
             assert key in m, key
         assert m["eps_label"] == "8_255" and m["attack"] == attack["type"] and m["eot_samples"] == 2
         assert m["zero_grad_frac"] < 0.05
-        from spkrobust.data import load_prepared
+        from spkrobust.data.datasets import load_prepared
 
         x = load_prepared(cli_data_path).test_x.float() / 255
         A.verify_adv(x, d["x_adv"], 8 / 255)

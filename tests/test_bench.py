@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-from spkrobust import bench, bench_dryrun
+from spkrobust.tools import bench
+
+from spkrobust.tools import bench_dryrun
 
 RATIO_KEYS = ("snn_step_ratio_T8", "snn_step_ratio_T32", "snn_grad_ratio_T8", "snn_grad_ratio_T32",
               "fgsm_sweep_ratio")

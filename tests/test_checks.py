@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from spkrobust.checks import run_checks
+from spkrobust.evaluation.checks import run_checks
 
 
 def rec(attack="pgd", eps=8 / 255, adv=0.3, source="ann", sr=1, target="ann", tr=1, clean=0.9, atype=None,

@@ -23,8 +23,8 @@ from helpers.cifar import (
 from helpers.wfutil import copy_workflow, snakemake
 
 from spkrobust.cli import main as cli
-from spkrobust.config import data_slice, eval_slice, model_slice
-from spkrobust.data import load_prepared, prepare, to_float
+from spkrobust.config.expand import data_slice, eval_slice, model_slice
+from spkrobust.data.datasets import load_prepared, prepare, to_float
 from spkrobust.errors import FileProblem
 
 TINY_CIFAR10 = "workflow/presets/tiny_cifar10.yaml"
@@ -110,9 +110,9 @@ def test_vgg11_builds_and_trains_a_step_on_3x32x32(cifar_root, tmp_path):
     the ANN, then of the SNN converted from it (threshold balancing, LIF, T=4, surrogate gradients
     reaching every layer). Direct input: with untrained weights and Poisson input at T=4 the deeper
     half of VGG11 stays silent, so no gradient would reach it."""
-    from spkrobust.convert import convert
+    from spkrobust.training.convert import convert
     from spkrobust.io import atomic_save
-    from spkrobust.models import build_model, default_meta
+    from spkrobust.nets.models import build_model, default_meta
 
     atomic_save(prepare("cifar100", cifar_root, train_size=64, test_size=8, calib_size=16), tmp_path / "d.pt")
     data = load_prepared(tmp_path / "d.pt")

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from spkrobust.config import setting_of
-from spkrobust.outcomes import decode, encode
+from spkrobust.config.expand import setting_of
+from spkrobust.evaluation.outcomes import decode, encode
 from spkrobust.report import aggregate as agg, claims as C, render
 from spkrobust.report.compare import World
-from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT
+from spkrobust.config.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT
 
 DS, N, EPS = "fashion_mnist", 1000, 8 / 255
 # name -> (kind, parent, T, neuron, leak)

@@ -1,4 +1,4 @@
-"""spkrobust.config on real configs: sweeps and parents (expand_models), the evaluation grid, eps
+"""spkrobust.config.expand on real configs: sweeps and parents (expand_models), the evaluation grid, eps
 parsing and labels, and the per-stage slices (what a job depends on)."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spkrobust import config as C
+from spkrobust.config import expand as C
 from spkrobust.errors import ConfigError
-from spkrobust.stage import AttackOptions, EvalOptions
-from spkrobust.validate import validate_config
+from spkrobust.config.options import AttackOptions, EvalOptions
+from spkrobust.config.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Malformed configs are refused before any job, with ONE line naming the key path (issue #6).
 
 Every bad config is ``workflow/presets/tiny.yaml`` with one key mutated.  All of them go through
-:func:`spkrobust.validate.validate_config`; a representative set also goes through a REAL
+:func:`spkrobust.config.validate.validate_config`; a representative set also goes through a REAL
 ``snakemake -n --configfile bad.yaml`` (the repository's Snakefile, a scratch working directory)
 and must exit non-zero with one ``config error: <key>: ...`` line, no traceback, no job planned.
 The shipped config and presets must validate.
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from spkrobust.errors import ConfigError, UserError
-from spkrobust.validate import validate_config
+from spkrobust.config.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "workflow" / "presets" / "tiny.yaml"
@@ -213,7 +213,7 @@ def test_config_error_is_a_user_error():
 
 def test_validate_imports_no_torch():
     """The Snakefile imports the validator: it must stay torch-free so that dry-runs are fast."""
-    code = ("import sys, yaml; from spkrobust.validate import validate_config; "
+    code = ("import sys, yaml; from spkrobust.config.validate import validate_config; "
             f"validate_config(yaml.safe_load(open({str(TINY)!r}))); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from spkrobust import load_model
-from spkrobust.models import build_model
+from spkrobust.nets.models import build_model
 
 from helpers.robust import snn_meta
 
 
 @pytest.mark.parametrize("method", ["threshold", "max"])
 def test_conversion_keeps_accuracy(small_data, trained_ann_path, tmp_path, method):
-    from spkrobust.convert import run_convert
+    from spkrobust.training.convert import run_convert
 
     ann_acc = load_model(trained_ann_path).meta["clean_acc"]
     cfg = {"model": {"name": "snn_conv", "kind": "convert", "from": "ann", "method": method,
@@ -28,7 +28,7 @@ def test_conversion_keeps_accuracy(small_data, trained_ann_path, tmp_path, metho
 
 
 def test_silent_layer_in_threshold_balancing_is_flagged_not_fatal():
-    from spkrobust.convert import threshold_balance
+    from spkrobust.training.convert import threshold_balance
 
     torch.manual_seed(0)
     snn = build_model(snn_meta(neuron="if", encoder="direct", T=2, thresholds=None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spkrobust.data import load_prepared, prepare
+from spkrobust.data.datasets import load_prepared, prepare
 from spkrobust.errors import FileProblem
 
 

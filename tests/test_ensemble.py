@@ -1,4 +1,4 @@
-"""The ensemble attack (spkrobust.ensemble): per-image outcome is the AND of its members' on the same
+"""The ensemble attack (spkrobust.attacks.ensemble): per-image outcome is the AND of its members' on the same
 images, so its accuracy is at most every member's; sets stay in the eps-ball and [0, 1]; the record
 says which member broke each image; the overestimate table and the ensemble_drop check read it."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ import helpers.robust as H
 import torch
 from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
 
-from spkrobust import attacks as A
-from spkrobust.checks import run_checks
-from spkrobust.craft_stage import load_adv
-from spkrobust.ensemble import decode_record, source_predict
+from spkrobust.attacks import registry as A
+from spkrobust.evaluation.checks import run_checks
+from spkrobust.attacks.stage import load_adv
+from spkrobust.attacks.ensemble import decode_record, source_predict
 from spkrobust.errors import UserError
-from spkrobust.outcomes import encode
+from spkrobust.evaluation.outcomes import encode
 from spkrobust.report.overestimate import member_rows, overestimate_md, overestimate_rows
 
 MEMBERS = [{"type": "fgsm"}, {"type": "apgd", "steps": 3, "loss": "ce"},

@@ -8,7 +8,7 @@ import torch
 
 from helpers import robust as H
 from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
-from spkrobust import evaluate as E
+from spkrobust.evaluation import evaluate as E
 from spkrobust.cli import main
 
 RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "attack_params", "eps", "eps_label", "target",
@@ -84,7 +84,7 @@ def test_clean_and_evaluate_stages_write_contract_records(cli_data_path, cli_mod
     assert recs["tr"]["source_kind"] == "ann" and recs["wb"]["eps_label"] == "8_255"
     # common random numbers: at eps 0 the stochastic target reproduces its clean accuracy exactly
     assert recs["wb0"]["adv_accs"] == c_snn["accs"]
-    from spkrobust.checks import run_checks
+    from spkrobust.evaluation.checks import run_checks
 
     res = run_checks(list(recs.values()), clean=[c_snn, c_ann])
     eps0 = [r for r in res if r["name"] == "eps0_equals_clean"]

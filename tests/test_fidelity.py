@@ -9,11 +9,11 @@ import torch
 import yaml
 from conftest import REPO
 
-from spkrobust.config import expand_models, shares_weights
-from spkrobust.schema import default, defaults
-from spkrobust.encoding import Encoder
-from spkrobust.models import build_model, default_meta, save_model
-from spkrobust.train import input_stats
+from spkrobust.config.expand import expand_models, shares_weights
+from spkrobust.config.schema import default, defaults
+from spkrobust.nets.encoding import Encoder
+from spkrobust.nets.models import build_model, default_meta, save_model
+from spkrobust.training.train import input_stats
 
 
 def _weights(model):
@@ -63,7 +63,7 @@ def test_dropout_after_convolutions_no_pool_follows_and_in_the_classifier():
 
 
 def test_spike_trained_model_without_from_trains_from_scratch(small_data, tmp_path):
-    from spkrobust.train import train_snn
+    from spkrobust.training.train import train_snn
 
     cfg = {"model": {"name": "snn", "base": "snn", "kind": "snn", "arch": "vgg5", "T": 2, "neuron": "lif",
                      "leak": 0.99, "encoder": "poisson", "backend": "torch",
@@ -81,9 +81,9 @@ def test_spike_trained_model_without_from_trains_from_scratch(small_data, tmp_pa
 
 
 def test_fine_tuning_starts_from_converted_thresholds_times_init_scale(small_data, tmp_path):
-    from spkrobust.convert import run_convert
-    from spkrobust.models import load_model
-    from spkrobust.train import train_snn
+    from spkrobust.training.convert import run_convert
+    from spkrobust.nets.models import load_model
+    from spkrobust.training.train import train_snn
 
     torch.manual_seed(0)
     save_model(build_model(default_meta("ann", "vgg5", 1, 28, 10, [0.5], [0.5])), tmp_path / "a.pt")

@@ -11,10 +11,10 @@ import warnings
 import pytest
 import torch
 
-from spkrobust import fused
-from spkrobust.fused import FusedNode, sj_decay
-from spkrobust.neurons import SpikingLayer, make_surrogate
-from spkrobust.vocab import SURROGATES
+from spkrobust.nets import fused
+from spkrobust.nets.fused import FusedNode, sj_decay
+from spkrobust.nets.neurons import SpikingLayer, make_surrogate
+from spkrobust.config.vocab import SURROGATES
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -19,8 +19,8 @@ import yaml
 from test_cifar import TINY_CIFAR10, check_tiny_cifar10_results, run_tiny_cifar10
 from helpers.wfutil import copy_workflow
 
-from spkrobust.neurons import cupy_available, make_surrogate, piecewise_linear_grad
-from spkrobust.selfcheck import TOL, backend_agreement
+from spkrobust.nets.neurons import cupy_available, make_surrogate, piecewise_linear_grad
+from spkrobust.tools.selfcheck import TOL, backend_agreement
 
 
 def _no_gpu_reason() -> str | None:

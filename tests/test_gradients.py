@@ -1,4 +1,4 @@
-"""Gradient estimators (spkrobust.gradients): forward outputs are the model's, every estimator gives
+"""Gradient estimators (spkrobust.nets.estimators): forward outputs are the model's, every estimator gives
 an input gradient through a loaded SNN in eval(), and on one spiking layer each equals a hand
 computation of its backward rule."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spkrobust.encoding import Encoder
+from spkrobust.nets.encoding import Encoder
 from spkrobust.errors import UserError
-from spkrobust.gradients import (
+from spkrobust.nets.estimators import (
     ATTACK_SURROGATES,
     RGA_GAMMA,
     EstimatedModel,
@@ -21,8 +21,8 @@ from spkrobust.gradients import (
     surrogate_grad,
     with_estimator,
 )
-from spkrobust.models import load_model, save_model
-from spkrobust.neurons import SpikingLayer
+from spkrobust.nets.models import load_model, save_model
+from spkrobust.nets.neurons import SpikingLayer
 
 SPECS = [None, "ste", "bptr", "rga", "act", {"mode": "hart", "gamma": 0.5}] + \
         [{"mode": "bptt", "surrogate": s, "width": 0.5} for s in ATTACK_SURROGATES]
@@ -95,7 +95,7 @@ def _layer(neuron, leak):
 
 
 def _layer_grad(layer, spec):
-    from spkrobust.gradients import layer_estimate
+    from spkrobust.nets.estimators import layer_estimate
 
     x = X.clone().requires_grad_(True)
     layer.estimator = None if spec is None else (lambda lay, xs, s: layer_estimate(parse_grad(spec), lay, xs, s))

@@ -8,7 +8,7 @@ import torch
 from spkrobust import load_model
 from spkrobust.errors import FileProblem
 from spkrobust.io import atomic_save
-from spkrobust.models import build_model, default_meta, save_model
+from spkrobust.nets.models import build_model, default_meta, save_model
 
 from helpers.robust import MEAN, STD, snn_meta
 

@@ -7,14 +7,14 @@ import torch
 
 from spkrobust import load_model
 from spkrobust.errors import UserError
-from spkrobust.models import build_model, save_model
+from spkrobust.nets.models import build_model, save_model
 
 from helpers.robust import snn_meta
 
 
 def test_lif_layer_follows_the_studies_equation():
     """v[t] = leak*v[t-1] + x[t]; spike if v >= θ; soft reset by subtracting θ."""
-    from spkrobust.neurons import SpikingLayer
+    from spkrobust.nets.neurons import SpikingLayer
 
     torch.manual_seed(0)
     x = torch.rand(12, 5, 7) * 0.8
@@ -30,7 +30,7 @@ def test_lif_layer_follows_the_studies_equation():
 
 
 def test_surrogate_is_the_studies_piecewise_linear():
-    from spkrobust.neurons import make_surrogate
+    from spkrobust.nets.neurons import make_surrogate
 
     theta = 0.5
     sg = make_surrogate("linear", theta)

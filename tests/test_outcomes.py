@@ -1,8 +1,8 @@
-"""Per-image outcomes: packing, positions and alignment (spkrobust.outcomes)."""
+"""Per-image outcomes: packing, positions and alignment (spkrobust.evaluation.outcomes)."""
 import numpy as np
 import pytest
 
-from spkrobust import outcomes as O
+from spkrobust.evaluation import outcomes as O
 from spkrobust.errors import FileProblem
 
 

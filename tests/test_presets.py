@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from spkrobust.config import grid
-from spkrobust.validate import validate_config
+from spkrobust.config.expand import grid
+from spkrobust.config.validate import validate_config
 
 from helpers.wfutil import copy_workflow, plan
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from spkrobust.cli import main
-from spkrobust.config import setting_of
+from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem
-from spkrobust.outcomes import encode
+from spkrobust.evaluation.outcomes import encode
 from spkrobust.report import aggregate as agg, data as rdata, fmt, render
 from spkrobust.report.claims import CLAIMS, evaluate_claims
-from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
+from spkrobust.config.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
 
 DS = "fashion_mnist"
 EPS = [(0.0, "0"), (2 / 255, "2_255"), (4 / 255, "4_255")]
@@ -332,7 +332,7 @@ def test_checks_md_calls_run_checks(tmp_path, monkeypatch):
                 {"name": "monotone_in_eps", "status": "flag", "detail": "snn_bp-T4 pgd rises", "target": "snn_bp-T4"},
                 {"name": "noise_vs_attack", "status": "not_measured", "detail": "no noise attack"}]
 
-    monkeypatch.setitem(__import__("sys").modules, "spkrobust.checks", types.SimpleNamespace(run_checks=run_checks))
+    monkeypatch.setitem(__import__("sys").modules, "spkrobust.evaluation.checks", types.SimpleNamespace(run_checks=run_checks))
     recs, mets, cleans = make_world(tmp_path, models=("ann", "snn_bp-T4"), replicas=(1,))
     out = tmp_path / "report"
     agg.aggregate(recs, mets, out, cleans)
@@ -349,6 +349,6 @@ def test_checks_md_calls_run_checks(tmp_path, monkeypatch):
     def broken(*a):
         raise ValueError("boom")
 
-    monkeypatch.setitem(__import__("sys").modules, "spkrobust.checks", types.SimpleNamespace(run_checks=broken))
+    monkeypatch.setitem(__import__("sys").modules, "spkrobust.evaluation.checks", types.SimpleNamespace(run_checks=broken))
     render.report(out, extras=False)
-    assert "not measured: spkrobust.checks.run_checks failed (ValueError: boom)" in (out / "checks.md").read_text()
+    assert "not measured: spkrobust.evaluation.checks.run_checks failed (ValueError: boom)" in (out / "checks.md").read_text()

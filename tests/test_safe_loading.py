@@ -20,10 +20,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from spkrobust import craft_stage, data, models
+from spkrobust.attacks import stage as craft_stage
+
+from spkrobust.data import datasets as data
+
+from spkrobust.nets import models
 from spkrobust.errors import FileProblem
 from spkrobust.io import safe_load
-from spkrobust.vocab import ADV_FORMAT
+from spkrobust.config.vocab import ADV_FORMAT
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER_NAME = "PAYLOAD_RAN"

@@ -1,7 +1,7 @@
-"""Paired statistics (spkrobust.stats) on constructed per-image outcomes with known answers."""
+"""Paired statistics (spkrobust.report.stats) on constructed per-image outcomes with known answers."""
 import numpy as np
 
-from spkrobust import stats as S
+from spkrobust.report import stats as S
 
 
 def test_paired_diff_ci_sides():

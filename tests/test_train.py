@@ -13,7 +13,7 @@ import torch
 
 from conftest import ann_cfg
 from spkrobust import load_model
-from spkrobust.models import build_model
+from spkrobust.nets.models import build_model
 
 
 
@@ -25,8 +25,8 @@ def test_trained_ann_learns(trained_ann_path):
 
 
 def test_spike_training_improves_a_short_converted_snn(small_data, trained_ann_path, tmp_path):
-    from spkrobust.convert import run_convert
-    from spkrobust.train import accuracy, train_snn
+    from spkrobust.training.convert import run_convert
+    from spkrobust.training.train import accuracy, train_snn
 
     conv = {"model": {"name": "c", "kind": "convert", "T": 4, "calib_T": 4, "neuron": "if", "encoder": "direct"},
             "replica": 1, "seed": 0, "device": "cpu"}
@@ -41,7 +41,7 @@ def test_spike_training_improves_a_short_converted_snn(small_data, trained_ann_p
 
 
 def build_snn_from(path, cfg):
-    from spkrobust.train import snn_meta_from
+    from spkrobust.training.train import snn_meta_from
 
     parent = load_model(path)
     snn = build_model(snn_meta_from(cfg["model"], parent.meta))

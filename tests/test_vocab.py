@@ -1,8 +1,8 @@
-"""The config schema's enumerations and attack defaults equal spkrobust.vocab (one vocabulary)."""
+"""The config schema's enumerations and attack defaults equal spkrobust.config.vocab (one vocabulary)."""
 from __future__ import annotations
 
-from spkrobust import vocab
-from spkrobust.schema import load_schema
+from spkrobust.config import vocab
+from spkrobust.config.schema import load_schema
 
 SCHEMA = load_schema()
 DEFS = SCHEMA["$defs"]

@@ -195,12 +195,12 @@ def test_changing_snn_T_reruns_that_snn_only(finished_copy):
 
 @pytest.mark.slow
 def test_editing_attacks_module_reruns_attacks_not_training(finished_copy):
-    attacks = finished_copy / "spkrobust/attacks.py"
+    attacks = finished_copy / "spkrobust/attacks/registry.py"
     attacks.write_text(attacks.read_text() + "\n# edited by test\n")
     counts = plan(finished_copy, "--configfile", TINY)
     assert "train_ann" not in counts and "train_snn" not in counts and "convert" not in counts
     assert "prepare" not in counts
-    # clean accuracy reruns too: spkrobust/evaluate.py imports helpers from attacks.py
+    # clean accuracy reruns too: spkrobust/evaluation/evaluate.py imports helpers from attacks.py
     assert counts == {"grad": 3, "craft": 6, "clean": 2, "evaluate": 6, "aggregate": 1, "render_report": 1,
                       "all": 1}
 
@@ -208,7 +208,7 @@ def test_editing_attacks_module_reruns_attacks_not_training(finished_copy):
 @pytest.mark.slow
 def test_touching_without_editing_reruns_nothing(finished_copy):
     """Snakemake 9 compares checksums of small inputs whose mtime changed: a bare touch is a no-op."""
-    os.utime(finished_copy / "spkrobust/attacks.py")
+    os.utime(finished_copy / "spkrobust/attacks/registry.py")
     assert plan(finished_copy, "--configfile", TINY) == {}
 
 
@@ -230,7 +230,7 @@ def test_quick_preset_covers_the_study(tmp_path):
     assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 2 and cfg["data"]["test_size"] >= 1000
     kinds = {m["kind"] for m in cfg["models"].values()}
     assert kinds == {"ann", "convert", "snn"}
-    from spkrobust.config import expand_models
+    from spkrobust.config.expand import expand_models
 
     models = expand_models(cfg)
     for key in ("T", "leak"):
@@ -240,7 +240,7 @@ def test_quick_preset_covers_the_study(tmp_path):
         parents = {m["from"] for m in members}
         assert len(parents) == 1 and models[parents.pop()]["kind"] == "convert", key
     assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and "8/255" in cfg["eps"]
-    from spkrobust.config import parse_alpha, parse_eps
+    from spkrobust.config.expand import parse_alpha, parse_eps
 
     for a in cfg["attacks"].values():
         if a["type"] == "pgd":

@@ -28,7 +28,7 @@ from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, atomic_write_text
 from spkrobust.report.data import _num, _read_json
 from spkrobust.report.fmt import _fmt_csv
-from spkrobust.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
+from spkrobust.config.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
 
 
 SUMMARY_COLUMNS = [
@@ -85,7 +85,7 @@ def _read_tagged(path: Path, fmt: str, what: str, writer: str) -> dict:
 
 
 def load_records(paths: Iterable[Path]) -> list[dict]:
-    """Read evaluation records (format :data:`~spkrobust.vocab.RECORD_FORMAT`); one per key."""
+    """Read evaluation records (format :data:`~spkrobust.config.vocab.RECORD_FORMAT`); one per key."""
     recs, where = [], {}
     for p in paths:
         r = _read_tagged(p, RECORD_FORMAT, "evaluation record", "evaluate")
@@ -112,7 +112,7 @@ def _record_sort_key(r: dict) -> tuple:
 
 
 def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
-    """Read model metrics files (format :data:`~spkrobust.vocab.METRICS_FORMAT`) -> (models.csv
+    """Read model metrics files (format :data:`~spkrobust.config.vocab.METRICS_FORMAT`) -> (models.csv
     rows, raw metrics without ``versions``)."""
     rows, raws, where = [], [], {}
     for p in paths:
@@ -141,7 +141,7 @@ def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
 
 
 def load_clean(paths: Iterable[Path]) -> list[dict]:
-    """Read clean-accuracy JSONs (format :data:`~spkrobust.vocab.CLEAN_FORMAT`)."""
+    """Read clean-accuracy JSONs (format :data:`~spkrobust.config.vocab.CLEAN_FORMAT`)."""
     out = [_read_tagged(p, CLEAN_FORMAT, "clean-accuracy record", "clean") for p in paths]
     out.sort(key=lambda c: (str(c["dataset"]), str(c["model"]), int(c["replica"])))
     return out

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from spkrobust import stats as S
+from spkrobust.report import stats as S
 from spkrobust.report.compare import World, _ci, _paired, _pts, compare
 from spkrobust.report.data import _param_groups
 from spkrobust.report.fmt import _eps_label, _md_table, eps_display
-from spkrobust.vocab import SNN_KINDS
+from spkrobust.config.vocab import SNN_KINDS
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
 _STUDY19 = "the 2019 study: VGG9 on CIFAR-10 (10,000 test images), converted SNN at long T, spike-trained SNN at T≈100"

@@ -5,7 +5,7 @@ raw records of ``records.json``, each with per-image ``outcomes``). :func:`compa
 against side ``b`` on one dataset and attack; a side is a target attacked by named sets (sources
 with replicas). Both sides are paired on the images every record involved covers; an image's rate
 is averaged over repeats, the common eps > 0 and the side's sources, then over target replicas.
-Metrics, each ``a - b`` with a seeded paired-bootstrap 95 % CI (:mod:`spkrobust.stats`): *absolute*
+Metrics, each ``a - b`` with a seeded paired-bootstrap 95 % CI (:mod:`spkrobust.report.stats`): *absolute*
 adversarial accuracy; *drop* (clean - adv, as ``drop_b - drop_a``); *conditional* robustness (on the
 images both classify correctly when clean, the fraction kept). If McNemar's test on the clean
 outcomes says the clean accuracies differ, the verdict comes from the conditional metric ("clean
@@ -13,7 +13,7 @@ accuracy differs by X (CI)"), else from the absolute one: supported / contradict
 above / below 0, inconclusive otherwise.
 
 Independence: a black-box or transfer source never shares the target's replica chain
-(:func:`spkrobust.config.shares_weights`): ``ann r1`` never attacks ``snn_bp r1`` (made from
+(:func:`spkrobust.config.expand.shares_weights`): ``ann r1`` never attacks ``snn_bp r1`` (made from
 ``ann r1``); ``ann r2`` does. Rows name their replicas. ``noise`` attacks are left out.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from spkrobust import stats as S
-from spkrobust.config import shares_weights
-from spkrobust.outcomes import align
-from spkrobust.vocab import NON_ATTACK_TYPES
+from spkrobust.report import stats as S
+from spkrobust.config.expand import shares_weights
+from spkrobust.evaluation.outcomes import align
+from spkrobust.config.vocab import NON_ATTACK_TYPES
 
 Src = Callable[[int], list]  # target replica -> [(source, source replica), ...]
 
@@ -77,7 +77,7 @@ class World:
         return out
 
     def related(self, ds: str, s: str, sr: int, t: str, tr: int) -> bool:
-        """Same replica chain (:func:`spkrobust.config.shares_weights`): never an independent source."""
+        """Same replica chain (:func:`spkrobust.config.expand.shares_weights`): never an independent source."""
         parent_of = {m: i.get("parent") for (d, m), i in self.info.items() if d == ds}
         return shares_weights(parent_of, s, sr, t, tr)
 

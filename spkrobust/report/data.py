@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from spkrobust.errors import FileProblem
-from spkrobust.vocab import NON_ATTACK_TYPES, SNN_KINDS
+from spkrobust.config.vocab import NON_ATTACK_TYPES, SNN_KINDS
 
 
 

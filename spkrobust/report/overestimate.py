@@ -1,10 +1,10 @@
 """How much a single-estimator attack overestimates robustness: the overestimate table.
 
 Input: the evaluation records (``records.json``'s ``records``) with their per-image outcomes
-(:mod:`spkrobust.outcomes`). For every white-box cell (dataset × model × eps) that has an
+(:mod:`spkrobust.evaluation.outcomes`). For every white-box cell (dataset × model × eps) that has an
 ``ensemble`` attack, each other attack of the same cell (the studies' attacks: FGSM, PGD, ...; noise
 baselines left out) is compared with the ensemble *paired on the same images*: the difference of
-accuracies ``attack − ensemble`` and its seeded paired-bootstrap CI (:func:`spkrobust.stats.
+accuracies ``attack − ensemble`` and its seeded paired-bootstrap CI (:func:`spkrobust.report.stats.
 paired_diff_groups`, replicas averaged per image). A positive difference is robustness the single
 attack reported but the adaptive ensemble took away.
 
@@ -45,8 +45,8 @@ def _cells(records: list[dict]) -> dict:
 
 def overestimate_rows(records: list[dict], seed: int = 0) -> list[dict]:
     """One row per white-box (dataset, model, eps, attack, ensemble) with the paired difference."""
-    from spkrobust.outcomes import align
-    from spkrobust.stats import paired_diff_groups
+    from spkrobust.evaluation.outcomes import align
+    from spkrobust.report.stats import paired_diff_groups
 
     rows = []
     for (ds, model, eps, label), by_attack in sorted(_cells(records).items()):
@@ -72,7 +72,7 @@ def overestimate_rows(records: list[dict], seed: int = 0) -> list[dict]:
 
 def member_rows(records: list[dict]) -> list[dict]:
     """Per white-box ensemble set and member: images it broke first, broke at all, attacked."""
-    from spkrobust.ensemble import decode_record
+    from spkrobust.attacks.ensemble import decode_record
 
     seen, rows = set(), []
     for r in records or []:

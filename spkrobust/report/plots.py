@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from spkrobust.config import shares_weights
+from spkrobust.config.expand import shares_weights
 from spkrobust.io import atomic_write_bytes
 from spkrobust.report.compare import conditional_by_eps
 from spkrobust.report.data import _by_eps, _Data, _mean, _param_groups, sweep_base

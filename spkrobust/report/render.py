@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spkrobust.config import setting_of
+from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem
 from spkrobust.io import atomic_write_text
 from spkrobust.report.claims import claims_md, evaluate_claims
@@ -19,7 +19,7 @@ from spkrobust.report.fmt import _md_table
 from spkrobust.report.overestimate import overestimate_md
 from spkrobust.report.plots import _EXTRA_PATTERNS, plots
 from spkrobust.report.tables import checks_md, tables_md
-from spkrobust.vocab import RECORDS_FORMAT
+from spkrobust.config.vocab import RECORDS_FORMAT
 
 
 REPORT_FILES = (

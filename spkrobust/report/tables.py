@@ -73,9 +73,9 @@ def _cell(r: dict | None) -> str:
 def checks_md(records: list[dict], clean: list[dict], models: list[dict]) -> str:
     head = "# Sanity checks\n\n"
     try:
-        from spkrobust.checks import run_checks
+        from spkrobust.evaluation.checks import run_checks
     except ImportError as e:
-        return head + f"not measured: spkrobust.checks is not available ({e}).\n"
+        return head + f"not measured: spkrobust.evaluation.checks is not available ({e}).\n"
     try:
         results = run_checks(records, clean, models)
     except Exception as e:  # a failing check must not hide the rest of the report
@@ -83,7 +83,7 @@ def checks_md(records: list[dict], clean: list[dict], models: list[dict]) -> str
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-        return head + f"not measured: spkrobust.checks.run_checks failed ({type(e).__name__}: {e}).\n"
+        return head + f"not measured: spkrobust.evaluation.checks.run_checks failed ({type(e).__name__}: {e}).\n"
     results = list(results or [])
     if not results:
         return head + "not measured: no checks applied to these records.\n"

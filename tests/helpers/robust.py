@@ -2,7 +2,7 @@
 
 * :func:`tiny_ann` — a small conv net (normalisation inside, pixels in [0, 1]) trained for a few
   hundred steps on real Fashion-MNIST; ~80 % test accuracy in a few seconds on 2 cores;
-* :func:`snn` — the project's VGG5 SNN (``spkrobust.models.build_model``), Poisson input;
+* :func:`snn` — the project's VGG5 SNN (``spkrobust.nets.models.build_model``), Poisson input;
 * :class:`Counting` — wraps a model and counts gradient-carrying forward passes.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def tiny_ann(data, steps: int = 150, seed: int = 0) -> TinyANN:
 
 
 def snn_meta(**kw):
-    from spkrobust.models import default_meta
+    from spkrobust.nets.models import default_meta
 
     base = dict(T=4, neuron="lif", leak=0.9, backend="torch", encoder="poisson", thresholds=[0.3] * 5)
     base.update(kw)
@@ -55,7 +55,7 @@ def snn_meta(**kw):
 
 
 def snn(seed: int = 0, **kw):
-    from spkrobust.models import build_model
+    from spkrobust.nets.models import build_model
 
     torch.manual_seed(seed)
     return build_model(snn_meta(**kw)).eval()
@@ -93,7 +93,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def cli_data_path(tmp_path_factory):
     """Real Fashion-MNIST prepared file with 16 test images (small: CLI stages stay fast)."""
-    from spkrobust.data import prepare
+    from spkrobust.data.datasets import prepare
     from spkrobust.io import atomic_save
 
     path = tmp_path_factory.mktemp("clidata") / "data.pt"
@@ -104,7 +104,7 @@ def cli_data_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cli_models(tmp_path_factory):
     """Saved project models: a VGG5 ANN, a Poisson SNN (2 replicas) and a direct-input SNN."""
-    from spkrobust.models import build_model, default_meta, save_model
+    from spkrobust.nets.models import build_model, default_meta, save_model
 
     d = tmp_path_factory.mktemp("climodels")
     out = {}

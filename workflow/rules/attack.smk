@@ -7,7 +7,7 @@ rule grad:
     input:
         data=data_pt("{dataset}"),
         model=model_pt("{dataset}", "{source}", "{replica}"),
-        code=lib_for(["attacks", "craft_stage"], "source"),
+        code=lib_for(["attacks/registry", "attacks/stage"], "source"),
     output:
         grad_pt("{dataset}", "{source}", "{replica}"),
     params:
@@ -28,7 +28,7 @@ rule craft:
         unpack(grad_input),
         data=data_pt("{dataset}"),
         model=model_pt("{dataset}", "{source}", "{replica}"),
-        code=lib_for(["attacks", "craft_stage", "gradients", "ensemble"], "source"),
+        code=lib_for(["attacks/registry", "attacks/stage", "nets/estimators", "attacks/ensemble"], "source"),
     output:
         adv_pt("{dataset}", "{source}", "{replica}", "{attack}", "{eps}"),
     params:

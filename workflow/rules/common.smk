@@ -5,7 +5,7 @@
 import json
 import re
 
-from spkrobust import config as spk  # pure Python; must never import torch
+from spkrobust.config import expand as spk  # pure Python; must never import torch
 
 from spkrobust.errors import ConfigError
 
@@ -66,15 +66,15 @@ def cfg_json(stage, **wildcards):
 
 # --- library files per stage ---------------------------------------------------------------------
 # Shell rules only track their command text, so the library modules a stage runs are listed as
-# inputs: editing spkrobust/attacks.py reruns gradients, crafting, clean accuracy (evaluate.py
+# inputs: editing spkrobust/attacks/registry.py reruns gradients, crafting, clean accuracy (evaluate.py
 # imports its seeding/loading helpers) and everything downstream, but no training.
 # Plumbing shared by every stage (cli.py, io.py, errors.py, config.py) is deliberately not listed;
 # config changes reach the jobs through their params instead.
 _LIBDIR = os.path.relpath(os.path.join(workflow.basedir, "spkrobust"))
 MODEL_CODE = {
-    "ann": ["models"],
-    "convert": ["models", "neurons", "encoding", "fused", "fused_kernel"],
-    "snn": ["models", "neurons", "encoding", "fused", "fused_kernel"],
+    "ann": ["nets/models"],
+    "convert": ["nets/models", "nets/neurons", "nets/encoding", "nets/fused", "nets/fused_kernel"],
+    "snn": ["nets/models", "nets/neurons", "nets/encoding", "nets/fused", "nets/fused_kernel"],
 }
 
 

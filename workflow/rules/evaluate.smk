@@ -7,7 +7,7 @@ rule clean:
     input:
         data=data_pt("{dataset}"),
         model=model_pt("{dataset}", "{model}", "{replica}"),
-        code=lib_for(["evaluate", "attacks", "craft_stage", "outcomes"], "model"),
+        code=lib_for(["evaluation/evaluate", "attacks/registry", "attacks/stage", "evaluation/outcomes"], "model"),
     output:
         clean_json("{dataset}", "{model}", "{replica}"),
     params:
@@ -26,7 +26,7 @@ rule evaluate:
         unpack(eval_target_inputs),
         data=data_pt("{dataset}"),
         adv=adv_pt("{dataset}", "{source}", "{sr}", "{attack}", "{eps}"),
-        code=lib("evaluate", "attacks", "craft_stage", "outcomes", *MODEL_CODE["snn"]),
+        code=lib("evaluation/evaluate", "attacks/registry", "attacks/stage", "evaluation/outcomes", *MODEL_CODE["snn"]),
     output:
         eval_outputs(),
     params:

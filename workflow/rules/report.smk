@@ -57,7 +57,7 @@ rule render_report:
         summary="results/report/summary.csv",
         models="results/report/models.csv",
         records="results/report/records.json",
-        code=lib("report", "checks", "ensemble", "outcomes", "stats"),
+        code=lib("report", "evaluation/checks", "attacks/ensemble", "evaluation/outcomes", "report/stats"),
     output:
         REPORT_FILES,
     log:

@@ -8,7 +8,7 @@
 rule train_ann:
     input:
         data=data_pt("{dataset}"),
-        code=lib("train", "data", *MODEL_CODE["ann"]),
+        code=lib("training/train", "data", *MODEL_CODE["ann"]),
     output:
         model=model_pt("{dataset}", "{model}", "{replica}"),
         metrics=metrics_json("{dataset}", "{model}", "{replica}"),
@@ -31,7 +31,7 @@ rule convert:
     input:
         data=data_pt("{dataset}"),
         ann=parent_pt,
-        code=lib("convert", "data", *MODEL_CODE["convert"]),
+        code=lib("training/convert", "data", *MODEL_CODE["convert"]),
     output:
         model=model_pt("{dataset}", "{model}", "{replica}"),
         metrics=metrics_json("{dataset}", "{model}", "{replica}"),
@@ -54,7 +54,7 @@ rule train_snn:
     input:
         unpack(init_inputs),
         data=data_pt("{dataset}"),
-        code=lib("train", "data", *MODEL_CODE["snn"]),
+        code=lib("training/train", "data", *MODEL_CODE["snn"]),
     output:
         model=model_pt("{dataset}", "{model}", "{replica}"),
         metrics=metrics_json("{dataset}", "{model}", "{replica}"),

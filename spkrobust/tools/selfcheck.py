@@ -47,7 +47,7 @@ def backend_agreement(neuron_type: str, leak: float, backend: str, reference: st
     gradients, and ``ok`` (spikes identical, gradients within :data:`TOL`)."""
     import torch
 
-    from spkrobust.neurons import SpikingLayer
+    from spkrobust.nets.neurons import SpikingLayer
 
     dev = torch.device(device)
     g = torch.Generator().manual_seed(seed)
@@ -88,13 +88,13 @@ def _neurons(backend: str, device: str) -> str:
 
 def snn_step(device: str, backend: str = "auto") -> str:
     """VGG5 SNN (LIF 0.99, Poisson, T=4, balanced thresholds) on 3×32×32: one training step, then PGD-2 crafting through
-    :func:`spkrobust.attacks.craft`; gradients must be finite and reach the input."""
+    :func:`spkrobust.attacks.registry.craft`; gradients must be finite and reach the input."""
     import torch
     import torch.nn.functional as F
 
-    from spkrobust.attacks import craft
-    from spkrobust.convert import threshold_balance
-    from spkrobust.models import build_model, default_meta
+    from spkrobust.attacks.registry import craft
+    from spkrobust.training.convert import threshold_balance
+    from spkrobust.nets.models import build_model, default_meta
 
     torch.manual_seed(0)
     meta = default_meta("snn", "vgg5", 3, 32, 10, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], neuron="lif", leak=0.99,
@@ -141,7 +141,7 @@ def check_packages() -> str:
 def check_cuda() -> str:
     import torch
 
-    from spkrobust.stage import resolve_device
+    from spkrobust.config.options import resolve_device
 
     if not torch.cuda.is_available():
         raise Skip(f"no CUDA GPU visible to torch {torch.__version__} (built for CUDA {torch.version.cuda or 'none'})")
@@ -154,7 +154,7 @@ def check_cuda() -> str:
 def check_cupy() -> str:
     import torch
 
-    from spkrobust.neurons import resolve_backend
+    from spkrobust.nets.neurons import resolve_backend
 
     check_cuda()
     try:

@@ -1,6 +1,6 @@
-/* Fused multistep soft-reset IF/LIF neuron: the native kernel of spkrobust.fused.
+/* Fused multistep soft-reset IF/LIF neuron: the native kernel of spkrobust.nets.fused.
  *
- * Compiled on first use by spkrobust/fused.py with the system C compiler (-O3 -ffp-contract=off,
+ * Compiled on first use by spkrobust/nets/fused.py with the system C compiler (-O3 -ffp-contract=off,
  * no fast-math: `v*decay + x` rounds twice, exactly as SpikingJelly's `v * (1. - 1./tau) + x`),
  * cached per user and called through ctypes on [i0, i1) slices of the N neurons by a thread pool.
  * Tensors are float32, contiguous, laid out [T, N].  The ctypes signatures in fused.py
@@ -45,7 +45,7 @@ void fused_forward(const float *restrict x, float *restrict s, float *restrict h
 
 /* Surrogate derivative d = sg'(h - th) of one block at one step.
    kind: 0 = given in `sgd` ([T, N]), 1 = piecewise linear (a, w), 2 = sigmoid (a), 3 = atan (a)
-   (spkrobust.neurons: each surrogate's `native_kind`). */
+   (spkrobust.nets.neurons: each surrogate's `native_kind`). */
 static inline void surrogate_block(const float *restrict ht, const float *restrict dt, float *restrict d,
                                    int64_t n, float th, int kind, float a, float w) {
     if (kind == 0) {

@@ -14,7 +14,7 @@ from typing import Any
 
 from spkrobust.errors import ConfigError, UserError
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 # keywords that move from a value to a part of it (the key path grows)
 _INTO_VALUE = ("additionalProperties", "unevaluatedProperties", "items", "propertyNames", "contains")

@@ -18,14 +18,14 @@ apgd      ``torchattacks.APGD`` (L∞, ``steps`` 10, ``n_restarts`` 1, ``loss`` 
 apgdt     ``torchattacks.APGDT``: targeted APGD-DLR against the ``target_classes`` (default 9) most
           likely wrong classes in turn (same parameters as apgd, no ``loss``)
 ensemble  a per-sample worst case over ``members`` (a list of attack specs, any type × ``grad``):
-          see :mod:`spkrobust.ensemble`
+          see :mod:`spkrobust.attacks.ensemble`
 square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000, ``p_init`` 0.8,
           ``loss`` margin)
 noise     random-sign noise of the same eps (the baseline every attack must beat)
 ========  =========================================================================================
 
 Every gradient attack takes ``grad: {mode, surrogate, width, gamma}``, the gradient estimator for an
-SNN source (:mod:`spkrobust.gradients`: bptt with an attack-time surrogate, ste, bptr, rga, act,
+SNN source (:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act,
 hart); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.
 
 Gradients through SNNs: the spkrobust SNNs give input gradients in ``eval()`` mode (surrogate in
@@ -57,9 +57,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spkrobust.config import parse_alpha, parse_eps
+from spkrobust.config.expand import parse_alpha, parse_eps
 from spkrobust.errors import UserError
-from spkrobust.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
+from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
 
 BALL_TOL = 1e-6
 
@@ -107,7 +107,7 @@ def zero_grad_mask(grad: torch.Tensor) -> torch.Tensor:
 def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str, dict]:
     """Check an attack spec ``{type, params...}`` against the config schema; return ``(type, params)``
     with defaults filled and pixel values parsed. A bad spec raises a one-line :class:`UserError`."""
-    from spkrobust.schema import check_value
+    from spkrobust.config.schema import check_value
 
     spec = dict(attack_cfg) if isinstance(attack_cfg, dict) else attack_cfg
     if isinstance(spec, dict):
@@ -128,11 +128,11 @@ def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str,
         p["alpha"] = parse_alpha(p["alpha"], eps, f"{atype}.alpha")
         p["random_start"] = bool(p["random_start"])
     if p.get("grad") is not None:
-        from spkrobust.gradients import parse_grad
+        from spkrobust.nets.estimators import parse_grad
 
         p["grad"] = parse_grad(p["grad"], f"attack {atype}: grad").as_dict()
     if atype == "ensemble":
-        from spkrobust.ensemble import resolve_members
+        from spkrobust.attacks.ensemble import resolve_members
 
         p["members"] = resolve_members(p["members"], eps, cfg_eot)
         p["stop_early"] = bool(p["stop_early"])
@@ -287,13 +287,13 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     eps = float(eps)
     atype, p = resolve_attack(attack_cfg, eps, cfg_eot=int(eot_samples))
     if atype == "ensemble":
-        from spkrobust.ensemble import craft_ensemble
+        from spkrobust.attacks.ensemble import craft_ensemble
 
         return craft_ensemble(model, x, y, p, eps, eot_samples=int(eot_samples), batch_size=batch_size,
                               seed=seed, device=device)
     grad_spec = None
     if p.get("grad") is not None:
-        from spkrobust.gradients import with_estimator
+        from spkrobust.nets.estimators import with_estimator
 
         model, grad_spec = with_estimator(model, p["grad"])
     stochastic = is_stochastic(model)

@@ -2,7 +2,7 @@
 
 ``{type: ensemble, members: [{type: apgd, loss: dlr, grad: {mode: bptt, surrogate: atan}}, ...],
 stop_early: true}`` runs every member (any attack type × gradient estimator, see
-:mod:`spkrobust.gradients`) on the same images of one source, as Özdenizci & Legenstein (TMLR 2024,
+:mod:`spkrobust.nets.estimators`) on the same images of one source, as Özdenizci & Legenstein (TMLR 2024,
 IGITUGraz/RobustSNNConversion ``attack/ensemble.py``) do with 19 gradient modes. An image counts as
 robust only if it survives every member; the set keeps, for each image, the candidate (clean image
 or a member's adversarial example) on which the source's margin ``z_y − max_{j≠y} z_j`` is lowest,
@@ -16,7 +16,7 @@ broke (cheaper; the order of the members then decides which one gets the credit)
 member attacks every image, so each member's own accuracy on the same images is known too.
 
 The set's meta carries ``ensemble``: member names, and per member the packed bits (see
-:func:`spkrobust.outcomes.pack_bits`, in the set's image order) of the images it attacked and of
+:func:`spkrobust.evaluation.outcomes.pack_bits`, in the set's image order) of the images it attacked and of
 those it broke, plus the images the source got wrong before any attack. Each member's seed is
 ``derive_seed(seed, "member", i)``, so a member crafted alone on the same images with that seed
 gives the same set.
@@ -42,7 +42,7 @@ def member_name(spec: dict) -> str:
     if spec.get("loss"):
         parts.append(str(spec["loss"]))
     if spec.get("grad") is not None:
-        from spkrobust.gradients import parse_grad
+        from spkrobust.nets.estimators import parse_grad
 
         parts.append(parse_grad(spec["grad"]).label())
     return "-".join(parts)
@@ -50,7 +50,7 @@ def member_name(spec: dict) -> str:
 
 def resolve_members(members, eps: float, cfg_eot: int = 1) -> list[dict]:
     """Check the member list (each a non-ensemble attack spec); returns the specs with their names."""
-    from spkrobust.attacks import resolve_attack
+    from spkrobust.attacks.registry import resolve_attack
 
     if not isinstance(members, list) or not members:
         raise UserError("attack ensemble: members must be a non-empty list of attack specs {type: ..., params}")
@@ -95,9 +95,9 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
                    eot_samples: int = 1, batch_size: int = 64, seed: int = 0,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
     """Craft the per-sample worst case of ``p["members"]``; returns ``(x_adv, info)`` like
-    :func:`spkrobust.attacks.craft`, with ``info["ensemble"]`` the per-member record."""
-    from spkrobust.attacks import craft, derive_seed, is_stochastic, verify_adv
-    from spkrobust.outcomes import pack_bits
+    :func:`spkrobust.attacks.registry.craft`, with ``info["ensemble"]`` the per-member record."""
+    from spkrobust.attacks.registry import craft, derive_seed, is_stochastic, verify_adv
+    from spkrobust.evaluation.outcomes import pack_bits
 
     t0 = time.time()
     model.eval()
@@ -153,7 +153,7 @@ def decode_record(rec: dict) -> dict:
     import numpy as np
 
     from spkrobust.errors import FileProblem
-    from spkrobust.outcomes import unpack_bits
+    from spkrobust.evaluation.outcomes import unpack_bits
 
     if not isinstance(rec, dict) or rec.get("format") != ENSEMBLE_FORMAT:
         raise FileProblem(f"ensemble record: not in format {ENSEMBLE_FORMAT}; recraft the ensemble set")

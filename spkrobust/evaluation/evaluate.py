@@ -22,14 +22,14 @@ import time
 import torch
 import torch.nn as nn
 
-from spkrobust.attacks import AdversarialSetError, derive_seed, is_stochastic, verify_adv
-from spkrobust.craft_stage import load_adv
-from spkrobust.config import setting_of
+from spkrobust.attacks.registry import AdversarialSetError, derive_seed, is_stochastic, verify_adv
+from spkrobust.attacks.stage import load_adv
+from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
-from spkrobust.outcomes import encode as encode_outcomes
-from spkrobust.stage import EvalOptions, read_cfg, resolve_device
-from spkrobust.vocab import CLEAN_FORMAT, RECORD_FORMAT
+from spkrobust.evaluation.outcomes import encode as encode_outcomes
+from spkrobust.config.options import EvalOptions, read_cfg, resolve_device
+from spkrobust.config.vocab import CLEAN_FORMAT, RECORD_FORMAT
 
 
 
@@ -81,7 +81,7 @@ def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes
 def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3, batch_size: int = 256,
                    seeds: list[int] | None = None, device="cpu") -> dict:
     """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check, outcomes}``;
-    ``outcomes`` (see :mod:`spkrobust.outcomes`) covers the images of ``x`` in order."""
+    ``outcomes`` (see :mod:`spkrobust.evaluation.outcomes`) covers the images of ``x`` in order."""
     n_pass = max(repeats, 2)
     seeds = seeds or list(range(n_pass))
     accs, correct, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
@@ -105,7 +105,7 @@ def adversarial_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
 # ---- CLI ----------------------------------------------------------------------------------------
 
 def _load(data_path: str):
-    from spkrobust.data import load_prepared
+    from spkrobust.data.datasets import load_prepared
 
     prep = load_prepared(data_path)
     return prep, prep.test_x.float() / 255.0, prep.test_y.long()
@@ -134,7 +134,7 @@ def _configure_clean(p: argparse.ArgumentParser):
 
 def _run_clean(args):
     """Clean accuracy of one target (mean ± std over repeats when stochastic)."""
-    from spkrobust.models import load_model
+    from spkrobust.nets.models import load_model
 
     cfg = read_cfg(args.cfg)
     opts = EvalOptions.from_cfg(cfg)
@@ -197,7 +197,7 @@ def _run_evaluate(args):
     """Adversarial accuracy of one adversarial set on each target; writes one record per target.
 
     The data and the adversarial set are loaded and checked once; each target model once."""
-    from spkrobust.models import load_model
+    from spkrobust.nets.models import load_model
 
     if not len(args.target) == len(args.clean) == len(args.out):
         raise UserError(f"evaluate: --target, --clean and --out need the same number of paths "

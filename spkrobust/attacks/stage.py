@@ -1,6 +1,6 @@
 """The ``grad`` and ``craft`` stages: their files (the shared FGSM gradient sign, the adversarial
-set, both tagged with a format from :mod:`spkrobust.vocab`) and their command lines. The attacks
-themselves are :mod:`spkrobust.attacks`."""
+set, both tagged with a format from :mod:`spkrobust.config.vocab`) and their command lines. The attacks
+themselves are :mod:`spkrobust.attacks.registry`."""
 from __future__ import annotations
 
 import argparse
@@ -10,18 +10,18 @@ import time
 import torch
 import torch.nn as nn
 
-from spkrobust.attacks import (craft, derive_seed, fgsm_gradient, is_stochastic, resolve_attack, set_grad_mode,
+from spkrobust.attacks.registry import (craft, derive_seed, fgsm_gradient, is_stochastic, resolve_attack, set_grad_mode,
                                zero_grad_mask)
-from spkrobust.config import eps_label, parse_eps
+from spkrobust.config.expand import eps_label, parse_eps
 from spkrobust.errors import FileProblem
-from spkrobust.stage import AttackOptions, read_cfg, resolve_device
-from spkrobust.vocab import ADV_FORMAT, GRAD_FORMAT, GRADIENT_TYPES
+from spkrobust.config.options import AttackOptions, read_cfg, resolve_device
+from spkrobust.config.vocab import ADV_FORMAT, GRAD_FORMAT, GRADIENT_TYPES
 
 
 # ---- files --------------------------------------------------------------------------------------
 
 def _load_inputs(data_path: str):
-    from spkrobust.data import load_prepared
+    from spkrobust.data.datasets import load_prepared
 
     prep = load_prepared(data_path)
     x = prep.test_x.float() / 255.0
@@ -33,7 +33,7 @@ def _load_inputs(data_path: str):
 
 
 def _load_source(model_path: str, device):
-    from spkrobust.models import load_model
+    from spkrobust.nets.models import load_model
 
     return load_model(model_path, device=device)
 

@@ -13,8 +13,8 @@ Two SpikingJelly behaviours are handled here:
   inference behaviour;
 * ``set_grad_mode("rate")`` replaces the backward pass through time by a rate-based one: the layer's
   output keeps its spikes forward, but gradients flow through ``clamp(mean_t x / threshold, 0, 1)``
-  (the ``bptr`` estimator of :mod:`spkrobust.gradients`);
-* ``estimator`` (set by :class:`spkrobust.gradients.EstimatedModel` during an attack) is called as
+  (the ``bptr`` estimator of :mod:`spkrobust.nets.estimators`);
+* ``estimator`` (set by :class:`spkrobust.nets.estimators.EstimatedModel` during an attack) is called as
   ``estimator(layer, x_seq, spikes)`` on gradient-carrying passes: the neuron computes the spikes
   without a graph and the estimator gives them its backward pass.
 """
@@ -28,7 +28,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
 from spkrobust.errors import UserError
-from spkrobust.vocab import BACKENDS, SURROGATES
+from spkrobust.config.vocab import BACKENDS, SURROGATES
 
 
 class _PiecewiseLinearFn(torch.autograd.Function):
@@ -161,7 +161,7 @@ def resolve_backend(backend: str, device: torch.device | str | None = None) -> s
 
 def _fused_available() -> bool:
     try:
-        from spkrobust import fused  # noqa: F401
+        from spkrobust.nets import fused  # noqa: F401
     except ImportError:
         return False
     return True
@@ -172,7 +172,7 @@ def make_node(neuron_type: str, leak: float, threshold: float, surrogate_name: s
     """A multistep SpikingJelly IF/LIF node with the studies' soft reset (or the fused equivalent)."""
     sg = make_surrogate(surrogate_name, threshold)
     if backend == "fused":
-        from spkrobust.fused import FusedNode
+        from spkrobust.nets.fused import FusedNode
 
         return FusedNode(v_threshold=threshold, leak=1.0 if neuron_type == "if" else leak, surrogate_function=sg,
                          detach_reset=detach_reset)
@@ -211,7 +211,7 @@ class SpikingLayer(nn.Module):
         self.reset()
         estimator = self.estimator
         if estimator is None and self.grad_mode == "rate":
-            from spkrobust.gradients import GradSpec, layer_estimate
+            from spkrobust.nets.estimators import GradSpec, layer_estimate
 
             estimator = functools.partial(layer_estimate, GradSpec("bptr"))
         if estimator is not None and torch.is_grad_enabled() and x_seq.requires_grad:

@@ -25,13 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from spkrobust.data import Prepared, augment, batches, load_prepared
+from spkrobust.data.datasets import Prepared, augment, batches, load_prepared
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
-from spkrobust.models import build_model, default_meta, load_model, save_model
-from spkrobust.stage import read_cfg, resolve_device
-from spkrobust.schema import default, defaults
-from spkrobust.vocab import INPUT_NORMS, METRICS_FORMAT, SNN_KEYS
+from spkrobust.nets.models import build_model, default_meta, load_model, save_model
+from spkrobust.config.options import read_cfg, resolve_device
+from spkrobust.config.schema import default, defaults
+from spkrobust.config.vocab import INPUT_NORMS, METRICS_FORMAT, SNN_KEYS
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
 

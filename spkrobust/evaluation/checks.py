@@ -41,7 +41,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from spkrobust.config import parse_eps
+from spkrobust.config.expand import parse_eps
 
 ATTACK_SLACK = 0.01   # accuracy fraction allowed between two different adversarial sets
 CHANCE_TOL = 0.05     # large-eps accuracy may exceed chance by this much

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from spkrobust.encoding import Encoder
+from spkrobust.nets.encoding import Encoder
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
-from spkrobust.neurons import SpikingLayer, resolve_backend
-from spkrobust.schema import default
-from spkrobust.vocab import ENCODERS, NEURONS, SNN_KEYS, SURROGATES
+from spkrobust.nets.neurons import SpikingLayer, resolve_backend
+from spkrobust.config.schema import default
+from spkrobust.config.vocab import ENCODERS, NEURONS, SNN_KEYS, SURROGATES
 
 FORMAT = "spkrobust-model-1"
 # conv widths ('A' = 2x2 average pooling) and classifier hidden widths (see docs/fidelity.md):

@@ -32,7 +32,7 @@ Why it is faster than SpikingJelly's torch backend:
 The backward formula (``dL/dh[t] = dL/ds[t]·sg' + dL/dv[t]·(1 - θ·sg')``, ``dL/dx[t] = dL/dh[t]``,
 ``dL/dv[t-1] = decay·dL/dh[t]``) is that of SpikingJelly's graph with ``detach_reset=False``; with
 ``detach_reset=True`` the factor ``(1 - θ·sg')`` is 1 (the reset is a constant, as Rathi et al.'s).
-``sg'`` is ``surrogate_function.derivative(x)``: every surrogate in :mod:`spkrobust.neurons`
+``sg'`` is ``surrogate_function.derivative(x)``: every surrogate in :mod:`spkrobust.nets.neurons`
 declares its derivative and the kernel formula for it (``native_kind``); the studies'
 piecewise-linear surrogate also has an in-place fast path in the torch loops.
 """
@@ -55,7 +55,7 @@ def sj_decay(leak: float) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Native kernel: one pass over memory per direction (forward: read x, write s and h; backward:
-# read h and dL/ds, write dL/dx), compiled on first use from spkrobust/fused_kernel.c with the system C
+# read h and dL/ds, write dL/dx), compiled on first use from spkrobust/nets/fused_kernel.c with the system C
 # compiler into a per-user cache, called through ctypes (which releases the GIL, so a thread pool
 # splits the neurons over torch.get_num_threads() threads). No torch headers: compiling takes well
 # under a second. float32 contiguous CPU tensors only; anything else (or no compiler, or
@@ -64,10 +64,10 @@ def sj_decay(leak: float) -> float:
 # SpikingJelly's `v * (1. - 1. / tau) + x`.
 # --------------------------------------------------------------------------------------------
 def kernel_source() -> str:
-    """The C source of the native kernel (``spkrobust/fused_kernel.c``, shipped as package data)."""
+    """The C source of the native kernel (``spkrobust/nets/fused_kernel.c``, shipped as package data)."""
     from importlib.resources import files
 
-    return files("spkrobust").joinpath("fused_kernel.c").read_text()
+    return files("spkrobust.nets").joinpath("fused_kernel.c").read_text()
 
 _native = None  # None: not tried yet; False: unavailable; else the ctypes library
 _native_reason = ""
@@ -187,7 +187,7 @@ def _native_forward(x: torch.Tensor, threshold: float, decay: float, store_h: bo
 
 def _native_kind(sg):
     """(kind, a, w) of the kernel's formula for this surrogate, as the surrogate declares it
-    (``native_kind``, see :mod:`spkrobust.neurons`), or (0, 0, 1): the kernel reads
+    (``native_kind``, see :mod:`spkrobust.nets.neurons`), or (0, 0, 1): the kernel reads
     ``sg.derivative(h - θ)`` computed in torch."""
     kind = getattr(sg, "native_kind", None)
     return tuple(kind) if kind is not None else (0, 0.0, 1.0)

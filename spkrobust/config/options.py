@@ -2,7 +2,7 @@
 options of the evaluation and attack stages, and the device.
 
 The pipeline passes each stage the slice of the schema-filled config it depends on
-(:func:`options_slice`, used by ``spkrobust.config``); a stage builds its frozen options from it
+(:func:`options_slice`, used by ``spkrobust.config.expand``); a stage builds its frozen options from it
 with :meth:`Options.from_cfg`.  A key missing from ``--cfg`` (a stage run by hand) takes the
 schema's default: defaults live only in ``workflow/schemas/config.schema.yaml``.  Torch is imported
 only by :func:`resolve_device`.
@@ -66,7 +66,7 @@ class Options:
     def from_cfg(cls, cfg: dict) -> "Options":
         """From a stage's ``--cfg`` (a slice of the config); missing keys take the schema defaults,
         wrong values are a one-line :class:`~spkrobust.errors.ConfigError` naming the key."""
-        from spkrobust.schema import check_schema, fill_defaults, load_schema
+        from spkrobust.config.schema import check_schema, fill_defaults, load_schema
 
         schema = load_schema()
         keys = cls.eval_keys()

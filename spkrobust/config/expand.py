@@ -1,6 +1,6 @@
 """Config expansion shared by the Snakefile and the library (imports no torch: dry-runs stay fast).
 
-Every function takes the config as :func:`spkrobust.validate.validate_config` leaves it: checked
+Every function takes the config as :func:`spkrobust.config.validate.validate_config` leaves it: checked
 and filled with the schema's defaults (so no default is restated here).
 
 * :func:`expand_models` turns the ``models:`` section (with sweeps) into resolved model specs;
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spkrobust.errors import ConfigError, FileProblem
-from spkrobust.vocab import SWEEPABLE
+from spkrobust.config.vocab import SWEEPABLE
 
 # keys whose value is not part of a model's identity for training (kept out of the param slices)
 _NON_TRAINING_KEYS = ("sweep", "replicas")
@@ -253,16 +253,16 @@ def attack_slice(cfg: dict, attack: str) -> dict:
 
 
 def eval_slice(cfg: dict) -> dict:
-    """What ``clean`` and ``evaluate`` read (:class:`spkrobust.stage.EvalOptions`)."""
-    from spkrobust.stage import EvalOptions, options_slice
+    """What ``clean`` and ``evaluate`` read (:class:`spkrobust.config.options.EvalOptions`)."""
+    from spkrobust.config.options import EvalOptions, options_slice
 
     return options_slice(cfg, EvalOptions)
 
 
 def craft_slice(cfg: dict) -> dict:
-    """What ``grad`` and ``craft`` read (:class:`spkrobust.stage.AttackOptions`): editing
+    """What ``grad`` and ``craft`` read (:class:`spkrobust.config.options.AttackOptions`): editing
     ``eval.repeats`` or ``eval.batch_size`` reruns no crafting."""
-    from spkrobust.stage import AttackOptions, options_slice
+    from spkrobust.config.options import AttackOptions, options_slice
 
     return options_slice(cfg, AttackOptions)
 

@@ -20,7 +20,7 @@ import torch
 
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
-from spkrobust.vocab import DATASETS
+from spkrobust.config.vocab import DATASETS
 
 FORMAT = "spkrobust-data-1"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -266,7 +266,7 @@ def _configure(p: argparse.ArgumentParser):
 
 def _run(args):
     """Prepare a dataset into one canonical file."""
-    from spkrobust.stage import read_cfg, require
+    from spkrobust.config.options import read_cfg, require
 
     cfg = read_cfg(args.cfg)
     t0 = time.time()

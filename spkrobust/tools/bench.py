@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 FGSM_EPS = [2 / 255, 4 / 255, 6 / 255, 8 / 255, 16 / 255]
 
@@ -47,7 +47,7 @@ def _model(kind: str, T: int = 8, neuron: str = "lif", leak: float = 0.99, backe
            encoder: str = "poisson", arch: str = "vgg5", image: int = 32, channels: int = 3, device="cpu"):
     import torch
 
-    from spkrobust.models import build_model, default_meta
+    from spkrobust.nets.models import build_model, default_meta
 
     torch.manual_seed(0)
     if kind == "ann":
@@ -200,10 +200,10 @@ def cost_table(Ts, batch, repeats, backend, log, device="cpu") -> list[dict]:
 
 
 def _pgd(model, x, y, steps, eps=8 / 255, device="cpu"):
-    """PGD-k through :func:`spkrobust.attacks.craft` (torchattacks), or an equivalent loop when the
+    """PGD-k through :func:`spkrobust.attacks.registry.craft` (torchattacks), or an equivalent loop when the
     attacks module is unavailable."""
     try:
-        from spkrobust.attacks import craft
+        from spkrobust.attacks.registry import craft
     except ImportError:
         craft = None
     if craft is not None:
@@ -233,7 +233,7 @@ def pgd_throughput(steps, T, batch, repeats, backend, log, device="cpu") -> dict
 
 def fgsm_sweep(T, batch, repeats, backend, log, device="cpu") -> dict:
     """FGSM at 5 eps from one gradient vs FGSM at one eps (SNN source)."""
-    from spkrobust import attacks
+    from spkrobust.attacks import registry as attacks
 
     x, y = _data(batch)
     model = _model("snn", T=T, backend=backend, device=device)
@@ -310,7 +310,7 @@ def memory_growth(Ts, batch, threads, backend, log, baseline=False) -> list[dict
             if be == "torch" and be != backend and T > 16:
                 continue  # stock SpikingJelly keeps a graph per step: ~10 GB at T=32, batch 64
             spec = json.dumps({"T": T, "batch": batch, "threads": threads, "backend": be})
-            cmd = [sys.executable, "-W", "ignore", "-c", f"from spkrobust.bench import _mem_child; _mem_child({spec!r})"]
+            cmd = [sys.executable, "-W", "ignore", "-c", f"from spkrobust.tools.bench import _mem_child; _mem_child({spec!r})"]
             r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
             line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")), None)
             if r.returncode != 0 or line is None:
@@ -354,7 +354,7 @@ def run(args) -> int:
 
     import torch
 
-    from spkrobust import fused
+    from spkrobust.nets import fused
     from spkrobust.errors import UserError
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -403,7 +403,7 @@ def run(args) -> int:
         try:
             res.update(fgsm_sweep(8 if not quick else 4, batch, repeats, args.backend, log, device=device))
         except (ImportError, AttributeError) as e:
-            res["fgsm_error"] = f"spkrobust.attacks unavailable: {e}"
+            res["fgsm_error"] = f"spkrobust.attacks.registry unavailable: {e}"
             log(f"  skipped: {res['fgsm_error']}")
     if "memory" not in args.skip and device.type == "cuda":
         log("\nPeak memory: measured as process RSS, i.e. on the CPU only; skipped on cuda")
@@ -412,7 +412,7 @@ def run(args) -> int:
         res["memory"] = memory_growth(mem_Ts, batch, res["threads"], args.backend, log, baseline=args.baseline)
     if "dryrun" not in args.skip:
         log("\nSnakemake dry-run:")
-        from spkrobust.bench_dryrun import snakemake_dryrun
+        from spkrobust.tools.bench_dryrun import snakemake_dryrun
 
         res.update(snakemake_dryrun(log))
     res["total_seconds"] = time.perf_counter() - t_all

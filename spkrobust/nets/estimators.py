@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 
 from spkrobust.errors import UserError
-from spkrobust.vocab import ATTACK_SURROGATES, GRAD_ESTIMATORS
+from spkrobust.config.vocab import ATTACK_SURROGATES, GRAD_ESTIMATORS
 
 MODES = GRAD_ESTIMATORS
 LEGACY_GRAD_MODES = {"rate": "bptr"}  # the older eval.grad_mode values
@@ -60,7 +60,7 @@ RGA_GAMMA = 0.2  # RGA's slope below the LIF firing onset (Bu et al. 2023, their
 @functools.lru_cache(maxsize=1)
 def grad_defaults() -> dict:
     """The defaults of ``grad`` from the config schema (``$defs.grad_spec``), their single home."""
-    from spkrobust.schema import defaults
+    from spkrobust.config.schema import defaults
 
     return defaults("grad_spec")
 
@@ -221,7 +221,7 @@ def ann_equivalent(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of the rate (ANN-equivalent) network of an SNN: the encoder's expected input, every
     spiking layer replaced by ``clamp(·/θ, 0, 1)``, dropout off. Straight-through at the encoder
     (expected value forward, identity backward), as the SNN's own Poisson encoder."""
-    from spkrobust.neurons import SpikingLayer
+    from spkrobust.nets.neurons import SpikingLayer
 
     enc = model.encoder
     if enc.kind == "poisson_unsigned":

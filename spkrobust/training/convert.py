@@ -1,4 +1,4 @@
-"""ANN-to-SNN conversion onto :class:`spkrobust.models.SNN`.
+"""ANN-to-SNN conversion onto :class:`spkrobust.nets.models.SNN`.
 
 * ``threshold`` — the studies' threshold balancing (Rathi et al. ``snn.py:48-104``): layer by layer,
   with the thresholds of the layers before it already set, the largest input current a spiking
@@ -20,15 +20,15 @@ import warnings
 import torch
 import torch.nn as nn
 
-from spkrobust.data import Prepared, augment, load_prepared, to_float
+from spkrobust.data.datasets import Prepared, augment, load_prepared, to_float
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_write_json, package_versions
-from spkrobust.models import SNN, build_model, load_model, save_model
-from spkrobust.neurons import SpikingLayer
-from spkrobust.stage import read_cfg, resolve_device
-from spkrobust.train import accuracy, seed_everything, snn_meta_from
-from spkrobust.schema import default
-from spkrobust.vocab import METHODS, METRICS_FORMAT
+from spkrobust.nets.models import SNN, build_model, load_model, save_model
+from spkrobust.nets.neurons import SpikingLayer
+from spkrobust.config.options import read_cfg, resolve_device
+from spkrobust.training.train import accuracy, seed_everything, snn_meta_from
+from spkrobust.config.schema import default
+from spkrobust.config.vocab import METHODS, METRICS_FORMAT
 
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import encoding
 
-from spkrobust.vocab import ENCODERS
+from spkrobust.config.vocab import ENCODERS
 
 
 class _StraightThrough(torch.autograd.Function):
