@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "report": "spkrobust.report.render",
     "bench": "spkrobust.tools.bench",
     "validate": "spkrobust.config.validate",
+    "plan": "spkrobust.tools.plan",
     "selfcheck": "spkrobust.tools.selfcheck",
 }
 

@@ -301,3 +301,58 @@ def load_configs(paths) -> dict:
             raise FileProblem(f"{path}: must contain a YAML mapping of config keys, got {type(data).__name__}")
         cfg = _merge(cfg, data)
     return cfg
+
+
+# ---- identical models -----------------------------------------------------------------------------
+
+# the SNN settings a model inherits from an SNN parent (spkrobust.training.train.snn_meta_from)
+_INHERITED = ("neuron", "leak", "T", "encoder", "surrogate", "backend", "detach_reset")
+_IDENTITY_DROP = ("name", "base", "from", "sweep", "sweep_values", "replicas")
+
+
+def _training_identity(models: dict, name: str) -> dict:
+    """What makes a model's weights, with every default and inherited value filled in: an IF
+    neuron has leak 1, and a LIF neuron with leak 1 is the same IF node (spkrobust.nets.neurons.make_node)."""
+    from spkrobust.config.schema import default, defaults
+
+    spec = models[name]
+    ident = {k: v for k, v in spec.items() if k not in _IDENTITY_DROP}
+    if spec["kind"] != "ann":
+        chain, m = [], spec
+        while m is not None:
+            if m["kind"] != "ann":
+                chain.append(m)
+            m = models[m["from"]] if m.get("from") else None
+        for k in _INHERITED:
+            ident[k] = next((s[k] for s in chain if k in s), default(k, kind=spec["kind"]) if k == "neuron"
+                            else default(k))
+        if ident["neuron"] == "if" or float(ident["leak"]) == 1.0:
+            ident["neuron"], ident["leak"] = "if", 1.0
+    if spec["kind"] in ("ann", "snn"):
+        ident["train"] = {**defaults("snn_train" if spec["kind"] == "snn" else "ann_train"), **(spec.get("train") or {})}
+    return ident
+
+
+def aliases(cfg: dict) -> dict[tuple[str, int], tuple[str, int]]:
+    """``{(model, replica): (same_as, replica)}`` for every model replica whose training (spec with
+    defaults and inherited settings, seed, parent) equals that of a model earlier in the config: it
+    is trained once, under the earlier name, and both names share its outputs."""
+    import json
+
+    models = expand_models(cfg)
+    first: dict[str, str] = {}
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    canon: dict[tuple[str, int], str] = {}
+    for name, spec in models.items():
+        for r in model_replicas(cfg, spec):
+            parent = spec.get("from")
+            pkey = None if parent is None else canon.get((parent, r), parent)
+            key = json.dumps([_training_identity(models, name), pkey, model_seed(cfg, r)], sort_keys=True,
+                             default=str)
+            if key in first:
+                out[(name, r)] = (first[key], r)
+                canon[(name, r)] = first[key]
+            else:
+                first[key] = name
+                canon[(name, r)] = name
+    return out

@@ -1,0 +1,162 @@
+"""Memory and compute model of the networks, torch-free (the Snakefile sizes jobs with it at DAG time).
+
+Everything here follows from the layer table (:mod:`spkrobust.nets.arch`), the dataset's image shape,
+T, the batch and the backend — never from the free memory of the machine, so a plan (and the
+micro-batch / time chunk it picks) is the same on every run.
+
+Per image and time step (fp32, 4 bytes per element; ``A`` = the elements of every spiking layer's
+input current, ``W`` = the widest one):
+
+* **inference** holds about ``a * W + b * A`` elements at its peak (``INFER_ELEMS[backend] = (a, b)``:
+  a layer's input current, its spikes and the neuron's state, plus what grows with depth);
+* **BPTT** keeps ``BPTT_ELEMS[backend] * A`` elements for the backward pass.
+
+Calibration (measured on this project's 2-core CPU machine, shared with other jobs: peak RSS
+(``ru_maxrss``) of one forward / forward+backward minus the RSS before it; slope between two or
+three sizes T at B = 2 (inference: B = 2, T = 50 and B = 4, T = 100 for VGG5); SNN of CIFAR-10
+shape; MiB = 2**20 bytes):
+
+=================  ======================  =============================  ===============
+                   measured MiB/img.step   model MiB/img.step             issue's figure
+=================  ======================  =============================  ===============
+inference fused    0.79 VGG5, 1.13 VGG11   2.3 W + 0.42 A = 0.79, 1.13    0.52 (VGG5)
+inference torch    0.79 VGG5               as fused = 0.79                0.79 (VGG5)
+inference cupy     not measured (no GPU)   1.66 x fused = 1.31 VGG5       1.31 (VGG5)
+BPTT fused VGG5    1.74                    3.25 A = 1.65 (-5 %)           1.3
+BPTT fused VGG9    2.92                    3.25 A = 3.06 (+5 %)           2.5
+BPTT fused VGG11   4.25                    3.25 A = 4.29 (+1 %)           3.2
+BPTT torch VGG5    3.20                    6.9 A = 3.51 (+10 %)           --
+BPTT torch VGG9    7.03                    6.9 A = 6.49 (-8 %)            --
+=================  ======================  =============================  ===============
+
+The CuPy factors are not measured here (no GPU): inference scaled by the issue's CuPy/torch ratio,
+BPTT taken equal to SpikingJelly's torch backend.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from spkrobust.errors import ConfigError
+from spkrobust.nets.arch import layer_plan
+
+BYTES = 4  # fp32
+MIB = 2 ** 20
+# image shape, classes and split sizes of the datasets spkrobust.data.datasets prepares
+DATASETS = {
+    "fashion_mnist": {"shape": (1, 28, 28), "classes": 10, "train": 60000, "test": 10000},
+    "cifar10": {"shape": (3, 32, 32), "classes": 10, "train": 50000, "test": 10000},
+    "cifar100": {"shape": (3, 32, 32), "classes": 100, "train": 50000, "test": 10000},
+}
+INFER_ELEMS = {"fused": (2.3, 0.42), "torch": (2.3, 0.42), "cupy": (3.8, 0.70)}
+BPTT_ELEMS = {"fused": 3.25, "torch": 6.9, "cupy": 6.9}
+# resident memory of a stage process before any tensor of the job: Python + torch + SpikingJelly +
+# spkrobust imported, measured 515 MiB (torch alone 509 MiB) on this CPU machine; a CUDA process
+# also holds its context (assumed, not measured here: no GPU)
+PROCESS_MB = 520
+CUDA_HOST_MB = 1500  # host RSS a CUDA context adds (assumed)
+CUDA_DEVICE_MB = 800  # device memory of the context, cuDNN workspaces, allocator slack (assumed)
+# optimiser copies of the weights: weights + grad (+ SGD momentum | Adam two moments + AMSGrad max)
+WEIGHT_COPIES = {"infer": 1, "attack": 2, "sgd": 3, "adam": 5}
+
+
+@dataclass(frozen=True)
+class Net:
+    """The shape facts of one network on one dataset, per image (and per time step for an SNN)."""
+    arch: str
+    macs: int  # multiply-accumulates of one forward pass
+    params: int
+    currents: tuple  # elements of each spiking layer's input current (= each weight layer's output but the last)
+    prefix_macs: tuple  # MACs up to and including the weight layer feeding spiking layer k
+
+    @property
+    def widest(self) -> int:
+        return max(self.currents)
+
+    @property
+    def acts(self) -> int:
+        return sum(self.currents)
+
+
+def net(arch: str, dataset: str) -> Net:
+    if dataset not in DATASETS:
+        raise ConfigError(f"datasets: unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
+    d = DATASETS[dataset]
+    c, s, _ = d["shape"]
+    plan = layer_plan(arch, c, s, d["classes"])
+    macs = params = 0
+    outs, prefix = [], []
+    for kind, a in plan:
+        if kind == "pool":
+            s //= 2
+        elif kind == "conv":
+            macs += s * s * a[1] * a[0] * 9
+            params += a[0] * a[1] * 9
+            outs.append(a[1] * s * s)
+            prefix.append(macs)
+        elif kind == "linear":
+            macs += a[0] * a[1]
+            params += a[0] * a[1]
+            outs.append(a[1])
+            prefix.append(macs)
+    return Net(arch, macs, params, tuple(outs[:-1]), tuple(prefix[:-1]))
+
+
+def infer_bytes(n: Net, backend: str, snn: bool = True) -> float:
+    """Peak bytes of inference per image (and time step for an SNN)."""
+    a, b = INFER_ELEMS[backend] if snn else (2.0, 0.0)
+    return (a * n.widest + b * n.acts) * BYTES
+
+
+def bptt_bytes(n: Net, backend: str, snn: bool = True) -> float:
+    """Bytes the backward pass keeps per image (and time step for an SNN)."""
+    return (BPTT_ELEMS[backend] if snn else 2.0) * n.acts * BYTES
+
+
+def state_bytes(n: Net) -> float:
+    """One image's neuron state (membrane potentials of all layers, and their gradient in BPTT)."""
+    return 2 * n.acts * BYTES
+
+
+@dataclass(frozen=True)
+class Sizing:
+    micro_batch: int  # images per forward/backward
+    time_chunk: int  # time steps per piece (T: no chunking)
+    work_mb: float  # activation memory of one piece (plus checkpoints)
+    fits: bool  # False: even 1 image x 1 step exceeds the budget (the job is planned at that size)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def size_inference(per_step: float, batch: int, T: int, avail: float) -> Sizing:
+    """Inference keeps the batch and cuts T (the membrane is carried across chunks); only when one
+    step of the whole batch does not fit does it cut the batch too."""
+    batch, T = max(1, int(batch)), max(1, int(T))
+    k = min(T, int(avail // (batch * per_step))) if avail > 0 else 0
+    if k >= 1:
+        return Sizing(batch, k, batch * k * per_step / MIB, True)
+    b = max(1, min(batch, int(avail // per_step)) if avail > 0 else 1)
+    return Sizing(b, 1, b * per_step / MIB, b * per_step <= avail)
+
+
+def size_bptt(per_step: float, state: float, batch: int, T: int, avail: float) -> Sizing:
+    """BPTT cuts the batch first (exact for input gradients, gradient accumulation in training); when
+    one image over all T still does not fit, it cuts T (checkpointed chunks: one state per chunk
+    boundary is kept, the chunk's graph is recomputed)."""
+    batch, T = max(1, int(batch)), max(1, int(T))
+    b = min(batch, int(avail // (T * per_step))) if avail > 0 else 0
+    if b >= 1:
+        return Sizing(b, T, b * T * per_step / MIB, True)
+    for k in range(T - 1, 0, -1):
+        need = k * per_step + math.ceil(T / k) * state
+        if need <= avail:
+            return Sizing(1, k, need / MIB, True)
+    return Sizing(1, 1, (per_step + T * state) / MIB, False)
+
+
+def dataset_mb(dataset: str, train: int, test: int) -> float:
+    """The prepared data file in memory (uint8 images, int64 labels) plus the test split as floats."""
+    d = DATASETS[dataset]
+    px = d["shape"][0] * d["shape"][1] * d["shape"][2]
+    return ((train + test) * (px + 8) + test * px * BYTES) / MIB
