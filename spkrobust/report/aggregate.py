@@ -19,6 +19,8 @@ All accuracies are fractions in [0, 1] in the CSV files.
 """
 from __future__ import annotations
 
+import json
+
 import csv
 import io as _pyio
 from pathlib import Path
@@ -41,7 +43,7 @@ SUMMARY_COLUMNS = [
 MODEL_COLUMNS = [
     "dataset", "model", "kind", "arch", "neuron", "leak", "timesteps", "encoder", "replica",
     "seed", "clean_acc", "method", "epochs", "wall_s", "base", "parent", "eval_clean_acc",
-    "eval_clean_acc_std",
+    "eval_clean_acc_std", "same_as",
 ]
 
 AGGREGATE_FILES = ("summary.csv", "models.csv", "records.json")
@@ -173,12 +175,28 @@ def write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
     atomic_write_text(buf.getvalue(), path)
 
 
+def add_aliases(models: list[dict], aliases: list[dict]) -> list[dict]:
+    """One row per alias (a model trained once under an earlier name,
+    :func:`spkrobust.config.expand.aliases`): the trained model's row under the alias's name, base,
+    parent and neuron settings, ``same_as`` naming the model whose outputs it shares."""
+    out = list(models)
+    for a in aliases:
+        for m in models:
+            if m["model"] == a["same_as"] and int(m["replica"]) == int(a["replica"]):
+                row = {**m, **{k: a[k] for k in ("model", "base", "parent", "neuron", "leak") if k in a}}
+                row["same_as"] = a["same_as"]
+                out.append(row)
+    out.sort(key=lambda r: (str(r["dataset"]), str(r["model"]), int(r["replica"])))
+    return out
+
+
 def aggregate(record_paths: Iterable[Path], metrics_paths: Iterable[Path], out_dir: Path,
-              clean_paths: Iterable[Path] = ()) -> list[Path]:
+              clean_paths: Iterable[Path] = (), aliases: list[dict] = ()) -> list[Path]:
     """Write ``summary.csv``, ``models.csv`` and ``records.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     records = load_records(record_paths)
     models, raw_models = load_models(metrics_paths)
+    models = add_aliases(models, list(aliases))
     clean = load_clean(clean_paths)
     by_model = {(c["dataset"], c["model"], c["replica"]): c for c in clean}
     for m in models:
@@ -215,6 +233,9 @@ def configure_aggregate(p) -> None:
     p.add_argument("--records-dir", metavar="DIR", default=None,
                    help="instead of lists: discover every record, metrics and clean JSON under "
                         "the standard results/ layout")
+    p.add_argument("--aliases", default="[]", metavar="JSON",
+                   help="models trained once under an earlier name: [{model, replica, same_as, base, parent, "
+                        "neuron, leak}, ...] (models.csv gets a row per alias, column same_as)")
     p.add_argument("--out-dir", required=True, metavar="DIR",
                    help="where summary.csv, models.csv and records.json are written")
 
@@ -232,7 +253,11 @@ def run_aggregate(args) -> int:
     if not recs and not mets:
         raise UserError("nothing to aggregate: give --records/--records-from, --metrics/--metrics-from "
                         "or --records-dir")
-    files = aggregate(recs, mets, Path(args.out_dir), clean)
+    try:
+        aliases = json.loads(args.aliases)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--aliases: not valid JSON ({e})") from None
+    files = aggregate(recs, mets, Path(args.out_dir), clean, aliases)
     print(f"aggregate: {len(recs)} records, {len(mets)} models -> " + ", ".join(str(f) for f in files))
     return 0
 

@@ -6,7 +6,7 @@
 rule grad:
     input:
         data=data_pt("{dataset}"),
-        model=model_pt("{dataset}", "{source}", "{replica}"),
+        model=lambda wc: model_pt(wc.dataset, wc.source, wc.replica),
         code=lib_for(["attacks/registry", "attacks/stage"], "source"),
     output:
         grad_pt("{dataset}", "{source}", "{replica}"),
@@ -19,15 +19,20 @@ rule grad:
     threads: JOB_THREADS
     resources:
         gpu=GPU,
+        mem_mb=planned("grad", "mem_mb"),
+        gpu_mem_mb=planned("grad", "gpu_mem_mb"),
+        runtime=planned("grad", "runtime"),
+        micro_batch=planned("grad", "micro_batch"),
+        time_chunk=planned("grad", "time_chunk"),
     shell:
-        "python -m spkrobust grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust grad" + sized("grad") + " --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule craft:
     input:
         unpack(grad_input),
         data=data_pt("{dataset}"),
-        model=model_pt("{dataset}", "{source}", "{replica}"),
+        model=lambda wc: model_pt(wc.dataset, wc.source, wc.replica),
         code=lib_for(["attacks/registry", "attacks/stage", "nets/estimators", "attacks/ensemble"], "source"),
     output:
         adv_pt("{dataset}", "{source}", "{replica}", "{attack}", "{eps}"),
@@ -43,5 +48,10 @@ rule craft:
     threads: JOB_THREADS
     resources:
         gpu=GPU,
+        mem_mb=planned("craft", "mem_mb"),
+        gpu_mem_mb=planned("craft", "gpu_mem_mb"),
+        runtime=planned("craft", "runtime"),
+        micro_batch=planned("craft", "micro_batch"),
+        time_chunk=planned("craft", "time_chunk"),
     shell:
-        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust craft" + sized("craft") + " --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

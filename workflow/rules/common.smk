@@ -110,11 +110,11 @@ def data_pt(dataset):
 
 
 def model_pt(dataset, model, replica):
-    return f"results/{dataset}/models/{model}/r{replica}/model.pt"
+    return f"results/{dataset}/models/{canonical(model, replica)}/r{replica}/model.pt"
 
 
 def metrics_json(dataset, model, replica):
-    return f"results/{dataset}/models/{model}/r{replica}/metrics.json"
+    return f"results/{dataset}/models/{canonical(model, replica)}/r{replica}/metrics.json"
 
 
 def clean_json(dataset, model, replica):
@@ -144,14 +144,15 @@ EVAL_TARGETS = list(dict.fromkeys((g["target"], g["target_replica"]) for g in GR
 
 def models_in_use():
     """(dataset, model, replica) of every grid source and target and their ancestors (`from:`, same
-    replica): a sweep member's extra replicas that no job attacks or evaluates are not trained."""
+    replica): a sweep member's extra replicas that no job attacks or evaluates are not trained; an
+    alias (ALIAS) stands for the model it shares outputs with."""
     out = set()
     for g in GRID:
         for m, r in ((g["source"], g["source_replica"]), (g["target"], g["target_replica"])):
             while m is not None and (g["dataset"], m, r) not in out:
                 out.add((g["dataset"], m, r))
                 m = MODELS[m].get("from")
-    return sorted(out)
+    return sorted({(d, canonical(m, r), r) for d, m, r in out})
 
 
 def eval_outputs():
@@ -182,3 +183,93 @@ def init_inputs(wc):
 
 def grad_input(wc):
     return {"grad": grad_pt(wc.dataset, wc.source, wc.replica)} if uses_grad(wc.attack) else {}
+
+
+# --- identical models are made once ----------------------------------------------------------------
+# (model, replica) -> (same_as, replica): two specs with the same training (spec with defaults and
+# inherited values, seed, parent) share the outputs of the first (spkrobust.config.expand.aliases).
+ALIAS = spk.aliases(config)
+ALIAS_ROWS = [
+    {"model": m, "replica": r, "same_as": c, "base": MODELS[m]["base"], "parent": MODELS[m].get("from"),
+     **{k: MODELS[m][k] for k in ("neuron", "leak") if k in MODELS[m]}}
+    for (m, r), (c, _) in ALIAS.items()
+]
+
+
+def canonical(model, replica):
+    """The model whose outputs `model` replica `replica` shares (itself unless an alias)."""
+    try:
+        return ALIAS.get((model, int(replica)), (model,))[0]
+    except ValueError:  # a wildcard pattern such as "{replica}"
+        return model
+
+
+# --- resources from the plan (spkrobust.tools.jobs; torch-free) -----------------------------------
+# Each job's micro-batch, time chunk, mem_mb, gpu_mem_mb and runtime come from the memory model and
+# a budget per job: the `mem_mb` / `gpu_mem_mb` a user gives (--set-resources RULE:mem_mb=N, or
+# --default-resources mem_mb=N), else 0.8 x RAM / job slots (host) and 0.9 x the GPU's memory.
+# A job requests its planned peak x 1.15, x 1.5 per retry (Snakemake's `attempt`).
+from spkrobust.tools import jobs as JOBS  # noqa: E402
+
+_SLOTS = max(1, int(getattr(workflow, "cores", None) or 1) // JOB_THREADS)
+
+
+def _user_resource(rule, name):
+    """An integer `name` the user set for `rule` (--set-resources) or every rule (--default-resources)."""
+    rs = getattr(workflow, "resource_settings", None)
+    over = (getattr(rs, "overwrite_resources", None) or {}).get(rule, {}) if rs else {}
+    if name in over:
+        return float(over[name])
+    args = getattr(getattr(rs, "default_resources", None), "args", None) or []
+    for a in args:
+        k, _, v = str(a).partition("=")
+        if k.strip() == name and v.strip().isdigit():
+            return float(v)
+    return None
+
+
+_BUDGETS = {}
+
+
+def budget_of(rule):
+    if rule not in _BUDGETS:
+        _BUDGETS[rule] = JOBS.budget(config, _SLOTS, _user_resource(rule, "mem_mb"), _user_resource(rule, "gpu_mem_mb"))
+    return _BUDGETS[rule]
+
+
+_PLANS = {}
+
+
+def plan_of(rule, wc):
+    key = (rule, tuple(sorted(dict(wc).items())))
+    if key not in _PLANS:
+        b = budget_of(rule)
+        if rule == "prepare":
+            p = JOBS.job(config, MODELS, b, rule, wc["dataset"])
+        elif rule in ("train_ann", "convert", "train_snn", "clean"):
+            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["model"])
+        elif rule == "grad":
+            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["source"])
+        elif rule == "craft":
+            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["source"], attack=wc["attack"],
+                         uses_grad=uses_grad(wc["attack"]))
+        else:  # evaluate
+            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["source"], targets=[t for t, _ in EVAL_TARGETS])
+        _PLANS[key] = p
+    return _PLANS[key]
+
+
+def planned(rule, key):
+    """A resource callable: `key` of the plan of this job of `rule` at this attempt."""
+
+    def _get(wildcards, attempt):
+        return plan_of(rule, wildcards).resources(budget_of(rule), attempt)[key]
+
+    return _get
+
+
+def sized(stage):
+    """The stage's --micro-batch/--time-chunk from the plan (resources), where the stage takes them."""
+    if stage in JOBS.SIZED_STAGES:
+        return " --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk}"
+    return ""

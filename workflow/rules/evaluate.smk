@@ -6,7 +6,7 @@
 rule clean:
     input:
         data=data_pt("{dataset}"),
-        model=model_pt("{dataset}", "{model}", "{replica}"),
+        model=lambda wc: model_pt(wc.dataset, wc.model, wc.replica),  # an alias reads the model it shares
         code=lib_for(["evaluation/evaluate", "attacks/registry", "attacks/stage", "evaluation/outcomes"], "model"),
     output:
         clean_json("{dataset}", "{model}", "{replica}"),
@@ -17,8 +17,15 @@ rule clean:
     benchmark:
         "benchmarks/{dataset}/clean/{model}/r{replica}.tsv"
     threads: JOB_THREADS
+    resources:
+        gpu=GPU,
+        mem_mb=planned("clean", "mem_mb"),
+        gpu_mem_mb=planned("clean", "gpu_mem_mb"),
+        runtime=planned("clean", "runtime"),
+        micro_batch=planned("clean", "micro_batch"),
+        time_chunk=planned("clean", "time_chunk"),
     shell:
-        "python -m spkrobust clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust clean" + sized("clean") + " --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -45,5 +52,12 @@ rule evaluate:
     group:
         "evaluate"
     threads: JOB_THREADS
+    resources:
+        gpu=GPU,
+        mem_mb=planned("evaluate", "mem_mb"),
+        gpu_mem_mb=planned("evaluate", "gpu_mem_mb"),
+        runtime=planned("evaluate", "runtime"),
+        micro_batch=planned("evaluate", "micro_batch"),
+        time_chunk=planned("evaluate", "time_chunk"),
     shell:
-        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust evaluate" + sized("evaluate") + " --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -23,8 +23,13 @@ rule train_ann:
     threads: JOB_THREADS
     resources:
         gpu=GPU,
+        mem_mb=planned("train_ann", "mem_mb"),
+        gpu_mem_mb=planned("train_ann", "gpu_mem_mb"),
+        runtime=planned("train_ann", "runtime"),
+        micro_batch=planned("train_ann", "micro_batch"),
+        time_chunk=planned("train_ann", "time_chunk"),
     shell:
-        "python -m spkrobust train-ann --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-ann" + sized("train-ann") + " --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule convert:
@@ -46,8 +51,13 @@ rule convert:
     threads: JOB_THREADS
     resources:
         gpu=GPU,
+        mem_mb=planned("convert", "mem_mb"),
+        gpu_mem_mb=planned("convert", "gpu_mem_mb"),
+        runtime=planned("convert", "runtime"),
+        micro_batch=planned("convert", "micro_batch"),
+        time_chunk=planned("convert", "time_chunk"),
     shell:
-        "python -m spkrobust convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust convert" + sized("convert") + " --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule train_snn:
@@ -70,5 +80,10 @@ rule train_snn:
     threads: JOB_THREADS
     resources:
         gpu=GPU,
+        mem_mb=planned("train_snn", "mem_mb"),
+        gpu_mem_mb=planned("train_snn", "gpu_mem_mb"),
+        runtime=planned("train_snn", "runtime"),
+        micro_batch=planned("train_snn", "micro_batch"),
+        time_chunk=planned("train_snn", "time_chunk"),
     shell:
-        "python -m spkrobust train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-snn" + sized("train-snn") + " --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
