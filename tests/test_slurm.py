@@ -29,15 +29,15 @@ pytestmark = [
 ]
 
 PROFILE = REPO / "profiles/slurm/config.yaml"
+BUDGET_MB = 1500
 
 
 def host_profile(dst: Path) -> Path:
     """profiles/slurm with only the host-specific numbers changed: this host has 2 CPUs,
-    no GPU (the tiny preset sets device: cpu, so no rule asks for one) and little memory."""
+    no GPU (the tiny preset sets device: cpu, so no rule asks for one) and little memory: the
+    budget per job is 1500 MB (each job then requests the plan's memory, at most that)."""
     prof = yaml.safe_load(PROFILE.read_text())
-    prof["default-resources"] = {**prof["default-resources"], "runtime": 30, "mem_mb": 1500}
-    prof["set-resources"] = {rule: {**res, "mem_mb": 1500, "runtime": 30}
-                             for rule, res in (prof.get("set-resources") or {}).items()}
+    prof["default-resources"] = {**prof["default-resources"], "mem_mb": BUDGET_MB}
     prof.update({
         "max-threads": 1,  # each job 1 CPU, so two run side by side on the 2-CPU node
         "latency-wait": 5,
@@ -64,6 +64,9 @@ def test_slurm_profile_is_valid_for_the_plugin():
     for key in ("rerun-incomplete", "keep-going", "printshellcmds", "show-failed-logs", "rerun-triggers"):
         assert prof[key] == default[key], key
     assert prof["rerun-incomplete"] is True
+    # cluster facts only: memory and runtime per job come from the plan (workflow/rules/common.smk)
+    assert not prof.get("set-resources")
+    assert not {"mem_mb", "runtime", "gpu_mem_mb"} & set(prof["default-resources"])
 
 
 @pytest.fixture(scope="module")
@@ -114,5 +117,17 @@ def test_tiny_preset_on_slurm_killed_and_resumed(cluster, tmp_path, monkeypatch)
     slurm_logs = list((wd / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(slurm_logs) >= len(ids), (ids, slurm_logs)
     assert any("train_ann" in str(x) for x in slurm_logs)
+    # jobs were submitted with the plan's resources: the train_ann job's mem_mb is the plan's at the budget
+    from spkrobust.config.expand import expand_models, load_configs
+    from spkrobust.config.validate import validate_config
+    from spkrobust.tools import jobs
+
+    cfg = validate_config(load_configs([REPO / TINY]))
+    b = jobs.budget(cfg, 1, BUDGET_MB)
+    want = jobs.job(cfg, expand_models(cfg), b, "train_ann", cfg["datasets"][0], "ann").resources(b)
+    got = re.search(r"rule train_ann:.*?resources: ([^\n]*)", killed + out, re.S)
+    assert got and f"mem_mb={want['mem_mb']}" in got.group(1) and f"runtime={want['runtime']}" in got.group(1), \
+        (want, got and got.group(1))
+    assert want["mem_mb"] <= BUDGET_MB
     # evaluation jobs were packed into group jobs (group-components)
     assert "group" in out.lower() and any("group" in str(x) for x in slurm_logs)
