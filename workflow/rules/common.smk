@@ -211,7 +211,15 @@ def canonical(model, replica):
 # A job requests its planned peak x 1.15, x 1.5 per retry (Snakemake's `attempt`).
 from spkrobust.tools import jobs as JOBS  # noqa: E402
 
-_SLOTS = max(1, int(getattr(workflow, "cores", None) or 1) // JOB_THREADS)
+def _slots():
+    """Jobs side by side here (cores / threads per job); 1 where no core count is set (a cluster)."""
+    try:
+        return max(1, int(workflow.cores or 1) // JOB_THREADS)
+    except WorkflowError:  # no --cores: remote executors such as SLURM
+        return 1
+
+
+_SLOTS = _slots()
 
 
 def _user_resource(rule, name):
