@@ -197,6 +197,7 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     tables = (out / "tables.md").read_text()
     assert "## fashion_mnist" in tables and "### pgd: white-box" in tables and "ε=4/255" in tables
     assert "±" in tables  # stochastic targets have repeats > 1
+    assert "### Clean accuracy over training replicas" in tables and "| std over replicas |" in tables
     claims = (out / "claims.md").read_text()
     for c in CLAIMS:
         verdict = "not measured" if c["id"] == "3c" else "supported" + ONE
