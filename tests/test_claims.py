@@ -63,17 +63,17 @@ def claim(data, cid):
 def test_supported_contradicted_inconclusive():
     hi, lo = mask(range(700)), mask(range(500))  # 70 % vs 50 %, nested: every image agrees in sign
     c = claim(world(hi, lo), "1")
-    assert c["verdict"] == "supported" and c["numbers"].startswith("1 supported, 0 contradicted")
+    assert c["verdict"] == "supported (one training run)" and c["numbers"].startswith("1 supported, 0 contradicted")
     (x,) = c["comparisons"]
     assert x["absolute"]["diff"] == pytest.approx(0.2) and 0.15 < x["low"] < 0.2 < x["high"] < 0.25
     assert x["metric"] == "absolute" and x["a_src"] == "snn r2 → snn r1" and x["b_src"] == "ann r2 → ann r1"
-    assert claim(world(lo, hi), "1")["verdict"] == "contradicted"
+    assert claim(world(lo, hi), "1")["verdict"] == "contradicted (one training run)"
     # same accuracy on different images: the difference is exactly 0 and the CI straddles it
     c = claim(world(mask(range(600)), mask(range(400, N))), "1")
     (x,) = c["comparisons"]
     assert c["verdict"] == "inconclusive" and x["diff"] == 0 and x["low"] < 0 < x["high"]
     md = C.claims_md(C.evaluate_claims(world(hi, lo)))
-    assert "| 1 | SNNs are at least as robust" in md and "+20.0 [" in md and "**supported**" in md
+    assert "| 1 | SNNs are at least as robust" in md and "+20.0 [" in md and "**supported (one training run)**" in md
     assert "Mirrors: 2019 study" in md and "How this run differs — this run: fashion_mnist, vgg5, 1000" in md
 
 
@@ -89,7 +89,7 @@ def test_confound_uses_conditional_robustness_with_its_note():
     (x,) = c["comparisons"]
     assert x["absolute"]["diff"] == pytest.approx(-0.17) and x["absolute"]["high"] < 0
     assert x["n_conditional"] == 700 and x["conditional"]["diff"] == pytest.approx(0.9 - 500 / 700)
-    assert x["metric"] == "conditional" and x["verdict"] == "supported" and c["verdict"] == "supported"
+    assert x["metric"] == "conditional" and x["verdict"] == "supported (one training run)" and c["verdict"] == "supported (one training run)"
     assert "clean accuracy differs by -30.0 [" in x["note"] and x["clean_p"] < 0.05
     assert x["drop"]["diff"] == pytest.approx((1 - 0.8) - (0.7 - 0.63))  # ANN's drop - SNN's drop
 
@@ -105,7 +105,7 @@ def test_claim2_never_uses_a_source_of_the_targets_replica_chain():
     c = claim(data, "2")
     (x,) = c["comparisons"]
     assert x["a_src"] == "ann r2 → snn r1" and x["b_src"] == "snn r2 → snn r1"
-    assert x["absolute"]["diff"] == pytest.approx(0.2) and c["verdict"] == "supported"
+    assert x["absolute"]["diff"] == pytest.approx(0.2) and c["verdict"] == "supported (one training run)"
     w = World(data)
     assert w.related(DS, "ann", 1, "snn", 1) and w.related(DS, "conv", 1, "snn", 1)
     assert not w.related(DS, "ann", 2, "snn", 1) and not w.related(DS, "snn", 2, "snn", 1)
@@ -127,7 +127,7 @@ def test_sweep_claim_compares_members_on_common_independent_sources():
     c = claim(SimpleNamespace(models=rows, records=recs, clean=cl), "3")
     (x,) = c["comparisons"]
     assert x["setting"] == "transfer from ann" and x["a_src"] == "ann r2 → snn_T-T4 r1"
-    assert x["a_name"] == "snn_T-T4" and x["b_name"] == "snn_T-T16" and c["verdict"] == "supported"
+    assert x["a_name"] == "snn_T-T4" and x["b_name"] == "snn_T-T16" and c["verdict"] == "supported (one training run)"
     assert "T=4: 70.0, T=8: 65.0, T=16: 60.0" in x["note"] and "ρ(T, acc) = -1.00" in x["note"]
 
 
@@ -159,7 +159,7 @@ def test_outcomes_survive_aggregate_and_reach_the_claims(tmp_path):
     assert {c["model"] for c in merged["clean"]} == {"snn", "ann"}
     assert all(decode(c["outcomes"])[1].shape == (1, N) for c in merged["clean"])
     render.report(out, extras=False)
-    assert "| 1 | SNNs are at least as robust as the ANN under black-box attacks | **supported** |" in \
+    assert "| 1 | SNNs are at least as robust as the ANN under black-box attacks | **supported (one training run)** |" in \
         (out / "claims.md").read_text()
 
 
@@ -178,8 +178,48 @@ def test_converted_T_sweep_apart_from_claim_3_and_if_vs_lif():
     claims = {c["id"]: c for c in C.evaluate_claims(SimpleNamespace(models=rows, records=recs, clean=cl))}
     assert [(x["a_name"], x["b_name"]) for x in claims["3"]["comparisons"]] == [("snn_T-T4", "snn_T-T8")]
     assert [(x["a_name"], x["b_name"]) for x in claims["3c"]["comparisons"]] == [("conv-T8", "conv-T16")]
-    assert claims["3"]["verdict"] == "supported" and claims["3c"]["verdict"] == "contradicted"
+    assert claims["3"]["verdict"] == "supported (one training run)" and claims["3c"]["verdict"] == "contradicted (one training run)"
     # IF vs LIF: LIF members with no more timesteps than the IF one, same parent
     assert sorted((x["a_name"], x["b_name"]) for x in claims["6"]["comparisons"]) == \
         [("snn_T-T4", "snn_if"), ("snn_T-T8", "snn_if")]
-    assert claims["6"]["verdict"] == "supported"
+    assert claims["6"]["verdict"] == "supported (one training run)"
+
+
+def _comp(p_greater, p_less, runs=3):
+    return {"p_greater": p_greater, "p_less": p_less, "runs": runs}
+
+
+def test_claim_rule_controls_multiplicity():
+    # many inconclusive + one lucky comparison whose own CI lies above 0 (p = 0.02 < 0.025): not supported
+    lucky = [_comp(0.02, 0.98)] + [_comp(0.5, 0.5)] * 11
+    assert C.claim_verdict(lucky) == ("inconclusive", 0, 0)
+    # one strong comparison survives Holm over 12
+    strong = [_comp(0.0005, 0.9995)] + [_comp(0.5, 0.5)] * 11
+    assert C.claim_verdict(strong) == ("supported", 1, 0)
+    # both directions rejected: inconclusive; mirror for contradicted
+    assert C.claim_verdict([_comp(0.0005, 1), _comp(1, 0.0005)])[0] == "inconclusive"
+    assert C.claim_verdict([_comp(1, 0.0005), _comp(0.5, 0.5)])[0] == "contradicted"
+    # supported only by single-replica comparisons: labelled
+    assert C.claim_verdict([_comp(0.0005, 1, runs=1)])[0] == "supported (one training run)"
+    # the rule's false-positive rate on null comparisons (uniform p-values, 12 per claim) stays <= 5 %
+    rng = np.random.default_rng(0)
+    false = 0
+    for _ in range(2000):
+        p = rng.random(12)
+        false += C.claim_verdict([_comp(x, 1 - x) for x in p])[0] != "inconclusive"
+    assert false / 2000 <= 0.05
+
+
+def test_three_target_replicas_give_a_plain_verdict():
+    # black-box records r(k+1 mod 3) -> rk of both targets: three training runs per side
+    hi, lo = mask(range(700)), mask(range(500))
+    recs, cl = [], []
+    for tr in (1, 2, 3):
+        sr = tr % 3 + 1
+        recs += [rec("snn", sr, "snn", tr, hi), rec("ann", sr, "ann", tr, lo)]
+        cl += [clean("snn", tr, mask(range(N))), clean("ann", tr, mask(range(N)))]
+    data = SimpleNamespace(models=model_rows(replicas=(1, 2, 3)), records=recs, clean=cl)
+    c = claim(data, "1")
+    (x,) = c["comparisons"]
+    assert x["runs"] == 3 and c["verdict"] == "supported" and "one training run" not in x["note"]
+    assert "target replicas per comparison: 3" in c["numbers"]

@@ -1,8 +1,12 @@
 """The studies' claims judged on per-image paired statistics (``claims.md``).
 
-Each claim is a set of paired comparisons (:func:`spkrobust.report.compare.compare`). A claim is
-supported when some comparison is and none contradicts it (mirror for contradicted), otherwise
-inconclusive; ``not measured`` says why no comparison could be made.
+Each claim is a set of paired comparisons (:func:`spkrobust.report.compare.compare`). The claim's
+verdict controls its family-wise false-positive rate (:func:`claim_verdict`): Holm's step-down test
+over the claim's comparisons, on each comparison's one-sided bootstrap p-value, at ``ALPHA / 2`` per
+direction (so 5 % for a wrong "supported" or "contradicted" together, and one comparison gives its
+own CI verdict). Supported when Holm rejects "a ≤ b" for some comparison and "a ≥ b" for none
+(mirror for contradicted), otherwise inconclusive; "(one training run)" when every comparison Holm
+keeps rests on a single target replica; ``not measured`` says why no comparison could be made.
 """
 from __future__ import annotations
 
@@ -184,17 +188,32 @@ def evaluate_claims(data: Any) -> list[dict]:
     return out
 
 
+def claim_verdict(comps: list[dict], alpha: float = S.ALPHA) -> tuple[str, int, int]:
+    """(verdict, Holm rejections for "a > b", for "a < b") over the comparisons' one-sided p-values
+    (``p_greater``/``p_less``), Holm at ``alpha / 2`` per direction (see the module doc)."""
+    sup = S.holm([x["p_greater"] for x in comps], alpha / 2)
+    con = S.holm([x["p_less"] for x in comps], alpha / 2)
+    ns, nc = sum(sup), sum(con)
+    verdict = "supported" if ns and not nc else "contradicted" if nc and not ns else "inconclusive"
+    if verdict != "inconclusive":
+        kept = [x for x, r in zip(comps, sup if ns else con) if r]
+        if all(x.get("runs", 1) == 1 for x in kept):
+            verdict += " (one training run)"
+    return verdict, ns, nc
+
+
 def _verdict(c: dict, comps: list[dict], why: str, w: World) -> dict:
     base = {"id": c["id"], "claim": c["claim"], "mirrors": c["mirrors"], "comparisons": comps}
     if not comps:
         return dict(base, verdict="not measured", numbers=why, differs="")
-    k = {v: sum(x["verdict"] == v for x in comps) for v in VERDICTS}
-    verdict = ("supported" if k["supported"] and not k["contradicted"] else
-               "contradicted" if k["contradicted"] and not k["supported"] else "inconclusive")
+    verdict, ns, nc = claim_verdict(comps)
+    k = {v: sum(x["verdict"].split(" (")[0] == v for x in comps) for v in VERDICTS}
     diffs = [x["diff"] for x in comps if x["diff"] is not None]
     hw = [(x["high"] - x["low"]) / 2 for x in comps if x["diff"] is not None]
     nums = (f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive "
-            f"of {len(comps)} comparisons")
+            f"of {len(comps)} comparisons; after Holm: {ns} supported, {nc} contradicted")
+    runs = sorted({x.get("runs", 1) for x in comps})
+    nums += f"; target replicas per comparison: {_span(runs)}"
     if diffs:
         nums += (f"; diff {100 * min(diffs):+.1f} to {100 * max(diffs):+.1f} points, CI half-width ≤ "
                  f"{100 * max(hw):.1f}")
@@ -235,7 +254,14 @@ def claims_md(claims: list[dict]) -> str:
              "(b's drop − a's); *conditional* = fraction of the images both classify correctly when clean "
              "that stay correct. The verdict uses the conditional metric when McNemar's test says the clean "
              "accuracies differ (p < 0.05), else the absolute one: supported when the CI lies above 0, "
-             "contradicted when below, inconclusive otherwise. Sources never share the target's replica "
+             "contradicted when below, inconclusive otherwise. With several independently trained target "
+             "replicas the CI is a two-level bootstrap (replicas, then images within each), so it carries "
+             "the training-seed spread; with one replica the verdict reads \"(one training run)\": its CI "
+             "says nothing of another training. **Claim verdict** (one rule, family-wise false-positive "
+             "rate 5 %): Holm's step-down test over the claim's comparisons on their one-sided bootstrap "
+             "p-values, at 2.5 % per direction; supported when Holm keeps some comparison's \"a > b\" and "
+             "none's \"a < b\" (mirror for contradicted), else inconclusive — so one lucky comparison "
+             "among many inconclusive ones does not make a claim. Sources never share the target's replica "
              "chain (a model and the models made from it, same replica). Definitions: "
              "`spkrobust.report.claims`.\n\n")]
     lines.append(_md_table(["#", "claim", "verdict", "numbers"],

@@ -5,12 +5,14 @@ raw records of ``records.json``, each with per-image ``outcomes``). :func:`compa
 against side ``b`` on one dataset and attack; a side is a target attacked by named sets (sources
 with replicas). Both sides are paired on the images every record involved covers; an image's rate
 is averaged over repeats, the common eps > 0 and the side's sources, then over target replicas.
-Metrics, each ``a - b`` with a seeded paired-bootstrap 95 % CI (:mod:`spkrobust.report.stats`): *absolute*
+Metrics, each ``a - b`` with a seeded paired-bootstrap 95 % CI (:mod:`spkrobust.report.stats`; with
+several target replicas a two-level bootstrap over replicas, then images): *absolute*
 adversarial accuracy; *drop* (clean - adv, as ``drop_b - drop_a``); *conditional* robustness (on the
 images both classify correctly when clean, the fraction kept). If McNemar's test on the clean
 outcomes says the clean accuracies differ, the verdict comes from the conditional metric ("clean
 accuracy differs by X (CI)"), else from the absolute one: supported / contradicted when the CI lies
-above / below 0, inconclusive otherwise.
+above / below 0, inconclusive otherwise; with one target replica the verdict reads "supported (one
+training run)" (the CI says nothing of another training).
 
 Independence: a black-box or transfer source never shares the target's replica chain
 (:func:`spkrobust.config.expand.shares_weights`): ``ann r1`` never attacks ``snn_bp r1`` (made from
@@ -172,6 +174,11 @@ def compare(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src,
         per = [S.paired_diff(x, y).diff for x, y in zip(adv_a, adv_b)]
         notes.append("per target replica: " + ", ".join(f"r{tr} {_pts(d)}" for (tr, _, _), d in zip(plan, per)))
     verdict = "inconclusive" if chosen is None else {1: "supported", -1: "contradicted", 0: "inconclusive"}[chosen.side()]
+    runs = len(plan)
+    if runs == 1:
+        notes.append("one training run: the CI covers test images only, not another training of the networks")
+        if verdict != "inconclusive":
+            verdict += " (one training run)"
     return {"dataset": ds, "attack": atk, "setting": setting, "a_name": a, "b_name": b,
             "a_src": "; ".join(_fmt_src(sa, a, tr) for tr, sa, _ in plan),
             "b_src": "; ".join(_fmt_src(sb, b, tr) for tr, _, sb in plan),
@@ -182,7 +189,10 @@ def compare(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src,
             "conditional": None if cond is None else cond.as_dict(),
             "metric": "conditional" if confounded else "absolute",
             "diff": None if chosen is None else chosen.diff, "low": None if chosen is None else chosen.low,
-            "high": None if chosen is None else chosen.high, "verdict": verdict, "note": "; ".join(notes)}
+            "high": None if chosen is None else chosen.high,
+            "p_greater": 1.0 if chosen is None else chosen.p_greater,
+            "p_less": 1.0 if chosen is None else chosen.p_less,
+            "runs": runs, "verdict": verdict, "note": "; ".join(notes)}
 
 
 def _pts(x: float) -> str:

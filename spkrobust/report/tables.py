@@ -3,8 +3,26 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from spkrobust.report.data import _Data
 from spkrobust.report.fmt import _fmt_csv, _md_table, _pct, _pm, eps_display
+
+
+def _replica_spread(models: list[dict], order: list[str]) -> str:
+    """Per model: the spread of its evaluation clean accuracy over independently trained replicas
+    (the training-seed spread that the claims' two-level CIs carry)."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for m in models:
+        v = m.get("eval_clean_acc") if m.get("eval_clean_acc") is not None else m.get("clean_acc")
+        if v is not None:
+            by[m["model"]].append(float(v))
+    rows = []
+    for name in sorted(by, key=order.index):
+        v = np.asarray(by[name])
+        sd = f"{100 * v.std(ddof=1):.1f}" if len(v) > 1 else "– (one training run)"
+        rows.append([name, len(v), _pct(float(v.mean())), f"{100 * v.min():.1f}–{100 * v.max():.1f}", sd])
+    return _md_table(["model", "replicas", "mean clean acc", "min–max", "std over replicas"], rows)
 
 
 def tables_md(data: _Data) -> str:
@@ -30,6 +48,7 @@ def tables_md(data: _Data) -> str:
                                  (m.get("eval_clean_acc_std") or 0) > 0)])
             parts.append(_md_table(["model", "replica", "kind", "arch", "neuron", "leak", "T", "encoder",
                                     "clean acc (training)", "clean acc (evaluation)"], rows))
+            parts.append("\n### Clean accuracy over training replicas\n\n" + _replica_spread(models, order))
         else:
             parts.append("not measured: no model metrics for this dataset.\n")
         for atk in data.attacks(ds):
