@@ -34,7 +34,7 @@ def _acc(model, x, y):
 
 
 FAST = {"pgd": {"steps": 3}, "eotpgd": {"steps": 2, "eot_samples": 2}, "apgd": {"steps": 3},
-        "apgdt": {"steps": 3, "target_classes": 2}, "square": {"n_queries": 30},
+        "apgdt": {"steps": 3, "target_classes": 2}, "sapgd": {"steps": 3}, "square": {"n_queries": 30},
         "ensemble": {"members": [{"type": "fgsm"}, {"type": "apgd", "steps": 3, "loss": "dlr"}]}}
 
 
@@ -57,7 +57,7 @@ def test_every_attack_stays_in_eps_ball_and_unit_range(ann, batch, atype, eps):
         assert info["zero_grad_frac"] == 0.0 and info["eot_samples"] == 1  # deterministic source: EOT off
     else:
         assert info["zero_grad_frac"] is None
-    if eps == 0.3 and atype in ("fgsm", "rfgsm", "apgd", "apgdt", "ensemble"):
+    if eps == 0.3 and atype in ("fgsm", "rfgsm", "apgd", "apgdt", "sapgd", "ensemble"):
         assert _acc(ann, x_adv, y) < 0.2, "a working attack destroys the tiny ANN at eps 0.3"
 
 

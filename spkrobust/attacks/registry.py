@@ -17,6 +17,8 @@ apgd      ``torchattacks.APGD`` (L∞, ``steps`` 10, ``n_restarts`` 1, ``loss`` 
           its own EOT = ``eot_samples``)
 apgdt     ``torchattacks.APGDT``: targeted APGD-DLR against the ``target_classes`` (default 9) most
           likely wrong classes in turn (same parameters as apgd, no ``loss``)
+sapgd     SA-PGD (Wang et al., arXiv 2512.22522): own loop, :mod:`spkrobust.attacks.sapgd` (``steps``
+          100, ``n_restarts`` 1, ``loss`` ce or dlr, EOT = ``eot_samples``)
 ensemble  a per-sample worst case over ``members`` (a list of attack specs, any type × ``grad``):
           see :mod:`spkrobust.attacks.ensemble`
 square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000, ``p_init`` 0.8,
@@ -24,7 +26,7 @@ square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000,
 noise     random-sign noise of the same eps (the baseline every attack must beat)
 ========  =========================================================================================
 
-Every gradient attack takes ``grad: {mode, surrogate, width, gamma}``, the gradient estimator for an
+Every gradient attack (sapgd too) takes ``grad: {mode, surrogate, width, gamma}``, the gradient estimator for an
 SNN source (:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act,
 hart); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.
 
@@ -38,8 +40,8 @@ input gradients of ``eot_samples`` independent forward/backward passes (each pas
 spikes). On a deterministic source EOT is pointless and the effective count is 1 (recorded).
 
 ``zero_grad_frac``: the fraction of inputs whose input gradient is exactly zero everywhere, on the
-first gradient the attack computes (fgsm: at x; rfgsm: at x'; pgd/eotpgd: at the random start, the
-sum over the first step's EOT draws). APGD attacks only the inputs the source still classifies
+first gradient the attack computes (fgsm: at x; rfgsm: at x'; pgd/eotpgd/sapgd: at the random start, the
+sum (sapgd: mean) over the first step's EOT draws). APGD attacks only the inputs the source still classifies
 correctly, so for it the fraction is measured by one extra (EOT) gradient at the clean input.
 Gradient-free attacks (square, noise) record ``None``.
 
@@ -266,6 +268,11 @@ def _craft_batch(model, atype, p, x, y, eps, eot, seed, stochastic):
                                  n_restarts=p["n_restarts"], seed=seed, eot_iter=eot, rho=p["rho"], n_classes=n_classes)
         atk.n_target_classes = max(1, min(p["target_classes"], n_classes - 1))
         return atk(x, y), g
+    if atype == "sapgd":
+        from spkrobust.attacks.sapgd import sapgd
+
+        return sapgd(model, x, y, eps, steps=p["steps"], n_restarts=p["n_restarts"], loss=p["loss"],
+                     eot_samples=eot, seed=seed)
     if atype == "square":
         atk = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"],
                                   n_restarts=p["n_restarts"], p_init=p["p_init"], loss=p["loss"], seed=seed)

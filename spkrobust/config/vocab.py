@@ -43,14 +43,15 @@ ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
     "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None, "grad": None},
     "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None, "grad": None},
     "apgdt": {"steps": 10, "n_restarts": 1, "rho": 0.75, "target_classes": 9, "eot_samples": None, "grad": None},
+    "sapgd": {"steps": 100, "n_restarts": 1, "loss": "ce", "eot_samples": None, "grad": None},
     "square": {"n_queries": 1000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"},
     "noise": {},
     "ensemble": {"members": None, "stop_early": True, "eot_samples": None},
 }
 ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
-GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt")
+GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt", "sapgd")
 NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
-ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "square": ("margin", "ce")}
+ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "sapgd": ("ce", "dlr"), "square": ("margin", "ce")}
 EOTPGD_MIN_SAMPLES = 4
 
 # format tags of the JSON files the report reads (each file says what it is; nothing is guessed)
