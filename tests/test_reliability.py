@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from spkrobust.io import read_json, safe_load
-from helpers.wfutil import RESUME_HEADING, copy_workflow, env, readme_commands, snakemake, wait_for
+from helpers.science import check_science
+from helpers.wfutil import RESUME_HEADING, TINY, copy_workflow, env, readme_commands, snakemake, wait_for
 
 WALL_CLOCK = {"wall_s"}  # columns that differ between any two runs (seconds of wall clock)
 
@@ -75,6 +76,7 @@ def test_killed_run_resumes_with_the_readme_commands(tiny_run, tmp_path):
     for name in ("summary.csv", "models.csv"):
         assert _rows(wd / "results/report" / name) == _rows(tiny_run / "results/report" / name), \
             f"{name}: the resumed run differs from the uninterrupted one"
+    check_science(wd, TINY, tmp_path / "science")
 
 
 def test_plain_run_without_cifar_shows_the_prepare_error(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from helpers.slurm_cluster import SlurmCluster, missing_binaries
+from helpers.science import check_science
 from helpers.wfutil import REPO, RESUME_HEADING, TINY, copy_workflow, env, readme_commands, snakemake, wait_for
 
 pytestmark = [
@@ -111,6 +112,7 @@ def test_tiny_preset_on_slurm_killed_and_resumed(cluster, tmp_path, monkeypatch)
 
     with open(wd / "results/report/summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 12
+    check_science(wd, TINY, tmp_path / "science")
     # every job went through sbatch: one SLURM job id per submitted (group) job, and its SLURM log
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     assert len(ids) >= 10, out[-4000:]

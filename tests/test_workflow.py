@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.science import check_science
 from helpers.wfutil import TINY, copy_run, copy_workflow, plan, snakemake, write_preset
 
 
@@ -120,7 +121,7 @@ def finished_copy(tiny_run, tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end(tiny_run):
+def test_tiny_end_to_end(tiny_run, tmp_path):
     wd = tiny_run
     cfg = yaml.safe_load((wd / TINY).read_text())
     with open(wd / "results/report/summary.csv") as f:
@@ -147,6 +148,8 @@ def test_tiny_end_to_end(tiny_run):
     assert {r["n"] for r in recs} == {cfg["data"]["test_size"]}
     clean = json.loads((wd / "results/fashion_mnist/clean/snn_bp/r1.json").read_text())
     assert clean["stochastic"] and clean["repeats"] == reps
+    # the networks are alive and the attacks work (tests/helpers/science.py)
+    check_science(wd, TINY, tmp_path / "science")
 
 
 @pytest.mark.slow

@@ -80,14 +80,19 @@ def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes
 
 def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3, batch_size: int = 256,
                    seeds: list[int] | None = None, device="cpu") -> dict:
-    """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check, outcomes}``;
-    ``outcomes`` (see :mod:`spkrobust.evaluation.outcomes`) covers the images of ``x`` in order."""
+    """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check, outcomes,
+    firing_rates}`` (``firing_rates``: each spiking layer's spikes per neuron per step over these
+    passes, see :func:`spkrobust.nets.models.firing_rates`; empty for an ANN); ``outcomes`` (see :mod:`spkrobust.evaluation.outcomes`) covers the images of ``x`` in order."""
+    from spkrobust.nets.models import firing_rates
+
     n_pass = max(repeats, 2)
     seeds = seeds or list(range(n_pass))
-    accs, correct, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
+    with firing_rates(model) as rates:
+        accs, correct, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
     m, s = _mean_std(accs)
     return {"clean_acc": m, "clean_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y),
-            "stochastic": is_stochastic(model), "repeat_check": check, "outcomes": encode_outcomes(correct)}
+            "stochastic": is_stochastic(model), "repeat_check": check, "outcomes": encode_outcomes(correct),
+            "firing_rates": rates}
 
 
 def adversarial_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, repeats: int = 3,

@@ -14,6 +14,7 @@ and divided by T. Neuron state is reset before every forward pass.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -177,6 +178,30 @@ class SNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.reset()
         return self.forward_seq(x).mean(0)
+
+
+@contextmanager
+def firing_rates(model: nn.Module):
+    """While active, counts the spikes of every spiking layer of ``model`` (an SNN; an ANN has none);
+    yields a list that holds, on exit, each layer's mean firing rate in layer order (spikes per
+    neuron per time step over every forward pass made meanwhile; 0.0 = a silent layer)."""
+    layers = model.spiking_layers() if isinstance(model, SNN) else []
+    sums, counts = [0.0] * len(layers), [0] * len(layers)
+
+    def hook(i):
+        def count(_module, _inputs, out):
+            sums[i] += float(out.detach().sum())
+            counts[i] += out.numel()
+        return count
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
+    rates: list[float] = []
+    try:
+        yield rates
+    finally:
+        for h in handles:
+            h.remove()
+        rates.extend(s / c if c else 0.0 for s, c in zip(sums, counts))
 
 
 def build_model(meta: dict, device: torch.device | str | None = None) -> nn.Module:
