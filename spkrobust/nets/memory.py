@@ -34,6 +34,7 @@ BPTT taken equal to SpikingJelly's torch backend.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -78,6 +79,7 @@ class Net:
         return sum(self.currents)
 
 
+@functools.lru_cache(maxsize=None)
 def net(arch: str, dataset: str) -> Net:
     if dataset not in DATASETS:
         raise ConfigError(f"datasets: unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")

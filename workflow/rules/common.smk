@@ -249,21 +249,21 @@ _PLANS = {}
 
 
 def plan_of(rule, wc):
-    key = (rule, tuple(sorted(dict(wc).items())))
+    """The job's plan; cached on what it depends on (not replica or eps), so a dry-run stays fast."""
+    d = wc["dataset"]
+    if rule == "prepare":
+        key, args = (rule, d), {}
+    elif rule in ("train_ann", "convert", "train_snn", "clean"):
+        key, args = (rule, d, wc["model"]), {"model": wc["model"]}
+    elif rule == "grad":
+        key, args = (rule, d, wc["source"]), {"model": wc["source"]}
+    elif rule == "craft":
+        key = (rule, d, wc["source"], wc["attack"])
+        args = {"model": wc["source"], "attack": wc["attack"], "uses_grad": uses_grad(wc["attack"])}
+    else:  # evaluate: every job evaluates the same targets
+        key, args = (rule, d), {"model": wc["source"], "targets": [t for t, _ in EVAL_TARGETS]}
     if key not in _PLANS:
-        b = budget_of(rule)
-        if rule == "prepare":
-            p = JOBS.job(config, MODELS, b, rule, wc["dataset"])
-        elif rule in ("train_ann", "convert", "train_snn", "clean"):
-            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["model"])
-        elif rule == "grad":
-            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["source"])
-        elif rule == "craft":
-            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["source"], attack=wc["attack"],
-                         uses_grad=uses_grad(wc["attack"]))
-        else:  # evaluate
-            p = JOBS.job(config, MODELS, b, rule, wc["dataset"], wc["source"], targets=[t for t, _ in EVAL_TARGETS])
-        _PLANS[key] = p
+        _PLANS[key] = JOBS.job(config, MODELS, budget_of(rule), rule, d, **args)
     return _PLANS[key]
 
 
