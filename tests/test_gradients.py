@@ -90,8 +90,8 @@ X = torch.tensor([[0.3, 0.9, 1.5, -0.2, 0.7], [0.6, 0.1, 1.2, 0.4, 0.75], [0.2, 
 C = torch.tensor([[1.0, -2.0, 0.5, 1.5, -1.0], [0.3, 1.0, -0.7, 2.0, 0.4], [-1.2, 0.6, 1.1, -0.5, 0.8]]).unsqueeze(1)
 
 
-def _layer(neuron, leak):
-    return SpikingLayer(neuron, leak, THETA, "linear", "torch").eval()
+def _layer(neuron, leak, detach_reset=False):
+    return SpikingLayer(neuron, leak, THETA, "linear", "torch", detach_reset=detach_reset).eval()
 
 
 def _layer_grad(layer, spec):
@@ -116,31 +116,74 @@ def _membranes(leak, spikes):
     return torch.stack(out)
 
 
-def _bptt_by_hand(leak, spikes, d):
-    """dL/dx for L = Σ c·s with v[t] = λ(v[t-1] - θ s[t-1]) + x[t], ds/dv = d[t]: backward recursion."""
-    g = torch.zeros_like(X)
-    dv_next = torch.zeros_like(X[0])  # dL/dv[t+1]
-    for t in reversed(range(T)):
-        # v[t+1] = λ v[t] - λθ s[t] + x[t+1]  =>  dL/dv[t] = dL/ds[t] d[t] + λ dL/dv[t+1] (1 - θ d[t])
-        dv = C[t] * d[t] + leak * dv_next * (1 - THETA * d[t])
-        g[t] = dv
-        dv_next = dv
-    return g
+class _HandSpike(torch.autograd.Function):
+    """Heaviside forward (spike at v >= θ), ``dsdu(v/θ - 1)/θ`` backward."""
+
+    @staticmethod
+    def forward(ctx, v, dsdu):
+        ctx.save_for_backward(v)
+        ctx.dsdu = dsdu
+        return (v - THETA >= 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        return grad * ctx.dsdu(v / THETA - 1) / THETA, None
 
 
-@pytest.mark.parametrize("neuron,leak", [("if", 1.0), ("lif", 0.9)])
+def _bptt_by_hand(leak, dsdu, detach_reset):
+    """An independent BPTT of one soft-reset IF/LIF layer on X: an explicit loop with autograd,
+    ``L = Σ c·s``; returns (spikes, dL/dx)."""
+    x = X.clone().requires_grad_(True)
+    v, out = torch.zeros_like(X[0]), []
+    for t in range(T):
+        v = leak * v + x[t]
+        s = _HandSpike.apply(v, dsdu)
+        v = v - THETA * (s.detach() if detach_reset else s)
+        out.append(s)
+    s = torch.stack(out)
+    (g,) = torch.autograd.grad((C * s).sum(), x)
+    return s.detach(), g
+
+
+HAND_SURROGATES = {
+    "linear": lambda u, w: torch.clamp(1 - u.abs() / w, min=0) / w,
+    "rectangular": lambda u, w: (u.abs() < w / 2).float() / w,
+    "sigmoid": lambda u, w: (4 / w) * torch.sigmoid(4 * u / w) * (1 - torch.sigmoid(4 * u / w)),
+    "atan": lambda u, w: (1 / w) / (1 + (math.pi * u / w) ** 2),
+    "exp": lambda u, w: torch.exp(-2 * u.abs() / w) / w,
+}
+NEURONS = [("if", 1.0), ("lif", 0.9)]
+
+
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("neuron,leak", NEURONS)
+def test_hand_bptt_is_the_models_own_backward(neuron, leak, detach_reset):
+    """The hand loop, with the training surrogate (the studies' linear one: 0.3·max(0, 1 - |u|)),
+    reproduces SpikingJelly's own backward at both reset rules: the reference is sound."""
+    s, g = _layer_grad(_layer(neuron, leak, detach_reset), None)
+    s_hand, g_hand = _bptt_by_hand(leak, lambda u: 0.3 * torch.clamp(1 - u.abs(), min=0), detach_reset)
+    assert torch.equal(s, s_hand)
+    torch.testing.assert_close(g, g_hand)
+
+
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("neuron,leak", NEURONS)
 @pytest.mark.parametrize("surrogate,width", [("linear", 1.0), ("rectangular", 0.5), ("sigmoid", 0.7),
                                              ("atan", 0.5), ("exp", 2.0)])
-def test_bptt_attack_surrogate_by_hand(neuron, leak, surrogate, width):
-    s, g = _layer_grad(_layer(neuron, leak), {"mode": "bptt", "surrogate": surrogate, "width": width})
-    u = _membranes(leak, s) / THETA - 1
-    w = width
-    dsdu = {"linear": torch.clamp(1 - u.abs() / w, min=0) / w,
-            "rectangular": (u.abs() < w / 2).float() / w,
-            "sigmoid": (4 / w) * torch.sigmoid(4 * u / w) * (1 - torch.sigmoid(4 * u / w)),
-            "atan": (1 / w) / (1 + (math.pi * u / w) ** 2),
-            "exp": torch.exp(-2 * u.abs() / w) / w}[surrogate]
-    torch.testing.assert_close(g, _bptt_by_hand(leak, s, dsdu / THETA))
+def test_bptt_attack_surrogate_by_hand(neuron, leak, surrogate, width, detach_reset):
+    s, g = _layer_grad(_layer(neuron, leak, detach_reset), {"mode": "bptt", "surrogate": surrogate, "width": width})
+    s_hand, g_hand = _bptt_by_hand(leak, lambda u: HAND_SURROGATES[surrogate](u, width), detach_reset)
+    assert torch.equal(s, s_hand)
+    torch.testing.assert_close(g, g_hand)
+
+
+def test_reset_rule_changes_the_attack_gradient():
+    """detach_reset is followed at attack time: the two rules give different input gradients."""
+    spec = {"mode": "bptt", "surrogate": "atan", "width": 0.5}
+    _, g_detached = _layer_grad(_layer("if", 1.0, True), spec)
+    _, g_through = _layer_grad(_layer("if", 1.0, False), spec)
+    assert not torch.allclose(g_detached, g_through)
 
 
 def test_surrogates_have_unit_area():
@@ -150,20 +193,26 @@ def test_surrogates_have_unit_area():
         assert abs(area - 1.0) < 2e-3, (name, area)
 
 
+@pytest.mark.parametrize("detach_reset", [True, False])
 @pytest.mark.parametrize("neuron,leak", [("if", 1.0), ("lif", 0.8)])
-def test_ste_by_hand(neuron, leak):
-    s, g = _layer_grad(_layer(neuron, leak), "ste")
-    torch.testing.assert_close(g, _bptt_by_hand(leak, s, torch.full_like(X, 1 / THETA)))
+def test_ste_by_hand(neuron, leak, detach_reset):
+    s, g = _layer_grad(_layer(neuron, leak, detach_reset), "ste")
+    s_hand, g_hand = _bptt_by_hand(leak, torch.ones_like, detach_reset)
+    assert torch.equal(s, s_hand)
+    torch.testing.assert_close(g, g_hand)
 
 
+@pytest.mark.parametrize("detach_reset", [True, False])
 @pytest.mark.parametrize("neuron,leak", [("if", 1.0), ("lif", 0.8)])
-def test_bptr_is_the_gradient_of_the_rate_expression(neuron, leak):
-    _, g = _layer_grad(_layer(neuron, leak), "bptr")
-    xbar = X.mean(0)
-    inside = ((xbar > 0) & (xbar < THETA)).float()  # d clamp(x̄/θ, 0, 1)/dx[t] = 1/(θT) inside
-    torch.testing.assert_close(g, (C.sum(0) * inside / (THETA * T)).expand_as(X))
-    # the older grad_mode "rate" is the same estimator
-    layer = _layer(neuron, leak)
+def test_bptr_is_snn_rats_released_rule(neuron, leak, detach_reset):
+    """SNN-RAT's RateBp: dL/dx[t] = dL/ds[t] · 1[mean_t s > 0] (θ = 1 there; 1/θ here), no upper limit."""
+    s, g = _layer_grad(_layer(neuron, leak, detach_reset), "bptr")
+    fired = (s.mean(0, keepdim=True) > 0).float()
+    assert 0 < float(fired.sum()) < fired.numel(), "the test input needs silent and firing neurons"
+    assert bool((s.mean(0) == 1).any()), "the test input needs a saturated neuron (no upper limit)"
+    torch.testing.assert_close(g, C * fired / THETA)
+    # eval.grad_mode "rate" is the same estimator
+    layer = _layer(neuron, leak, detach_reset)
     layer.grad_mode = "rate"
     _, g_rate = _layer_grad(layer, None)
     torch.testing.assert_close(g_rate, g)
@@ -180,10 +229,11 @@ def test_rga_by_hand(neuron, leak):
     torch.testing.assert_close(g, (C.sum(0) * slope / (THETA * T)).expand_as(X))
 
 
+@pytest.mark.parametrize("detach_reset", [True, False])
 @pytest.mark.parametrize("gamma", [0.5, 1.5])
-def test_hart_by_hand(gamma):
+def test_hart_by_hand(gamma, detach_reset):
     leak = 0.9
-    s, g = _layer_grad(_layer("lif", leak), {"mode": "hart", "gamma": gamma})
+    s, g = _layer_grad(_layer("lif", leak, detach_reset), {"mode": "hart", "gamma": gamma})
     u = _membranes(leak, s) / THETA - 1
     d = torch.clamp(1 - u.abs() / gamma, min=0) / gamma / THETA  # triangle of width γ, no path through time
     torch.testing.assert_close(g, (C * d).mean(0, keepdim=True).expand_as(X))

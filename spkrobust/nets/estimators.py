@@ -10,7 +10,9 @@ the crafted set are judged on the real SNN.
 
 Notation: a spiking layer with threshold θ and leak λ (λ = 1: IF) gets inputs ``x[t]``, integrates
 ``v[t] = λ·v[t-1] + x[t]``, spikes ``s[t] = H(v[t] - θ)`` and resets softly (``v -= θ·s``);
-``u = v/θ - 1`` is the membrane in threshold units and ``x̄ = mean_t x[t]``.
+``u = v/θ - 1`` is the membrane in threshold units and ``x̄ = mean_t x[t]``. Every estimator that
+backpropagates through the membrane follows the layer's ``detach_reset`` (the model's
+``model.detach_reset``, default true): with it the reset ``θ·s`` carries no gradient, as in training.
 
 ======  ==========================================================================================
 mode    backward pass
@@ -20,9 +22,11 @@ bptt    backpropagation through time; ``surrogate: null`` keeps the training sur
         (Wu et al. 2018 STBP; Özdenizci & Legenstein, TMLR 2024, attack with several surrogates)
 ste     backpropagation through time with the straight-through estimator ``ds/dv = 1/θ``
         (Bengio et al. 2013; one of Özdenizci & Legenstein's 19 ensemble modes)
-bptr    backpropagation through rates: the gradient of the rate expression
-        ``r = clamp(x̄/θ, 0, 1)`` (Ding et al., NeurIPS 2022 "SNN-RAT"); the older
-        ``grad_mode: rate``
+bptr    backpropagation through rates as released with SNN-RAT (Ding et al., NeurIPS 2022;
+        putshua/SNN-RAT ``models/layers.py``, ``RateBp``) and used by HART and the ASSG code:
+        ``dL/dx[t] = dL/ds[t] · 1[mean_t s > 0] / θ`` — the gradient passes wherever the neuron
+        fired at least once, with no upper limit (θ = 1 in the released code; ``1/θ`` is the slope
+        of the rate ``x̄/θ``); the older ``eval.grad_mode: rate`` runs this same code
 rga     rate gradient approximation: the gradient of RGA's piecewise-linear rate curve of a LIF
         neuron, slope ``γ_r`` on ``[0, 1-λ]`` and ``(1 - γ_r(1-λ))/(1+λ)`` on ``[1-λ, 2]`` (in x̄/θ;
         ``γ_r`` = 0.2 as in the paper's code) (Bu et al., CVPR 2023)
@@ -164,10 +168,27 @@ class _TimeMean(torch.autograd.Function):
         return grad.mean(0, keepdim=True).expand_as(grad)
 
 
+class _RateBp(torch.autograd.Function):
+    """Forward: the model's spikes. Backward: ``grad · 1[mean_t s > 0] / θ`` per step (BPTR)."""
+
+    @staticmethod
+    def forward(ctx, x_seq, spikes, theta):
+        ctx.save_for_backward((spikes.detach().mean(0, keepdim=True) > 0).to(x_seq.dtype))
+        ctx.theta = float(theta)
+        return spikes.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (fired,) = ctx.saved_tensors
+        return grad * fired / ctx.theta, None, None
+
+
 def _resimulate(layer, x_seq: torch.Tensor, spikes: torch.Tensor, dsdv_of, detach_time: bool) -> torch.Tensor:
     """Re-run the soft-reset membrane on ``x_seq`` with the model's spikes as values and
-    ``dsdv_of(v)`` as their derivative; ``detach_time`` cuts the gradient between steps."""
+    ``dsdv_of(v)`` as their derivative; ``detach_time`` cuts the gradient between steps and the
+    layer's ``detach_reset`` the gradient through the reset ``θ·s``."""
     theta, leak = layer.threshold, (1.0 if layer.neuron_type == "if" else layer.leak)
+    detach_reset = bool(getattr(layer, "detach_reset", False))
     v = torch.zeros_like(x_seq[0])
     out = []
     for t in range(x_seq.shape[0]):
@@ -175,7 +196,7 @@ def _resimulate(layer, x_seq: torch.Tensor, spikes: torch.Tensor, dsdv_of, detac
         with torch.no_grad():
             dsdv = dsdv_of(v.detach())
         s = _Spike.apply(v, spikes[t], dsdv)
-        v = v - theta * s
+        v = v - theta * (s.detach() if detach_reset else s)
         out.append(s)
     return torch.stack(out)
 
@@ -198,8 +219,7 @@ def layer_estimate(spec: GradSpec, layer, x_seq: torch.Tensor, spikes: torch.Ten
             layer, _TimeMean.apply(x_seq), spikes,
             lambda v: surrogate_grad("linear", v / theta - 1.0, spec.gamma) / theta, True))
     if spec.mode == "bptr":
-        r = torch.clamp(x_seq.mean(0) / theta, 0.0, 1.0)
-        return spikes.detach() + (r - r.detach()).unsqueeze(0)
+        return _RateBp.apply(x_seq, spikes, theta)
     if spec.mode == "rga":
         r = rga_rate(x_seq.mean(0) / theta, 1.0 if layer.neuron_type == "if" else layer.leak)
         return spikes.detach() + (r - r.detach()).unsqueeze(0)

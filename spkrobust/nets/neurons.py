@@ -11,9 +11,9 @@ Two SpikingJelly behaviours are handled here:
   :class:`SpikingLayer` therefore keeps its neuron in training mode at all times (the forward pass
   is identical; only the backward differs) so attacks get gradients while dropout stays in
   inference behaviour;
-* ``set_grad_mode("rate")`` replaces the backward pass through time by a rate-based one: the layer's
-  output keeps its spikes forward, but gradients flow through ``clamp(mean_t x / threshold, 0, 1)``
-  (the ``bptr`` estimator of :mod:`spkrobust.nets.estimators`);
+* ``set_grad_mode("rate")`` (``eval.grad_mode: rate``) selects the ``bptr`` estimator of
+  :mod:`spkrobust.nets.estimators` (the same code as an attack's ``grad: bptr``): spikes forward,
+  backward ``grad · 1[mean_t s > 0] / threshold`` per step (SNN-RAT's released ``RateBp``);
 * ``estimator`` (set by :class:`spkrobust.nets.estimators.EstimatedModel` during an attack) is called as
   ``estimator(layer, x_seq, spikes)`` on gradient-carrying passes: the neuron computes the spikes
   without a graph and the estimator gives them its backward pass.
