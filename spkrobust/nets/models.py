@@ -24,9 +24,9 @@ from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
 from spkrobust.nets.neurons import SpikingLayer, resolve_backend
 from spkrobust.config.schema import default
-from spkrobust.config.vocab import ENCODERS, NEURONS, SNN_KEYS, SURROGATES
+from spkrobust.config.vocab import ENCODERS, MODEL_FORMAT, NEURONS, SNN_KEYS, SURROGATES
 
-FORMAT = "spkrobust-model-1"
+FORMAT = MODEL_FORMAT
 # conv widths ('A' = 2x2 average pooling) and classifier hidden widths (see docs/fidelity.md):
 # vgg5  — Sharmin et al.'s VGG5 (nn_models.py): 64-A-128-128-A, 1024, 1024;
 # vgg9  — the 2019-era VGG9 of Lee et al. (cifar10_VGG9.py): 7 convolutions + 4096->1024->classes,
