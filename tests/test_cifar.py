@@ -27,7 +27,7 @@ from spkrobust.config.expand import data_slice, eval_slice, model_slice
 from spkrobust.data.datasets import load_prepared, prepare, to_float
 from spkrobust.errors import FileProblem
 
-TINY_CIFAR10 = "workflow/presets/tiny_cifar10.yaml"
+TINY_CIFAR10 = "tests/presets/tiny_cifar10.yaml"
 
 
 def _md5(path) -> str:

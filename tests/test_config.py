@@ -17,14 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(**edit) -> dict:
-    cfg = yaml.safe_load((REPO / "workflow/presets/tiny.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "tests/presets/tiny.yaml").read_text())
     for k, v in edit.items():
         cfg[k] = v
     return validate_config(cfg)
 
 
 def test_expand_models_sweeps_and_parent_members():
-    cfg = yaml.safe_load((REPO / "workflow/presets/tiny.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "tests/presets/tiny.yaml").read_text())
     cfg["models"]["snn_conv"]["sweep"] = {"T": [4, 8]}
     cfg["models"]["snn_bp"]["sweep"] = {"leak": [0.9, 1.0]}
     models = C.expand_models(validate_config(cfg))
@@ -48,7 +48,7 @@ def test_grid_is_sources_by_replicas_by_attacks_by_eps_by_targets():
 
 
 def test_grid_selects_every_member_of_a_base_name():
-    cfg = yaml.safe_load((REPO / "workflow/presets/tiny.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "tests/presets/tiny.yaml").read_text())
     cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 3]}
     cells = C.grid(validate_config(cfg))
     assert {c["target"] for c in cells} == {"ann", "snn_bp-T2", "snn_bp-T3"}

@@ -1,6 +1,6 @@
 """Malformed configs are refused before any job, with ONE line naming the key path (issue #6).
 
-Every bad config is ``workflow/presets/tiny.yaml`` with one key mutated.  All of them go through
+Every bad config is ``tests/presets/tiny.yaml`` with one key mutated.  All of them go through
 :func:`spkrobust.config.validate.validate_config`; a representative set also goes through a REAL
 ``snakemake -n --configfile bad.yaml`` (the repository's Snakefile, a scratch working directory)
 and must exit non-zero with one ``config error: <key>: ...`` line, no traceback, no job planned.
@@ -20,8 +20,9 @@ from spkrobust.errors import ConfigError, UserError
 from spkrobust.config.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "workflow" / "presets" / "tiny.yaml"
-SHIPPED = [REPO / "config.yaml", *sorted((REPO / "workflow" / "presets").glob("*.yaml"))]
+TINY = REPO / "tests" / "presets" / "tiny.yaml"
+SHIPPED = [REPO / "config.yaml", *sorted((REPO / "workflow" / "presets").glob("*.yaml")),
+           *sorted((REPO / "tests" / "presets").glob("*.yaml"))]
 
 _DELETE = object()
 

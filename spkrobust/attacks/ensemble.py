@@ -16,21 +16,30 @@ broke (cheaper; the order of the members then decides which one gets the credit)
 member attacks every image, so each member's own accuracy on the same images is known too.
 
 The set's meta carries ``ensemble``: member names, and per member the packed bits (see
-:func:`spkrobust.evaluation.outcomes.pack_bits`, in the set's image order) of the images it attacked and of
+:mod:`spkrobust.attacks.ensemble_record`, in the set's image order) of the images it attacked and of
 those it broke, plus the images the source got wrong before any attack. Each member's seed is
 ``derive_seed(seed, "member", i)``, so a member crafted alone on the same images with that seed
 gives the same set.
+
+Like torchattacks' ``MultiAttack``, the ensemble sits above the attacks it combines and imports
+only their base: :func:`spkrobust.attacks.registry.craft` hands it the function that crafts one
+member (``craft_member``) and the one that checks a member's spec (``resolve_member``).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from spkrobust.attacks.base import derive_seed, is_stochastic, verify_adv
+from spkrobust.attacks.ensemble_record import decode_record, encode_record
 from spkrobust.errors import UserError
+from spkrobust.nets.estimators import parse_grad
 
-ENSEMBLE_FORMAT = "spkrobust-ensemble-1"
+__all__ = ["JUDGE_DRAWS", "craft_ensemble", "decode_record", "member_name", "resolve_members", "source_margin",
+           "source_predict"]
 JUDGE_DRAWS = 8  # forward passes (summed logits) that judge a stochastic source's margin
 
 
@@ -42,16 +51,13 @@ def member_name(spec: dict) -> str:
     if spec.get("loss"):
         parts.append(str(spec["loss"]))
     if spec.get("grad") is not None:
-        from spkrobust.nets.estimators import parse_grad
-
         parts.append(parse_grad(spec["grad"]).label())
     return "-".join(parts)
 
 
-def resolve_members(members, eps: float, cfg_eot: int = 1) -> list[dict]:
-    """Check the member list (each a non-ensemble attack spec); returns the specs with their names."""
-    from spkrobust.attacks.registry import resolve_attack
-
+def resolve_members(members, eps: float, cfg_eot: int, resolve_member: Callable) -> list[dict]:
+    """Check the member list (each a non-ensemble attack spec, checked by ``resolve_member(spec, eps,
+    cfg_eot)``); returns the specs with their names."""
     if not isinstance(members, list) or not members:
         raise UserError("attack ensemble: members must be a non-empty list of attack specs {type: ..., params}")
     out, seen = [], set()
@@ -60,7 +66,7 @@ def resolve_members(members, eps: float, cfg_eot: int = 1) -> list[dict]:
             raise UserError(f"attack ensemble: members[{i}] must be a mapping with a 'type', got {m!r}")
         if m.get("type") == "ensemble":
             raise UserError(f"attack ensemble: members[{i}] is an ensemble; ensembles do not nest")
-        resolve_attack(m, eps, cfg_eot)
+        resolve_member(m, eps, cfg_eot)
         name = member_name(m)
         if name in seen:
             raise UserError(f"attack ensemble: members[{i}] repeats member {name!r}; give it a distinct 'name'")
@@ -92,13 +98,11 @@ def source_predict(model: nn.Module, x: torch.Tensor, draws: int, batch_size: in
 
 
 def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, eps: float, *,
-                   eot_samples: int = 1, batch_size: int = 64, seed: int = 0,
+                   craft_member: Callable, eot_samples: int = 1, batch_size: int = 64, seed: int = 0,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
     """Craft the per-sample worst case of ``p["members"]``; returns ``(x_adv, info)`` like
-    :func:`spkrobust.attacks.registry.craft`, with ``info["ensemble"]`` the per-member record."""
-    from spkrobust.attacks.registry import craft, derive_seed, is_stochastic, verify_adv
-    from spkrobust.evaluation.outcomes import pack_bits
-
+    :func:`spkrobust.attacks.registry.craft`, with ``info["ensemble"]`` the per-member record.
+    ``craft_member(model, x, y, spec, eps, eot_samples=, batch_size=, seed=, device=)`` crafts one member."""
     t0 = time.time()
     model.eval()
     x, y = x.float(), y.long()
@@ -118,7 +122,7 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
             infos.append({"name": m["name"], "skipped": True})
             continue
         spec = {k: v for k, v in m.items() if k != "name"}
-        xa, info = craft(model, x[idx], y[idx], spec, eps, eot_samples=eot_samples, batch_size=batch_size,
+        xa, info = craft_member(model, x[idx], y[idx], spec, eps, eot_samples=eot_samples, batch_size=batch_size,
                          seed=derive_seed(seed, "member", i), device=device)
         margin = source_margin(model, xa, y[idx], draws, batch_size, device)
         b = margin < 0
@@ -133,35 +137,11 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
                       "grad": info.get("grad"), "time_s": info.get("time_s")})
     verify_adv(x, x_adv, eps)
     zero = [i["zero_grad_frac"] for i in infos if i.get("zero_grad_frac") is not None]
-    record = {
-        "format": ENSEMBLE_FORMAT, "n": n, "stop_early": bool(p["stop_early"]), "judge_draws": draws,
-        "members": [m["name"] for m in p["members"]], "member_specs": [dict(m) for m in p["members"]],
-        "clean_wrong": pack_bits((~clean_ok).numpy()),
-        "attempted": [pack_bits(a.numpy()) for a in attempted],
-        "broken": [pack_bits(b.numpy()) for b in broken],
-        "robust_on_source": float((best >= 0).float().mean()) if n else None,
-        "member_info": infos,
-    }
+    record = encode_record(
+        n=n, stop_early=p["stop_early"], judge_draws=draws, members=p["members"],
+        clean_wrong=(~clean_ok).numpy(), attempted=attempted.numpy(), broken=broken.numpy(),
+        robust_on_source=float((best >= 0).float().mean()) if n else None, member_info=infos)
     info = {"attack_type": "ensemble", "attack_params": {**p}, "eot_samples": int(p["eot_samples"])
             if is_stochastic(model) else 1, "zero_grad_frac": max(zero) if zero else None,
             "time_s": round(time.time() - t0, 3), "grad": None, "ensemble": record}
     return x_adv, info
-
-
-def decode_record(rec: dict) -> dict:
-    """``{members, clean_wrong [n], attempted [m, n], broken [m, n]}`` as boolean numpy arrays."""
-    import numpy as np
-
-    from spkrobust.errors import FileProblem
-    from spkrobust.evaluation.outcomes import unpack_bits
-
-    if not isinstance(rec, dict) or rec.get("format") != ENSEMBLE_FORMAT:
-        raise FileProblem(f"ensemble record: not in format {ENSEMBLE_FORMAT}; recraft the ensemble set")
-    n = int(rec["n"])
-    m = len(rec["members"])
-
-    def stack(rows):
-        return np.stack([unpack_bits(r, n) for r in rows]) if rows else np.zeros((m, n), bool)
-
-    return {"members": list(rec["members"]), "clean_wrong": unpack_bits(rec["clean_wrong"], n),
-            "attempted": stack(rec["attempted"]), "broken": stack(rec["broken"])}

@@ -45,72 +45,145 @@ sum (sapgd: mean) over the first step's EOT draws). APGD attacks only the inputs
 correctly, so for it the fraction is measured by one extra (EOT) gradient at the clean input.
 Gradient-free attacks (square, noise) record ``None``.
 
+Each type is one crafting function ``(model, p, x, y, eps, eot, seed) -> (x_adv, first gradient or
+None)`` in :data:`ATTACKS` (its parameters and defaults in the config schema and
+:data:`spkrobust.config.vocab.ATTACK_DEFAULTS`); adding an attack is one function and one entry.
+What the attacks share lives in :mod:`spkrobust.attacks.base`.
+
 Every adversarial set is verified before it is written: ``‖x_adv − x‖∞ ≤ eps + 1e-6`` and all values
 in [0, 1] and finite; a violation raises :class:`AdversarialSetError`.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
-from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, NoGradientError, batched,
+                                    derive_seed, input_grad, is_stochastic, project, set_grad_mode,
+                                    verify_adv, zero_grad_mask)
+from spkrobust.attacks.sapgd import sapgd
+from spkrobust.attacks.ensemble import craft_ensemble, resolve_members
 from spkrobust.config.expand import parse_alpha, parse_eps
-from spkrobust.errors import UserError
+from spkrobust.config.schema import check_value
 from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
+from spkrobust.errors import UserError
+from spkrobust.nets.estimators import parse_grad, with_estimator
 
-BALL_TOL = 1e-6
-
-
-
-class AdversarialSetError(RuntimeError):
-    """An adversarial set leaves the eps-ball or [0, 1]: a bug, never written to disk."""
-
-
-class NoGradientError(UserError):
-    """The source model gives no input gradient (its output is not differentiable w.r.t. the input)."""
+__all__ = ["ATTACKS", "BALL_TOL", "EOTPGD_MIN_SAMPLES", "GRADIENT_TYPES", "AdversarialSetError", "NoGradientError",
+           "craft", "derive_seed", "fgsm_from_grad", "fgsm_gradient", "input_grad", "is_stochastic", "resolve_attack",
+           "set_grad_mode", "verify_adv", "zero_grad_mask"]
 
 
-# ---- small helpers ------------------------------------------------------------------------------
+# ---- the attacks: one crafting function per type -------------------------------------------------
 
-def derive_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from any printable parts (base seed, names, replica, ...)."""
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
-
-
-def is_stochastic(model: nn.Module) -> bool:
-    return bool(getattr(model, "stochastic", False))
-
-
-def set_grad_mode(model: nn.Module, grad_mode: str | None) -> str | None:
-    """Apply ``grad_mode`` (``bptt``/``rate``) on an SNN source; returns what was applied (None for ANNs)."""
-    kind = (getattr(model, "meta", None) or {}).get("kind")
-    if grad_mode is None or kind == "ann":
-        return None if kind == "ann" else grad_mode
-    if grad_mode not in ("bptt", "rate"):
-        raise UserError(f"grad_mode: {grad_mode!r} is not one of bptt, rate")
-    if hasattr(model, "set_grad_mode"):
-        model.set_grad_mode(grad_mode)
-    elif grad_mode != "bptt":
-        raise UserError(f"grad_mode {grad_mode!r} requested but the source model has no set_grad_mode()")
-    return grad_mode
+def fgsm_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1,
+                  batch_size: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The sign of the input gradient at the clean inputs, as int8 ``[N, C, H, W]`` (0 where the
+    gradient is exactly zero). One gradient serves FGSM at every eps (:func:`fgsm_from_grad`)."""
+    model.eval()
+    k = int(eot_samples) if is_stochastic(model) else 1
+    out = torch.empty(x.shape, dtype=torch.int8)
+    for s in batched(len(x), batch_size):
+        g = input_grad(model, x[s].to(device), y[s].to(device), k)
+        out[s] = g.sign().to(torch.int8).cpu()
+    return out
 
 
-def zero_grad_mask(grad: torch.Tensor) -> torch.Tensor:
-    """Per input: True where the gradient (or its sign) is exactly zero everywhere."""
-    return grad.reshape(grad.shape[0], -1).ne(0).sum(1).eq(0)
+def fgsm_from_grad(x: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
+    """FGSM from a stored gradient (or its sign): ``clip(x + eps·sign(grad), x ± eps, [0, 1])``."""
+    if grad.shape != x.shape:
+        raise UserError(f"gradient shape {tuple(grad.shape)} does not match the inputs {tuple(x.shape)}")
+    s = grad.to(device=x.device, dtype=x.dtype).sign()
+    return project(x, x + eps * s, eps)
 
+
+
+def _noise(model, p, x, y, eps, eot, seed):
+    s = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
+    return project(x, x + eps * s, eps), None
+
+
+def _fgsm(model, p, x, y, eps, eot, seed):
+    g = input_grad(model, x, y, eot)
+    return fgsm_from_grad(x, g, eps), g
+
+
+def _rfgsm(model, p, x, y, eps, eot, seed):
+    a = p["alpha"]
+    x1 = torch.clamp(x + a * torch.randn_like(x).sign(), 0.0, 1.0)
+    g = input_grad(model, x1, y, eot)
+    return project(x, x1 + (eps - a) * g.sign(), eps), g
+
+
+def _pgd(model, p, x, y, eps, eot, seed):  # pgd and eotpgd
+    import torchattacks
+
+    probe = GradProbe(model, capture=eot)
+    if eot > 1:
+        atk = torchattacks.EOTPGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"], eot_iter=eot,
+                                  random_start=p["random_start"])
+    else:
+        atk = torchattacks.PGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"], random_start=p["random_start"])
+    x_adv = atk(x, y)
+    return x_adv, probe.first_grad()
+
+
+def _apgd(model, p, x, y, eps, eot, seed):
+    import torchattacks
+
+    g = input_grad(model, x, y, eot)
+    probe = GradProbe(model, capture=0)
+    atk = torchattacks.APGD(probe, norm="Linf", eps=eps, steps=p["steps"], n_restarts=p["n_restarts"],
+                            seed=seed, loss=p["loss"], eot_iter=eot, rho=p["rho"])
+    return atk(x, y), g
+
+
+def _apgdt(model, p, x, y, eps, eot, seed):
+    import torchattacks
+
+    g = input_grad(model, x, y, eot)
+    n_classes = int((getattr(model, "meta", None) or {}).get("num_classes", 10))
+    atk = torchattacks.APGDT(GradProbe(model, capture=0), norm="Linf", eps=eps, steps=p["steps"],
+                             n_restarts=p["n_restarts"], seed=seed, eot_iter=eot, rho=p["rho"], n_classes=n_classes)
+    atk.n_target_classes = max(1, min(p["target_classes"], n_classes - 1))
+    return atk(x, y), g
+
+
+def _square(model, p, x, y, eps, eot, seed):
+    import torchattacks
+
+    atk = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"], n_restarts=p["n_restarts"],
+                              p_init=p["p_init"], loss=p["loss"], seed=seed)
+    with torch.no_grad():  # query-based: no graphs needed
+        return atk(x, y), None
+
+
+def _sapgd(model, p, x, y, eps, eot, seed):
+    return sapgd(model, x, y, eps, steps=p["steps"], n_restarts=p["n_restarts"], loss=p["loss"],
+                 eot_samples=eot, seed=seed)
+
+
+# type -> crafting function (the ensemble is crafted above them, by craft_ensemble)
+ATTACKS = {"fgsm": _fgsm, "rfgsm": _rfgsm, "pgd": _pgd, "eotpgd": _pgd, "apgd": _apgd, "apgdt": _apgdt,
+           "sapgd": _sapgd, "square": _square, "noise": _noise}
+
+
+def _craft_batch(model, atype, p, x, y, eps, eot, seed):
+    """One batch -> (x_adv, first_grad or None)."""
+    if eps == 0.0:  # every attack is the identity; still measure the gradient for the record
+        g = input_grad(model, x, y, eot) if atype in GRADIENT_TYPES else None
+        return x.clone(), g
+    return ATTACKS[atype](model, p, x, y, eps, eot, seed)
+
+
+# ---- resolving and crafting ------------------------------------------------------------------------
 
 def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str, dict]:
     """Check an attack spec ``{type, params...}`` against the config schema; return ``(type, params)``
     with defaults filled and pixel values parsed. A bad spec raises a one-line :class:`UserError`."""
-    from spkrobust.config.schema import check_value
-
     spec = dict(attack_cfg) if isinstance(attack_cfg, dict) else attack_cfg
     if isinstance(spec, dict):
         spec.pop("name", None)
@@ -130,155 +203,12 @@ def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str,
         p["alpha"] = parse_alpha(p["alpha"], eps, f"{atype}.alpha")
         p["random_start"] = bool(p["random_start"])
     if p.get("grad") is not None:
-        from spkrobust.nets.estimators import parse_grad
-
         p["grad"] = parse_grad(p["grad"], f"attack {atype}: grad").as_dict()
     if atype == "ensemble":
-        from spkrobust.attacks.ensemble import resolve_members
-
-        p["members"] = resolve_members(p["members"], eps, cfg_eot)
+        p["members"] = resolve_members(p["members"], eps, cfg_eot, resolve_attack)
         p["stop_early"] = bool(p["stop_early"])
     return atype, p
 
-
-# ---- gradients ----------------------------------------------------------------------------------
-
-def _logits_with_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    if not out.requires_grad:
-        raise NoGradientError(
-            "the source model's output carries no gradient w.r.t. its input (e.g. SpikingJelly neurons "
-            "in eval() mode or a non-differentiable encoder): gradient attacks would silently do nothing")
-    return out
-
-
-def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1) -> torch.Tensor:
-    """Input gradient of the summed cross-entropy, summed over ``eot_samples`` forward/backward
-    passes (independent Poisson draws on a stochastic model). Float tensor shaped like ``x``."""
-    grad = torch.zeros_like(x)
-    for _ in range(max(1, int(eot_samples))):
-        xg = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(_logits_with_grad(model, xg), y, reduction="sum")
-            (g,) = torch.autograd.grad(loss, xg, allow_unused=True)
-        if g is None:
-            raise NoGradientError("the source model's loss does not depend on its input: no input gradient")
-        grad += g
-    return grad
-
-
-def _batched(n: int, batch_size: int):
-    for i in range(0, n, batch_size):
-        yield slice(i, min(n, i + batch_size))
-
-
-def fgsm_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1,
-                  batch_size: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The sign of the input gradient at the clean inputs, as int8 ``[N, C, H, W]`` (0 where the
-    gradient is exactly zero). One gradient serves FGSM at every eps (:func:`fgsm_from_grad`)."""
-    model.eval()
-    k = int(eot_samples) if is_stochastic(model) else 1
-    out = torch.empty(x.shape, dtype=torch.int8)
-    for s in _batched(len(x), batch_size):
-        g = input_grad(model, x[s].to(device), y[s].to(device), k)
-        out[s] = g.sign().to(torch.int8).cpu()
-    return out
-
-
-def fgsm_from_grad(x: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
-    """FGSM from a stored gradient (or its sign): ``clip(x + eps·sign(grad), x ± eps, [0, 1])``."""
-    if grad.shape != x.shape:
-        raise UserError(f"gradient shape {tuple(grad.shape)} does not match the inputs {tuple(x.shape)}")
-    s = grad.to(device=x.device, dtype=x.dtype).sign()
-    return _project(x, x + eps * s, eps)
-
-
-def _project(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0).detach()
-
-
-class _GradProbe(nn.Module):
-    """Wraps a model for torchattacks: checks that gradients flow and keeps the input gradients of
-    the first ``capture`` gradient-carrying forward passes (the attack's first step)."""
-
-    def __init__(self, model: nn.Module, capture: int):
-        super().__init__()
-        self.model = model
-        self.train(model.training)  # torchattacks restores train() after the attack if the wrapper was training
-        self.capture = int(capture)
-        self.grad_calls = 0
-        self.captured: dict[int, torch.Tensor] = {}
-
-    def forward(self, x):
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.grad_calls += 1
-            idx = self.grad_calls
-            if idx <= self.capture:
-                x = x.view_as(x)  # a graph-local alias: the hook fires for this pass only
-                x.register_hook(lambda g, i=idx: self.captured.__setitem__(i, g.detach().clone()))
-            return _logits_with_grad(self.model, x)
-        return self.model(x)
-
-    def first_grad(self) -> torch.Tensor | None:
-        if not self.captured:
-            return None
-        return sum(self.captured[i] for i in sorted(self.captured))
-
-
-# ---- crafting -----------------------------------------------------------------------------------
-
-def _craft_batch(model, atype, p, x, y, eps, eot, seed, stochastic):
-    """One batch → (x_adv, first_grad or None)."""
-    import torchattacks
-
-    if eps == 0.0:  # every attack is the identity; still measure the gradient for the record
-        g = input_grad(model, x, y, eot) if atype in GRADIENT_TYPES else None
-        return x.clone(), g
-    if atype == "noise":
-        s = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
-        return _project(x, x + eps * s, eps), None
-    if atype == "fgsm":
-        g = input_grad(model, x, y, eot)
-        return fgsm_from_grad(x, g, eps), g
-    if atype == "rfgsm":
-        a = p["alpha"]
-        x1 = torch.clamp(x + a * torch.randn_like(x).sign(), 0.0, 1.0)
-        g = input_grad(model, x1, y, eot)
-        return _project(x, x1 + (eps - a) * g.sign(), eps), g
-    if atype in ("pgd", "eotpgd"):
-        probe = _GradProbe(model, capture=eot)
-        if eot > 1:
-            atk = torchattacks.EOTPGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"], eot_iter=eot,
-                                      random_start=p["random_start"])
-        else:
-            atk = torchattacks.PGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"],
-                                   random_start=p["random_start"])
-        x_adv = atk(x, y)
-        return x_adv, probe.first_grad()
-    if atype == "apgd":
-        g = input_grad(model, x, y, eot)
-        probe = _GradProbe(model, capture=0)
-        atk = torchattacks.APGD(probe, norm="Linf", eps=eps, steps=p["steps"], n_restarts=p["n_restarts"],
-                                seed=seed, loss=p["loss"], eot_iter=eot, rho=p["rho"])
-        return atk(x, y), g
-    if atype == "apgdt":
-        g = input_grad(model, x, y, eot)
-        n_classes = int((getattr(model, "meta", None) or {}).get("num_classes", 10))
-        atk = torchattacks.APGDT(_GradProbe(model, capture=0), norm="Linf", eps=eps, steps=p["steps"],
-                                 n_restarts=p["n_restarts"], seed=seed, eot_iter=eot, rho=p["rho"], n_classes=n_classes)
-        atk.n_target_classes = max(1, min(p["target_classes"], n_classes - 1))
-        return atk(x, y), g
-    if atype == "sapgd":
-        from spkrobust.attacks.sapgd import sapgd
-
-        return sapgd(model, x, y, eps, steps=p["steps"], n_restarts=p["n_restarts"], loss=p["loss"],
-                     eot_samples=eot, seed=seed)
-    if atype == "square":
-        atk = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"],
-                                  n_restarts=p["n_restarts"], p_init=p["p_init"], loss=p["loss"], seed=seed)
-        with torch.no_grad():  # query-based: no graphs needed
-            return atk(x, y), None
-    raise UserError(f"attack type {atype!r} unknown")  # pragma: no cover (resolve_attack checks)
 
 
 def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, eps: float, *,
@@ -294,14 +224,10 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     eps = float(eps)
     atype, p = resolve_attack(attack_cfg, eps, cfg_eot=int(eot_samples))
     if atype == "ensemble":
-        from spkrobust.attacks.ensemble import craft_ensemble
-
-        return craft_ensemble(model, x, y, p, eps, eot_samples=int(eot_samples), batch_size=batch_size,
+        return craft_ensemble(model, x, y, p, eps, craft_member=craft, eot_samples=int(eot_samples), batch_size=batch_size,
                               seed=seed, device=device)
     grad_spec = None
     if p.get("grad") is not None:
-        from spkrobust.nets.estimators import with_estimator
-
         model, grad_spec = with_estimator(model, p["grad"])
     stochastic = is_stochastic(model)
     eot = p.get("eot_samples", 1) if stochastic else 1
@@ -315,9 +241,9 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
         zmask = zero_grad_mask(grad)
     else:
         chunks, zchunks = [], []
-        for b, s in enumerate(_batched(n, batch_size)):
+        for b, s in enumerate(batched(n, batch_size)):
             xb, yb = x[s].to(device), y[s].to(device)
-            xa, g = _craft_batch(model, atype, p, xb, yb, eps, eot, derive_seed(seed, b), stochastic)
+            xa, g = _craft_batch(model, atype, p, xb, yb, eps, eot, derive_seed(seed, b))
             chunks.append(xa.detach().float().cpu())
             if g is not None:
                 zchunks.append(zero_grad_mask(g).cpu())
@@ -339,19 +265,3 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     if atype not in GRADIENT_TYPES:
         info["zero_grad_frac"] = None
     return x_adv, info
-
-
-def verify_adv(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BALL_TOL) -> None:
-    """Raise :class:`AdversarialSetError` unless ``x_adv`` is finite, in [0, 1] and within eps (L∞)."""
-    if x_adv.shape != x.shape:
-        raise AdversarialSetError(f"adversarial set shape {tuple(x_adv.shape)} != inputs {tuple(x.shape)}")
-    xa = x_adv.detach().float().cpu()
-    if not torch.isfinite(xa).all():
-        raise AdversarialSetError("adversarial set contains NaN/inf values")
-    lo, hi = float(xa.min()) if xa.numel() else 0.0, float(xa.max()) if xa.numel() else 0.0
-    if lo < 0.0 or hi > 1.0:
-        raise AdversarialSetError(f"adversarial set leaves [0, 1]: min {lo:.6g}, max {hi:.6g}")
-    dist = float((xa - x.detach().float().cpu()).abs().max()) if xa.numel() else 0.0
-    if dist > eps + tol:
-        raise AdversarialSetError(f"adversarial set leaves the eps-ball: max |x_adv - x| = {dist:.8g} > "
-                                  f"eps {eps:.8g} + {tol:g}")

@@ -42,6 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spkrobust.attacks.base import NoGradientError, _logits_with_grad
+
 M_DECAY = 0.5  # the reference's first-moment decay
 V_DECAY = 0.8  # the reference's second-moment decay
 
@@ -109,8 +111,6 @@ def random_start(x: torch.Tensor, eps: float, generator: torch.Generator | None 
 def _evaluate(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss_fn, eot: int, need_grad: bool):
     """Mean over ``eot`` passes of the per-image loss, its input gradient (None unless ``need_grad``)
     and the mean logits."""
-    from spkrobust.attacks.registry import NoGradientError, _logits_with_grad
-
     grad, loss_sum, logits_sum = None, None, None
     for _ in range(max(1, int(eot))):
         if need_grad:

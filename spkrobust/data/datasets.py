@@ -20,9 +20,9 @@ import torch
 
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
-from spkrobust.config.vocab import DATASETS
+from spkrobust.config.vocab import DATA_FORMAT, DATASETS
 
-FORMAT = "spkrobust-data-1"
+FORMAT = DATA_FORMAT
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -14,31 +14,15 @@ positions both records cover (:func:`align`), so paired statistics never mix dif
 """
 from __future__ import annotations
 
-import base64
 from typing import Any, Sequence
 
 import numpy as np
 
+from spkrobust.bits import pack_bits, unpack_bits
+from spkrobust.config.vocab import OUTCOMES_FORMAT
 from spkrobust.errors import FileProblem
 
-OUTCOMES_FORMAT = "spkrobust-outcomes-1"
-
-
-def pack_bits(mask: Any) -> str:
-    """Boolean vector -> base64 text of its packed bits."""
-    m = np.asarray(mask, dtype=bool).ravel()
-    return base64.b64encode(np.packbits(m).tobytes()).decode("ascii")
-
-
-def unpack_bits(text: str, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits` for a vector of length ``n``."""
-    try:
-        raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
-    except (ValueError, AttributeError):
-        raise FileProblem("per-image outcomes: not base64 packed bits") from None
-    if len(raw) != (n + 7) // 8:
-        raise FileProblem(f"per-image outcomes: {len(raw)} bytes cannot hold exactly {n} images")
-    return np.unpackbits(raw, count=n).astype(bool)
+__all__ = ["OUTCOMES_FORMAT", "align", "decode", "encode", "pack_bits", "per_image_rate", "unpack_bits"]
 
 
 def encode(correct: Sequence[Any], positions: Any = None, split_size: int | None = None) -> dict:

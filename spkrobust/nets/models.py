@@ -26,9 +26,9 @@ from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
 from spkrobust.nets.neurons import SpikingLayer, resolve_backend
 from spkrobust.config.schema import default
-from spkrobust.config.vocab import ENCODERS, NEURONS, SNN_KEYS, SURROGATES
+from spkrobust.config.vocab import ENCODERS, MODEL_FORMAT, NEURONS, SNN_KEYS, SURROGATES
 
-FORMAT = "spkrobust-model-1"
+FORMAT = MODEL_FORMAT
 def _weight_modules(plan, act_factory, dropout: float, conv_dropout: float, seq_dropout: bool):
     from spikingjelly.activation_based import layer as sj_layer
 

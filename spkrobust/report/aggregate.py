@@ -5,7 +5,7 @@ and the clean-accuracy JSONs into ``summary.csv``, ``models.csv`` and ``records.
   target_replica), columns :data:`SUMMARY_COLUMNS`, sorted by dataset, attack, eps (numeric),
   source, source replica, target, target replica;
 * ``models.csv`` -- one row per trained model replica, columns :data:`MODEL_COLUMNS`;
-* ``records.json`` -- ``{"format": "spkrobust-records-1", "records": [...], "clean": [...],
+* ``records.json`` -- ``{"format": RECORDS_FORMAT, "records": [...], "clean": [...],
   "models": [...]}``: the merged raw records, clean records and model metrics (without
   package versions), read by the ``report`` stage for the sanity checks.
 

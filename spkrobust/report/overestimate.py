@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from spkrobust.attacks.ensemble_record import decode_record
+
 NOT_COMPARED = ("noise",)
 
 
@@ -72,8 +74,6 @@ def overestimate_rows(records: list[dict], seed: int = 0) -> list[dict]:
 
 def member_rows(records: list[dict]) -> list[dict]:
     """Per white-box ensemble set and member: images it broke first, broke at all, attacked."""
-    from spkrobust.attacks.ensemble import decode_record
-
     seen, rows = set(), []
     for r in records or []:
         if _type(r) != "ensemble" or not _white_box(r) or not r.get("ensemble"):

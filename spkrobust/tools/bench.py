@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from spkrobust.config.vocab import BENCH_FORMAT
+
 REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 FGSM_EPS = [2 / 255, 4 / 255, 6 / 255, 8 / 255, 16 / 255]
@@ -375,7 +377,7 @@ def run(args) -> int:
         lines.append(s)
 
     res: dict = {
-        "format": "spkrobust-bench-1", "quick": quick, "threads": torch.get_num_threads(), "batch": batch,
+        "format": BENCH_FORMAT, "quick": quick, "threads": torch.get_num_threads(), "batch": batch,
         "repeats": repeats, "arch": "vgg5", "input": [3, 32, 32], "backend": args.backend, "device": args.device,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "fused_impl": fused.native_status(), "torch": torch.__version__, "python": platform.python_version(),

@@ -24,6 +24,8 @@ import argparse
 import importlib
 import time
 
+from spkrobust.config.vocab import SELFCHECK_FORMAT
+
 TOL = 1e-5  # gradients: max |difference| <= TOL * max(1, max |reference|)
 NEURONS = (("if", 1.0), ("lif", 0.99))  # the studies' IF and LIF (leak 0.99)
 
@@ -234,7 +236,7 @@ def run(args) -> int:
     if args.json:
         from spkrobust.io import atomic_write_json
 
-        atomic_write_json({"format": "spkrobust-selfcheck-1", "gpu_requested": bool(args.gpu), "checks": results,
+        atomic_write_json({"format": SELFCHECK_FORMAT, "gpu_requested": bool(args.gpu), "checks": results,
                            **{k.lower(): v for k, v in counts.items()}}, args.json)
     return 1 if counts["FAIL"] else 0
 

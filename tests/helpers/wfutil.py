@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 # What a run needs: the workflow, its default profile (profiles/default, loaded by Snakemake itself as
 # in a user's clone) and the library it runs (rules call `python -m spkrobust` in the working
 # directory and list spkrobust/*.py as inputs, so the copy's library is the one tracked).
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "spkrobust")
-TINY = "workflow/presets/tiny.yaml"
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "spkrobust", "tests/presets")
+TINY = "tests/presets/tiny.yaml"
 RESUME_HEADING = "Resuming after Snakemake was killed"  # README: run, unlock, run again (tiny preset)
 
 
