@@ -31,7 +31,7 @@ def test_expand_models_sweeps_and_parent_members():
     assert list(models) == ["ann", "snn_conv-T4", "snn_conv-T8", "snn_bp-T4-leak0.9", "snn_bp-T4-leak1.0",
                             "snn_bp-T8-leak0.9", "snn_bp-T8-leak1.0"]
     m = models["snn_bp-T8-leak0.9"]
-    assert (m["base"], m["from"], m["leak"], m["T"]) == ("snn_bp", "snn_conv-T8", 0.9, 2)
+    assert (m["base"], m["from"], m["leak"], m["T"]) == ("snn_bp", "snn_conv-T8", 0.9, cfg["models"]["snn_bp"]["T"])
     assert m["sweep_values"] == {"leak": 0.9} and "sweep" not in m
     assert models["snn_conv-T4"]["T"] == 4 and models["snn_conv-T4"]["from"] == "ann"
 

@@ -113,11 +113,3 @@ def test_dry_run_trains_duplicates_once_and_shows_planned_resources():
     assert "gpu=1" in block.group(1)
     clean = re.search(r"rule clean:.*?resources: ([^\n]*)", out, re.S).group(1)
     assert "gpu=1" in clean  # clean and evaluate request the GPU like the other stages
-
-
-def test_sized_stages_take_the_options():
-    """The rules pass --micro-batch/--time-chunk exactly to the stages whose CLI takes them."""
-    for stage in ("convert", "train-snn", "clean", "grad", "craft", "evaluate"):
-        h = subprocess.run([sys.executable, "-m", "spkrobust", stage, "--help"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout
-        assert ("--micro-batch" in h) == (stage in jobs.SIZED_STAGES), stage

@@ -27,9 +27,6 @@ CPU_GFLOPS = CPU_CONV_GFLOPS * CPU_EFFICIENCY
 GPU_TFLOPS = 20.0  # assumed: an H100/A100-class GPU at about a third of its fp32 peak
 HOST_FRACTION = 0.8  # default host budget: this share of RAM divided by the job slots
 GPU_FRACTION = 0.9  # default device budget: this share of the GPU's memory
-# the stages whose CLI takes --micro-batch/--time-chunk (issue 20's chunked execution, branch
-# i20-chunk): the rules pass the plan's sizes to these only (tests/test_plan.py keeps this equal to the CLI)
-SIZED_STAGES: frozenset = frozenset()
 HEADROOM = 1.15  # a job requests its planned peak x this (the sizing keeps request <= budget)
 RETRY_GROWTH = 1.5  # memory and runtime per retry (Snakemake's attempt)
 

@@ -276,8 +276,3 @@ def planned(rule, key):
     return _get
 
 
-def sized(stage):
-    """The stage's --micro-batch/--time-chunk from the plan (resources), where the stage takes them."""
-    if stage in JOBS.SIZED_STAGES:
-        return " --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk}"
-    return ""
