@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from spkrobust.config.vocab import GRADIENT_TYPES
+
 ABOVE_CHANCE = 0.20  # clean accuracy at least this far above chance (1 / classes)
 MIN_RATE = 1e-3      # spikes per neuron per step: below it a spiking layer counts as silent
-GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt")
 
 
 def _json(path: Path) -> dict:
