@@ -25,7 +25,7 @@ rule grad:
         micro_batch=planned("grad", "micro_batch"),
         time_chunk=planned("grad", "time_chunk"),
     shell:
-        "python -m spkrobust grad" --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule craft:
@@ -54,4 +54,4 @@ rule craft:
         micro_batch=planned("craft", "micro_batch"),
         time_chunk=planned("craft", "time_chunk"),
     shell:
-        "python -m spkrobust craft" --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule clean:
         micro_batch=planned("clean", "micro_batch"),
         time_chunk=planned("clean", "time_chunk"),
     shell:
-        "python -m spkrobust clean" --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -60,4 +60,4 @@ rule evaluate:
         micro_batch=planned("evaluate", "micro_batch"),
         time_chunk=planned("evaluate", "time_chunk"),
     shell:
-        "python -m spkrobust evaluate" --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

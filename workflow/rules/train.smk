@@ -29,7 +29,7 @@ rule train_ann:
         micro_batch=planned("train_ann", "micro_batch"),
         time_chunk=planned("train_ann", "time_chunk"),
     shell:
-        "python -m spkrobust train-ann" --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-ann --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule convert:
@@ -57,7 +57,7 @@ rule convert:
         micro_batch=planned("convert", "micro_batch"),
         time_chunk=planned("convert", "time_chunk"),
     shell:
-        "python -m spkrobust convert" --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule train_snn:
@@ -86,4 +86,4 @@ rule train_snn:
         micro_batch=planned("train_snn", "micro_batch"),
         time_chunk=planned("train_snn", "time_chunk"),
     shell:
-        "python -m spkrobust train-snn" --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
