@@ -22,8 +22,6 @@ rule grad:
         mem_mb=planned("grad", "mem_mb"),
         gpu_mem_mb=planned("grad", "gpu_mem_mb"),
         runtime=planned("grad", "runtime"),
-        micro_batch=planned("grad", "micro_batch"),
-        time_chunk=planned("grad", "time_chunk"),
     shell:
         "python -m spkrobust grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
@@ -51,7 +49,5 @@ rule craft:
         mem_mb=planned("craft", "mem_mb"),
         gpu_mem_mb=planned("craft", "gpu_mem_mb"),
         runtime=planned("craft", "runtime"),
-        micro_batch=planned("craft", "micro_batch"),
-        time_chunk=planned("craft", "time_chunk"),
     shell:
         "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

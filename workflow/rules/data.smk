@@ -17,7 +17,5 @@ rule prepare:
         mem_mb=planned("prepare", "mem_mb"),
         gpu_mem_mb=planned("prepare", "gpu_mem_mb"),
         runtime=planned("prepare", "runtime"),
-        micro_batch=planned("prepare", "micro_batch"),
-        time_chunk=planned("prepare", "time_chunk"),
     shell:
         "python -m spkrobust prepare --dataset {wildcards.dataset} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

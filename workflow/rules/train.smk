@@ -26,8 +26,6 @@ rule train_ann:
         mem_mb=planned("train_ann", "mem_mb"),
         gpu_mem_mb=planned("train_ann", "gpu_mem_mb"),
         runtime=planned("train_ann", "runtime"),
-        micro_batch=planned("train_ann", "micro_batch"),
-        time_chunk=planned("train_ann", "time_chunk"),
     shell:
         "python -m spkrobust train-ann --data {input.data} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
@@ -54,8 +52,6 @@ rule convert:
         mem_mb=planned("convert", "mem_mb"),
         gpu_mem_mb=planned("convert", "gpu_mem_mb"),
         runtime=planned("convert", "runtime"),
-        micro_batch=planned("convert", "micro_batch"),
-        time_chunk=planned("convert", "time_chunk"),
     shell:
         "python -m spkrobust convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
@@ -83,7 +79,5 @@ rule train_snn:
         mem_mb=planned("train_snn", "mem_mb"),
         gpu_mem_mb=planned("train_snn", "gpu_mem_mb"),
         runtime=planned("train_snn", "runtime"),
-        micro_batch=planned("train_snn", "micro_batch"),
-        time_chunk=planned("train_snn", "time_chunk"),
     shell:
         "python -m spkrobust train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
