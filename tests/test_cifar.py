@@ -20,6 +20,7 @@ from helpers.cifar import (
     FINE_TO_COARSE,
     foolbox_images,
 )
+from helpers.science import check_science
 from helpers.wfutil import copy_workflow, snakemake
 
 from spkrobust.cli import main as cli
@@ -195,6 +196,8 @@ def test_tiny_cifar10_preset_end_to_end(cifar_root, tmp_path):
     print(f"tiny CIFAR-10 preset end to end: {p.seconds:.0f} s")
     metrics = check_tiny_cifar10_results(wd)
     assert all(m["device"] == "cpu" for m in metrics.values())
+    # the networks are alive and the attacks work, with the Fashion-MNIST run's margins (issue #24)
+    check_science(wd, TINY_CIFAR10, tmp_path / "science", data_root=str(cifar_root))
     assert "Nothing to be done" in run_tiny_cifar10(wd, cifar_root, "-n").stdout
 
 

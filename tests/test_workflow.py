@@ -148,7 +148,7 @@ def test_tiny_end_to_end(tiny_run, tmp_path):
         assert (wd / "results/report" / name).stat().st_size > 0
     # every job left a log and a benchmark
     assert (wd / "logs/fashion_mnist/train_ann/ann/r1.log").exists()
-    assert (wd / "benchmarks/fashion_mnist/craft/ann/r1/fgsm/8_255.tsv").exists()
+    assert (wd / "benchmarks/fashion_mnist/craft/ann/r1/fgsm/0.1.tsv").exists()
     rec = json.loads(next((wd / "results/fashion_mnist/eval").rglob("*.json")).read_text())
     assert rec["dataset"] == "fashion_mnist" and 0.0 <= rec["adv_acc"] <= 1.0
     # the preset's eval section reaches the stages: R repeats for stochastic targets, 1 otherwise

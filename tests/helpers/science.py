@@ -1,9 +1,9 @@
 """The science a finished end-to-end run of a preset can show, asserted (issue #24).
 
-:func:`check_science` is called by the tests that finish the tiny preset (the workflow run, the
-kill-and-resume and SLURM runs; not yet the CIFAR layout run, whose preset was not retuned). On the
-run's own files it asserts, with margins chosen to hold across seeds (measured values in the
-preset's header):
+:func:`check_science` is called by the tests that finish the tiny presets (the workflow run, the
+kill-and-resume and SLURM runs, and the CIFAR layout run with ``tests/presets/tiny_cifar10.yaml``).
+On the run's own files it asserts, with margins chosen to hold across seeds (measured values in
+the presets' headers):
 
 * every model replica's clean accuracy (its ``metrics.json``, and the clean record of every target)
   is at least ``chance + ABOVE_CHANCE``;
@@ -13,14 +13,15 @@ preset's header):
 * every adversarial set the run crafted lies in its eps-ball and in [0, 1], and a gradient attack
   moved the input (max |x_adv - x| > eps / 2);
 * every white-box gradient attack at eps = 0 leaves every target's accuracy equal to its clean
-  accuracy (exactly: both use the same per-repeat seeds).
+  accuracy (exactly: both use the same per-repeat seeds);
+* white-box PGD lowers every target's accuracy by at least ``MIN_DROP`` at every eps > 0 of the
+  run, and by at least ``MIN_DROP`` more than random-sign noise of the same eps does (the ``noise``
+  attack: a broken gradient, an attack that returns its input or a silent network all fail here).
 
 The tiny preset attacks at one eps (each extra craft/evaluate job costs a process start on two
-cores), so the eps = 0 sets are made here by the stages' own CLIs (``spkrobust craft`` /
+cores), so the eps = 0 and noise sets are made here by the stages' own CLIs (``spkrobust craft`` /
 ``spkrobust evaluate``, in-process, with the run's config slices) on the run's models, written
-outside its ``results/``.  Not asserted yet (issue #24, open): that white-box PGD lowers accuracy
-by a clear margin and more than sign noise: at the preset's eps 8/255 two PGD steps lower the
-ANN's accuracy by under 2 points (measured), too little for a margin that holds across seeds.
+outside its ``results/``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from spkrobust.config.vocab import GRADIENT_TYPES
 
 ABOVE_CHANCE = 0.20  # clean accuracy at least this far above chance (1 / classes)
 MIN_RATE = 1e-3      # spikes per neuron per step: below it a spiking layer counts as silent
+MIN_DROP = 0.10      # white-box PGD: accuracy drop at least this, and this much more than noise's
 
 
 def _json(path: Path) -> dict:
@@ -164,14 +166,48 @@ def check_eps0(wd: Path, cfg: dict, scratch: Path) -> list[str]:
     return lines
 
 
-def check_science(wd: Path, preset: str, scratch: Path, above_chance: float = ABOVE_CHANCE, **overrides) -> dict:
+def _record(wd: Path, cell: dict) -> dict:
+    from spkrobust.config.expand import eps_label
+
+    return _json(wd / "results/{dataset}/eval/{source}/r{source_replica}/{attack}/{e}/{target}/r{target_replica}.json"
+                 .format(e=eps_label(cell["eps"]), **cell))
+
+
+def check_attack_margins(wd: Path, cfg: dict, scratch: Path, min_drop: float = MIN_DROP) -> list[str]:
+    """White-box PGD lowers each target's accuracy by ``min_drop`` and by ``min_drop`` more than
+    random-sign noise of the same eps (crafted here from the same model, same slices)."""
+    from spkrobust.config.expand import grid, parse_eps
+
+    lines = []
+    for cell in grid(cfg):
+        attack = cfg["attacks"][cell["attack"]]
+        if cell["setting"] != "white-box" or attack["type"] != "pgd" or parse_eps(cell["eps"]) <= 0:
+            continue
+        ds, t, tr = cell["dataset"], cell["target"], cell["target_replica"]
+        rec = _record(wd, cell)
+        noise = _extra_record(wd, cfg, scratch, ds, t, tr, {"type": "noise"}, cell["eps"])
+        assert noise["clean_acc"] == rec["clean_acc"], (noise["clean_acc"], rec["clean_acc"])
+        drop, noise_drop = rec["clean_acc"] - rec["adv_acc"], noise["clean_acc"] - noise["adv_acc"]
+        who = f"{ds} {t} r{tr}: white-box {cell['attack']} at eps {cell['eps']}"
+        assert drop >= min_drop, f"{who} lowers accuracy by {drop:.3f} (< {min_drop}): the attack is not working"
+        assert drop >= noise_drop + min_drop, \
+            f"{who} lowers accuracy by {drop:.3f}, random-sign noise by {noise_drop:.3f}: not {min_drop} more"
+        lines.append(f"{who}: clean {rec['clean_acc']:.4f}, PGD {rec['adv_acc']:.4f} (drop {drop:+.4f}), "
+                     f"noise {noise['adv_acc']:.4f} (drop {noise_drop:+.4f})")
+    assert lines, "the run has no white-box PGD at eps > 0"
+    return lines
+
+
+def check_science(wd: Path, preset: str, scratch: Path, above_chance: float = ABOVE_CHANCE,
+                  min_drop: float = MIN_DROP, **overrides) -> dict:
     """All of the above on the finished run in ``wd`` of ``preset`` (with ``--config`` ``overrides``);
     ``scratch``: a directory for the eps = 0 sets. Returns what was measured (printed)."""
     cfg = run_config(wd, preset, **overrides)
     accs = check_clean_and_firing(wd, cfg, above_chance)
     n_sets = check_adversarial_sets(wd, cfg)
     lines = check_eps0(wd, cfg, Path(scratch))
+    margins = check_attack_margins(wd, cfg, Path(scratch), min_drop)
     summary = {"clean": {f"{ds} {m} r{r}": round(a, 4) for (ds, m, r), a in accs.items()},
-               "adversarial_sets": n_sets, "attacks": lines}
+               "adversarial_sets": n_sets, "attacks": lines, "margins": margins}
     print("science:", json.dumps(summary, indent=1))
     return summary
