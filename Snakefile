@@ -59,6 +59,14 @@ wildcard_constraints:
     tr=r"\d+",
 
 
+# The first page of `snakemake --report`: the verdicts `spkrobust report` wrote (headline claim, claims
+# table, the jobs' numerical environment) once they exist; before the first run, the static page.
+DESCRIPTION = "results/report/description.rst"
+
+
+report: os.path.abspath(DESCRIPTION) if os.path.exists(DESCRIPTION) else "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/attack.smk"

@@ -7,7 +7,6 @@ import re
 import warnings
 import zipfile
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +125,3 @@ def safe_load(path: str | os.PathLike, expect_format: str | None = None, what: s
         if fmt != expect_format:
             raise FileProblem(f"{path}: not a spkrobust {what} (format {fmt!r}, expected {expect_format!r})")
     return obj
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in ("torch", "torchvision", "spikingjelly", "torchattacks", "snakemake", "numpy", "spkrobust"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out

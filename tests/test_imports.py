@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "spkrobust"
-# bottom to top; the package's plumbing (errors, io, bits) sits below every layer, the CLI above them all
-LAYERS = ("errors", "io", "bits", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
+# bottom to top; the package's plumbing (errors, io, bits, provenance) sits below every layer, the CLI
+# above them all
+LAYERS = ("errors", "io", "bits", "provenance", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
           "cli", "__main__")
 # circles left on purpose, each with its reason (none may be added)
 KNOWN_CIRCLES = {

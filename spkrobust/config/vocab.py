@@ -51,6 +51,7 @@ ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
 ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
 GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt", "sapgd")
 NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
+STUDY_ATTACK_TYPES = ("fgsm", "pgd")  # the seed studies' attacks (the headline's "studies' attack")
 ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "sapgd": ("ce", "dlr"), "square": ("margin", "ce")}
 EOTPGD_MIN_SAMPLES = 4
 

@@ -27,6 +27,7 @@ from spkrobust.attacks.stage import load_adv
 from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
+from spkrobust.provenance import environment
 from spkrobust.evaluation.outcomes import encode as encode_outcomes
 from spkrobust.config.options import EvalOptions, read_cfg, resolve_device
 from spkrobust.config.vocab import CLEAN_FORMAT, RECORD_FORMAT
@@ -152,7 +153,7 @@ def _run_clean(args):
     meta = getattr(model, "meta", None) or {}
     out = {"format": CLEAN_FORMAT, "dataset": cfg.get("dataset", prep.dataset), "model": name, "replica": rep,
            "kind": meta.get("kind"), "num_classes": _num_classes(model, prep), "seed": opts.seed,
-           "time_s": round(time.time() - t0, 3), **res}
+           "time_s": round(time.time() - t0, 3), "environment": environment(device), **res}
     atomic_write_json(out, args.out)
     rc = res["repeat_check"]
     print(f"clean {name} r{rep}: acc {res['clean_acc']:.4f} ± {res['clean_acc_std']:.4f} over {res['repeats']} "

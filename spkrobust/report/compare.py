@@ -119,7 +119,8 @@ def _fmt_src(srcs, t, tr) -> str:
 
 def _paired(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src) -> dict | None:
     """Per-image rates of both sides on their common images: ``adv_a``, ``adv_b``, ``cl_a``, ``cl_b``
-    ([target replicas, images]), with the ``plan`` (replica, sources a, sources b) and ``eps``."""
+    ([target replicas, images]), with the ``plan`` (replica, sources a, sources b), ``eps`` and the
+    common image positions ``pos`` (sorted)."""
     trs = sorted(w.target_replicas(ds, atk, a) & w.target_replicas(ds, atk, b))
     plan = []
     for tr in trs:
@@ -144,7 +145,7 @@ def _paired(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src)
     pos, rates = align(*fields)
     if len(pos) < 2:
         return None
-    return {"plan": plan, "eps": eps, "n": len(pos),
+    return {"plan": plan, "eps": eps, "n": len(pos), "pos": pos,
             "adv_a": np.stack([np.mean([rates[i] for i in s["a"]], axis=0) for s in slots]),
             "adv_b": np.stack([np.mean([rates[i] for i in s["b"]], axis=0) for s in slots]),
             "cl_a": np.stack([rates[s["clean_a"]] for s in slots]),

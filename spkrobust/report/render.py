@@ -14,6 +14,8 @@ from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem
 from spkrobust.io import atomic_write_text
 from spkrobust.report.claims import claims_md, evaluate_claims
+from spkrobust.report.description import DESCRIPTION, description_rst, environments
+from spkrobust.report.headline import evaluate_headline, headline_md
 from spkrobust.report.data import _Data, _read_json, read_csv
 from spkrobust.report.fmt import _md_table
 from spkrobust.report.overestimate import overestimate_md
@@ -37,13 +39,20 @@ def _load_records_json(path: Path) -> tuple[list, list, list]:
     return obj.get("records", []), obj.get("clean", []), obj.get("models", [])
 
 
-def index_md(data: _Data, claims: list[dict], extras: list[Path]) -> str:
+def index_md(data: _Data, claims: list[dict], extras: list[Path], head: dict | None = None,
+             envs: dict[str, int] | None = None) -> str:
     lines = ["# spkrobust report\n\n"]
     n_models = len(data.models)
     lines.append(f"{len(data.summary)} evaluation records, {n_models} trained model replicas, "
                  f"datasets: {', '.join(data.datasets) or 'none'}.\n\n")
+    if envs is not None:
+        lines.append("Numerical environment of the jobs (bit-identity across machines needs the same): "
+                     + ("; ".join(f"{e} ({n} jobs)" for e, n in sorted(envs.items())) or "not recorded") + ".\n\n")
     lines.append("## Claims\n\n")
-    lines.append(_md_table(["#", "claim", "verdict"], [[c["id"], c["claim"], c["verdict"]] for c in claims]))
+    rows = [[c["id"], c["claim"], c["verdict"]] for c in claims]
+    if head is not None:
+        rows.insert(0, [head["id"], f"**headline:** {head['claim']}", f"**{head['verdict']}**"])
+    lines.append(_md_table(["#", "claim", "verdict"], rows))
     lines.append("\n## Files\n\n")
     for name, what in (("tables.md", "clean, white-box and black-box accuracy tables"),
                        ("claims.md", "the claims: paired comparisons with confidence intervals behind each verdict"),
@@ -76,15 +85,18 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
     data = _Data(summary, models, records, clean)
     claims = evaluate_claims(data)
+    head = evaluate_headline(data)
+    envs = environments(clean, raw_models)
     atomic_write_text(tables_md(data) + "\n" + overestimate_md(records), report_dir / "tables.md")
-    atomic_write_text(claims_md(claims), report_dir / "claims.md")
+    atomic_write_text(claims_md(claims) + "\n" + headline_md(head), report_dir / "claims.md")
+    atomic_write_text(description_rst(claims, head, envs), report_dir / DESCRIPTION)
     atomic_write_text(checks_md(records, clean, raw_models), report_dir / "checks.md")
     before = {p for pat in _EXTRA_PATTERNS for p in report_dir.glob(pat)}
     written = plots(data, report_dir, extras=extras, heatmap_eps=heatmap_eps)
     for stale in before - set(written):  # extras of an earlier run that no longer apply
         stale.unlink(missing_ok=True)
-    atomic_write_text(index_md(data, claims, written), report_dir / "index.md")
-    return [report_dir / f for f in REPORT_FILES] + written
+    atomic_write_text(index_md(data, claims, written, head, envs), report_dir / "index.md")
+    return [report_dir / f for f in REPORT_FILES] + [report_dir / DESCRIPTION] + written
 
 
 def configure_report(p) -> None:

@@ -22,7 +22,8 @@ import torch.nn as nn
 
 from spkrobust.data.datasets import Prepared, augment, load_prepared, to_float
 from spkrobust.errors import UserError
-from spkrobust.io import atomic_write_json, package_versions
+from spkrobust.io import atomic_write_json
+from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, save_model
 from spkrobust.nets.neurons import SpikingLayer
 from spkrobust.config.options import read_cfg, resolve_device
@@ -154,7 +155,7 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
                "ann_clean_acc": ann_acc, "method": spec.get("method", default("method")),
                "silent_layers": snn.meta.get("silent_layers", []), "firing_rates": rates,
                "n_test": len(data.test_y), "meta": snn.meta, "config": cfg, "epochs": 0,
-               "wall_s": time.time() - t0, "versions": package_versions(), "device": str(device), "init": ann_path}
+               "wall_s": time.time() - t0, "versions": package_versions(), "environment": environment(device), "device": str(device), "init": ann_path}
     save_model(snn.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
                clean_acc=acc, config_kind="convert", method=metrics["method"])
     metrics["meta"] = snn.meta

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from spkrobust.data.datasets import Prepared, augment, batches, load_prepared
 from spkrobust.errors import UserError
-from spkrobust.io import atomic_save, atomic_write_json, package_versions, safe_load
+from spkrobust.io import atomic_save, atomic_write_json, safe_load
+from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import build_model, default_meta, load_model, save_model
 from spkrobust.config.options import read_cfg, resolve_device
 from spkrobust.config.schema import default, defaults
@@ -133,7 +134,7 @@ def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, 
          "replica": cfg["replica"],
          "dataset": data.dataset, "seed": cfg["seed"], "clean_acc": acc, "n_test": len(data.test_y),
          "n_train": len(data.train_y), "meta": model.meta, "config": cfg, "wall_s": time.time() - t0,
-         "versions": package_versions(), "device": str(device), **fit}
+         "versions": package_versions(), "environment": environment(device), "device": str(device), **fit}
     m.update(extra or {})
     return m
 

@@ -62,6 +62,7 @@ rule render_report:
         code=lib("report", "evaluation/checks", "attacks/ensemble", "evaluation/outcomes", "report/stats"),
     output:
         REPORT_FILES,
+        description=DESCRIPTION,  # the report's first page (Snakefile: `report:`)
     log:
         "logs/report.log",
     benchmark:
