@@ -1,7 +1,7 @@
 """The allowed names of the config and the library, and the attack parameters' defaults.
 
 One home for every enumeration: the config schema (``workflow/schemas/config.schema.yaml``) lists
-the same values (``tests/test_vocab.py`` asserts it), and every module that needs one of these
+the same values (``tests/unit/config/test_vocab.py`` asserts it), and every module that needs one of these
 names imports it from here.  Pure Python (no torch): the Snakefile imports it through the validator.
 """
 from __future__ import annotations

@@ -3,17 +3,16 @@ parsing and labels, and the per-stage slices (what a job depends on)."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers.wfutil import REPO
 from spkrobust.config import expand as C
 from spkrobust.errors import ConfigError
 from spkrobust.config.options import AttackOptions, EvalOptions
 from spkrobust.config.validate import validate_config
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(**edit) -> dict:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "spkrobust"
+from helpers.wfutil import REPO
+PKG = REPO / "spkrobust"
 # bottom to top; the package's plumbing (errors, io, bits, provenance) sits below every layer, the CLI
 # above them all
 LAYERS = ("errors", "io", "bits", "provenance", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
@@ -127,3 +128,11 @@ def test_the_reader_sees_every_import_form(tmp_path, src, expected):
 
 def test_a_circle_is_found():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_unit_tests_mirror_the_packages():
+    """tests/unit/<package>/ exists only for a real subpackage of spkrobust (scenario suites —
+    workflow, slurm, cifar, fidelity, gpu — live beside tests/unit/)."""
+    unit = REPO / "tests" / "unit"
+    folders = sorted(p.name for p in unit.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders and all((PKG / f / "__init__.py").exists() for f in folders), folders

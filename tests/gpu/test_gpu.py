@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 import yaml
-from test_cifar import TINY_CIFAR10, check_tiny_cifar10_results, run_tiny_cifar10
+from helpers.cifar_run import TINY_CIFAR10, check_tiny_cifar10_results, run_tiny_cifar10
 from helpers.wfutil import copy_workflow
 
 from spkrobust.nets.neurons import cupy_available, make_surrogate, piecewise_linear_grad

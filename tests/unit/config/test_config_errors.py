@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.wfutil import REPO
 from spkrobust.errors import ConfigError, UserError
 from spkrobust.config.validate import validate_config
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "presets" / "tiny.yaml"
 SHIPPED = [REPO / "config.yaml", *sorted((REPO / "workflow" / "presets").glob("*.yaml")),
            *sorted((REPO / "tests" / "presets").glob("*.yaml"))]

@@ -62,7 +62,7 @@ def test_readme_snakemake_commands_dry_run(repo, tmp_path):
     for c in cmds:
         args = shlex.split(c)[1:]
         if "--workflow-profile" in args and "slurm" in args[args.index("--workflow-profile") + 1]:
-            continue  # needs a SLURM cluster (tests/test_slurm.py runs that profile for real)
+            continue  # needs a SLURM cluster (tests/slurm/test_slurm.py runs that profile for real)
         p = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--quiet"], cwd=wd, env=env(),
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, f"README command fails: {c}\n{p.stderr[-2000:]}"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.wfutil import REPO
 from spkrobust.attacks import stage as craft_stage
 
 from spkrobust.data import datasets as data
@@ -29,7 +30,6 @@ from spkrobust.errors import FileProblem
 from spkrobust.io import safe_load
 from spkrobust.config.vocab import ADV_FORMAT
 
-REPO = Path(__file__).resolve().parents[1]
 MARKER_NAME = "PAYLOAD_RAN"
 
 
