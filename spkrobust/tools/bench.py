@@ -27,95 +27,17 @@ adds stock SpikingJelly (backend ``torch``) ratios and memory for comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from spkrobust.config.vocab import BENCH_FORMAT
+from spkrobust.tools.bench_memory import memory_growth
+from spkrobust.tools.bench_models import _data, _model, infer_fn, input_grad_fn, train_step_fn
 
 REPO = Path(__file__).resolve().parents[2]
-MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 FGSM_EPS = [2 / 255, 4 / 255, 6 / 255, 8 / 255, 16 / 255]
-
-
-# ---- models and steps ----------------------------------------------------------------------------
-
-def _model(kind: str, T: int = 8, neuron: str = "lif", leak: float = 0.99, backend: str = "auto",
-           encoder: str = "poisson", arch: str = "vgg5", image: int = 32, channels: int = 3, device="cpu"):
-    import torch
-
-    from spkrobust.nets.models import build_model, default_meta
-
-    torch.manual_seed(0)
-    if kind == "ann":
-        meta = default_meta("ann", arch, channels, image, 10, MEAN[:channels], STD[:channels])
-    else:
-        meta = default_meta("snn", arch, channels, image, 10, MEAN[:channels], STD[:channels], neuron=neuron,
-                            leak=(1.0 if neuron == "if" else leak), T=T, backend=backend, encoder=encoder)
-    return build_model(meta, device=device).to(device)
-
-
-def _data(batch: int, image: int = 32, channels: int = 3, seed: int = 0, device="cpu"):
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    x, y = torch.rand(batch, channels, image, image, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    return x.to(device), y.to(device)
-
-
-def _sync(x) -> None:
-    """Wait for the GPU (CUDA runs asynchronously: a call's time is only known once it finished)."""
-    if x.is_cuda:
-        import torch
-
-        torch.cuda.synchronize(x.device)
-
-
-def train_step_fn(model, x, y):
-    """One SGD step (forward, cross-entropy, backward, update) in ``train()`` mode."""
-    import torch
-    import torch.nn.functional as F
-
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-
-    def step():
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        _sync(x)
-    return step
-
-
-def input_grad_fn(model, x, y):
-    """The input gradient of the loss in ``eval()`` mode (what every gradient attack step does)."""
-    import torch
-    import torch.nn.functional as F
-
-    def grad():
-        model.eval()
-        xg = x.detach().clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
-        _sync(g)
-        return g
-    return grad
-
-
-def infer_fn(model, x):
-    import torch
-
-    def infer():
-        model.eval()
-        with torch.no_grad():
-            out = model(x)
-        _sync(out)
-        return out
-    return infer
 
 
 def best_time(fns: dict, repeats: int, warmup: int = 1, calls: dict | None = None, cpu: dict | None = None) -> dict:
@@ -253,79 +175,6 @@ def fgsm_sweep(T, batch, repeats, backend, log, device="cpu") -> dict:
     log(f"  FGSM over {len(FGSM_EPS)} eps / FGSM at 1 eps: {r:.3f}  ({t['sweep']:.3f} s vs {t['one']:.3f} s, "
         f"SNN LIF T={T} source)")
     return {"fgsm_sweep_ratio": r, "fgsm_sweep_s": t["sweep"], "fgsm_one_s": t["one"], "fgsm_eps": len(FGSM_EPS)}
-
-
-def _rss_peak_bytes() -> int | None:
-    """The process's peak RSS (VmHWM) in bytes, or None where /proc is unavailable."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _mem_child(spec: str) -> None:
-    """Subprocess body: peak-RSS growth (bytes) of one SNN train step; prints one JSON line.
-
-    On Linux the peak-RSS mark is reset just before the step (``/proc/self/clear_refs``) and the
-    growth is VmHWM after the step minus RSS before it, so memory used only while importing or
-    building the model does not hide the step's own peak; elsewhere ``ru_maxrss`` deltas are used."""
-    import torch
-
-    p = json.loads(spec)
-    torch.set_num_threads(p["threads"])
-    x, y = _data(p["batch"])
-    model = _model("snn", T=p["T"], backend=p["backend"])
-    step = train_step_fn(model, x, y)
-    method = "ru_maxrss"
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS mark to the current RSS
-        base, method = _rss_bytes(), "VmHWM"
-    except OSError:
-        base = None
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step()
-    if method == "VmHWM" and base is not None and _rss_peak_bytes() is not None:
-        delta = _rss_peak_bytes() - base
-    else:
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        delta, method = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * scale, "ru_maxrss"
-    print(json.dumps({"T": p["T"], "peak_delta_bytes": delta, "backend": model.backend, "method": method}))
-
-
-def memory_growth(Ts, batch, threads, backend, log, baseline=False) -> list[dict]:
-    rows = []
-    for be in [backend] + (["torch"] if baseline and backend != "torch" else []):
-        for T in Ts:
-            if be == "torch" and be != backend and T > 16:
-                continue  # stock SpikingJelly keeps a graph per step: ~10 GB at T=32, batch 64
-            spec = json.dumps({"T": T, "batch": batch, "threads": threads, "backend": be})
-            cmd = [sys.executable, "-W", "ignore", "-c", f"from spkrobust.tools.bench import _mem_child; _mem_child({spec!r})"]
-            r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
-            line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")), None)
-            if r.returncode != 0 or line is None:
-                err = (r.stderr.strip().splitlines() or ["?"])[-1]
-                rows.append({"T": T, "backend": be, "peak_delta_mib": None, "error": err[:300]})
-                log(f"  T={T:3d} {be}: failed ({err[:120]})")
-                continue
-            d = json.loads(line)
-            mib = d["peak_delta_bytes"] / 2 ** 20
-            rows.append({"T": T, "backend": d["backend"], "peak_delta_mib": mib, "batch": batch,
-                         "method": d["method"]})
-            log(f"  SNN train step T={T:3d} ({d['backend']}): peak RSS +{mib:8.1f} MiB")
-    return rows
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
