@@ -61,7 +61,7 @@ import time
 import torch
 import torch.nn as nn
 
-from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, NoGradientError, batched,
+from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, NoGradientError, batched, begin_run,
                                     derive_seed, input_grad, is_stochastic, project, set_grad_mode,
                                     verify_adv, zero_grad_mask)
 from spkrobust.attacks.sapgd import sapgd
@@ -87,6 +87,7 @@ def fgsm_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_sample
     k = int(eot_samples) if is_stochastic(model) else 1
     out = torch.empty(x.shape, dtype=torch.int8)
     for s in batched(len(x), batch_size):
+        begin_run(model, k)
         g = input_grad(model, x[s].to(device), y[s].to(device), k)
         out[s] = g.sign().to(torch.int8).cpu()
     return out
@@ -107,6 +108,7 @@ def _noise(model, p, x, y, eps, eot, seed):
 
 
 def _fgsm(model, p, x, y, eps, eot, seed):
+    begin_run(model, eot)
     g = input_grad(model, x, y, eot)
     return fgsm_from_grad(x, g, eps), g
 
@@ -114,6 +116,7 @@ def _fgsm(model, p, x, y, eps, eot, seed):
 def _rfgsm(model, p, x, y, eps, eot, seed):
     a = p["alpha"]
     x1 = torch.clamp(x + a * torch.randn_like(x).sign(), 0.0, 1.0)
+    begin_run(model, eot)
     g = input_grad(model, x1, y, eot)
     return project(x, x1 + (eps - a) * g.sign(), eps), g
 
@@ -127,29 +130,48 @@ def _pgd(model, p, x, y, eps, eot, seed):  # pgd and eotpgd
                                   random_start=p["random_start"])
     else:
         atk = torchattacks.PGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"], random_start=p["random_start"])
+    begin_run(model, eot)  # one run: torchattacks' PGD has no restarts
     x_adv = atk(x, y)
     return x_adv, probe.first_grad()
+
+
+def _per_run(atk, model, eot):
+    """Make a torchattacks APGD/APGDT call :func:`begin_run` at each of its runs (restarts, target classes)."""
+    single_run = atk.attack_single_run
+
+    def run(*args, **kwargs):
+        begin_run(model, eot)
+        return single_run(*args, **kwargs)
+
+    atk.attack_single_run = run
+    return atk
+
+
+def _record_grad(model, x, y, eot):
+    """The (EOT) gradient at the clean inputs, for the zero-gradient record of APGD/APGDT."""
+    begin_run(model, eot)
+    return input_grad(model, x, y, eot)
 
 
 def _apgd(model, p, x, y, eps, eot, seed):
     import torchattacks
 
-    g = input_grad(model, x, y, eot)
+    g = _record_grad(model, x, y, eot)
     probe = GradProbe(model, capture=0)
     atk = torchattacks.APGD(probe, norm="Linf", eps=eps, steps=p["steps"], n_restarts=p["n_restarts"],
                             seed=seed, loss=p["loss"], eot_iter=eot, rho=p["rho"])
-    return atk(x, y), g
+    return _per_run(atk, model, eot)(x, y), g
 
 
 def _apgdt(model, p, x, y, eps, eot, seed):
     import torchattacks
 
-    g = input_grad(model, x, y, eot)
+    g = _record_grad(model, x, y, eot)
     n_classes = int((getattr(model, "meta", None) or {}).get("num_classes", 10))
     atk = torchattacks.APGDT(GradProbe(model, capture=0), norm="Linf", eps=eps, steps=p["steps"],
                              n_restarts=p["n_restarts"], seed=seed, eot_iter=eot, rho=p["rho"], n_classes=n_classes)
     atk.n_target_classes = max(1, min(p["target_classes"], n_classes - 1))
-    return atk(x, y), g
+    return _per_run(atk, model, eot)(x, y), g
 
 
 def _square(model, p, x, y, eps, eot, seed):
@@ -174,8 +196,10 @@ ATTACKS = {"fgsm": _fgsm, "rfgsm": _rfgsm, "pgd": _pgd, "eotpgd": _pgd, "apgd": 
 def _craft_batch(model, atype, p, x, y, eps, eot, seed):
     """One batch -> (x_adv, first_grad or None)."""
     if eps == 0.0:  # every attack is the identity; still measure the gradient for the record
-        g = input_grad(model, x, y, eot) if atype in GRADIENT_TYPES else None
-        return x.clone(), g
+        if atype not in GRADIENT_TYPES:
+            return x.clone(), None
+        begin_run(model, eot)
+        return x.clone(), input_grad(model, x, y, eot)
     return ATTACKS[atype](model, p, x, y, eps, eot, seed)
 
 
