@@ -26,9 +26,12 @@ square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000,
 noise     random-sign noise of the same eps (the baseline every attack must beat)
 ========  =========================================================================================
 
-Every gradient attack (sapgd too) takes ``grad: {mode, surrogate, width, gamma}``, the gradient estimator for an
-SNN source (:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act,
-hart); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.
+Every gradient attack (sapgd too) takes ``grad: {mode, ...}``, the gradient estimator for an SNN source
+(:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act, hart, assg,
+pdsg, mix); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.  A hart
+``gamma`` list is searched per source (:mod:`spkrobust.attacks.search`; ``info["grad_search"]``).
+Stateful estimators (assg) are restarted by :func:`spkrobust.attacks.base.begin_run` at every run and
+restart of every attack loop (APGD/APGDT: each ``attack_single_run``).
 
 Gradients through SNNs: the spkrobust SNNs give input gradients in ``eval()`` mode (surrogate in
 every backward pass, straight-through Poisson encoder), so the attacks run the source in ``eval()``
@@ -66,6 +69,7 @@ from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, No
                                     verify_adv, zero_grad_mask)
 from spkrobust.attacks.sapgd import sapgd
 from spkrobust.attacks.ensemble import craft_ensemble, resolve_members
+from spkrobust.attacks.search import gamma_list, search_gamma, with_gamma
 from spkrobust.config.expand import parse_alpha, parse_eps
 from spkrobust.config.schema import check_value
 from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
@@ -250,6 +254,12 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     if atype == "ensemble":
         return craft_ensemble(model, x, y, p, eps, craft_member=craft, eot_samples=int(eot_samples), batch_size=batch_size,
                               seed=seed, device=device)
+    if gamma_list(p) is not None:  # HART's γ searched per source, then the attack with the chosen one
+        gamma, rec = search_gamma(model, x.float(), y, attack_cfg, eps, craft=craft, seed=seed, device=device,
+                                  eot_samples=eot_samples, batch_size=batch_size)
+        x_adv, info = craft(model, x, y, with_gamma(attack_cfg, gamma), eps, eot_samples=eot_samples,
+                            batch_size=batch_size, seed=seed, device=device)
+        return x_adv, {**info, "grad_search": rec}
     grad_spec = None
     if p.get("grad") is not None:
         model, grad_spec = with_estimator(model, p["grad"])

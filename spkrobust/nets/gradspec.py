@@ -58,7 +58,7 @@ class GradSpec:
 
     def as_dict(self) -> dict:
         """Plain lists and dicts (YAML/JSON-safe); :func:`parse_grad` reads it back."""
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if v is not None or k == "surrogate"}
         if isinstance(self.gamma, tuple):
             d["gamma"] = list(self.gamma)
         if self.members is not None:
