@@ -15,7 +15,7 @@ from spkrobust.attacks import registry as A
 from spkrobust.attacks import sapgd as S
 from spkrobust.errors import UserError
 from spkrobust.nets.assg import ASSGState, sharpness_scale, shape_grad
-from spkrobust.nets.estimators import EstimatedModel, layer_estimate, parse_grad, with_estimator
+from spkrobust.nets.estimators import layer_estimate, parse_grad, with_estimator
 from spkrobust.nets.neurons import SpikingLayer
 
 THETA, T = 0.8, 3
