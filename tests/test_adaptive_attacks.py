@@ -1,6 +1,6 @@
 """The adaptive attacks on a small real SNN: the ensemble with ASSG/PDSG/mix members is never weaker than any
-member on the same images and eps (per image), and HART's γ list is tried per member in an ensemble and
-searched per source in a single attack (spkrobust.attacks.search)."""
+member on the same images and eps (per image), and a list of HART's γ / ASSG's a is tried per member in an
+ensemble and searched per source in a single attack (spkrobust.attacks.search)."""
 from __future__ import annotations
 
 import pytest
@@ -17,7 +17,8 @@ MEMBERS = [{"type": "pgd", "steps": 3, "alpha": "0.25*eps"},
            {"type": "apgd", "steps": 3, "loss": "dlr", "grad": "pdsg"},
            {"type": "fgsm", "grad": {"mode": "mix", "members": ["assg", {"mode": "hart", "gamma": 0.5}],
                                      "combine": "maxloss"}},
-           {"type": "pgd", "steps": 2, "alpha": "0.5*eps", "grad": {"mode": "hart", "gamma": [0.5, 2.0]}}]
+           {"type": "pgd", "steps": 2, "alpha": "0.5*eps", "grad": {"mode": "hart", "gamma": [0.5, 2.0]}},
+           {"type": "fgsm", "name": "f", "grad": {"mode": "assg", "shape": "gaussian", "a": [0.3, 0.45]}}]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_ensemble_is_never_weaker_than_any_member(snn):
     x_adv, info = A.craft(snn, x, y, {"type": "ensemble", "members": MEMBERS, "stop_early": False}, EPS, seed=seed)
     rec = decode_record(info["ensemble"])
     assert rec["members"] == ["pgd", "sapgd-assg-atan-a0.425", "apgd-dlr-pdsg",
-                              "fgsm-mix-maxloss[assg-atan-a0.425+hart-g0.5]", "pgd-hart-g0.5", "pgd-hart-g2"]
+                              "fgsm-mix-maxloss[assg-atan-a0.425+hart-g0.5]", "pgd-hart-g0.5", "pgd-hart-g2", "f-a0.3", "f-a0.45"]
     ens = source_margin(snn, x_adv, y, 1, 64, "cpu")
     members = info["attack_params"]["members"]
     for i, m in enumerate(members):
@@ -58,10 +59,10 @@ def test_gamma_search_picks_the_lowest_accuracy_and_records_it(snn):
     spec = {"type": "pgd", "steps": 2, "alpha": "0.5*eps", "grad": {"mode": "hart", "gamma": [0.25, 1.0, 4.0]}}
     x_adv, info = A.craft(snn, x, y, spec, EPS, seed=2)
     rec = info["grad_search"]
-    assert rec["images"] == SEARCH_IMAGES and set(rec["adv_acc"]) == {"0.25", "1", "4"}
-    assert rec["adv_acc"][f"{rec['gamma']:g}"] == min(rec["adv_acc"].values())
-    assert info["grad"] == f"hart-g{rec['gamma']:g}"
+    assert rec["key"] == "gamma" and rec["images"] == SEARCH_IMAGES and set(rec["adv_acc"]) == {"0.25", "1", "4"}
+    assert rec["adv_acc"][f"{rec['value']:g}"] == min(rec["adv_acc"].values())
+    assert info["grad"] == f"hart-g{rec['value']:g}"
     # the attack on all images is the one with the chosen γ
-    one = {**spec, "grad": {"mode": "hart", "gamma": rec["gamma"]}}
+    one = {**spec, "grad": {"mode": "hart", "gamma": rec["value"]}}
     x_one, _ = A.craft(snn, x, y, one, EPS, seed=2)
     assert torch.equal(x_adv, x_one)

@@ -261,8 +261,11 @@ def test_parse_errors_name_the_key():
         parse_grad({"mode": "assg", "a": 0.6})
     with pytest.raises(UserError, match=r"^grad.shape: 'box' is not one of"):
         parse_grad({"mode": "assg", "shape": "box"})
-    with pytest.raises(UserError, match=r"^grad.gamma: a list of γ is for mode hart only"):
+    with pytest.raises(UserError, match=r"^grad.gamma: a list is allowed only for gamma \(hart\), a \(assg\)"):
         parse_grad({"mode": "bptt", "gamma": [0.5, 1.0]})
+    with pytest.raises(UserError, match=r"^grad.a: must be a number in"):
+        parse_grad({"mode": "assg", "a": [0.4, 0.7]})
+    assert parse_grad({"mode": "assg", "a": [0.4, 0.45]}).label() == "assg-atan-a0.4,0.45"
     with pytest.raises(UserError, match=r"^grad.members: only mode mix"):
         parse_grad({"mode": "hart", "members": ["pdsg", "ste"]})
     assert parse_grad({"mode": "assg", "relax": 1.0}).label() == "assg-atan-a0.425-relax1"

@@ -29,7 +29,7 @@ noise     random-sign noise of the same eps (the baseline every attack must beat
 Every gradient attack (sapgd too) takes ``grad: {mode, ...}``, the gradient estimator for an SNN source
 (:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act, hart, assg,
 pdsg, mix); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.  A hart
-``gamma`` list is searched per source (:mod:`spkrobust.attacks.search`; ``info["grad_search"]``).
+``gamma`` or assg ``a`` list is searched per source (:mod:`spkrobust.attacks.search`; ``info["grad_search"]``).
 Stateful estimators (assg) are restarted by :func:`spkrobust.attacks.base.begin_run` at every run and
 restart of every attack loop (APGD/APGDT: each ``attack_single_run``).
 
@@ -69,7 +69,7 @@ from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, No
                                     verify_adv, zero_grad_mask)
 from spkrobust.attacks.sapgd import sapgd
 from spkrobust.attacks.ensemble import craft_ensemble, resolve_members
-from spkrobust.attacks.search import gamma_list, search_gamma, with_gamma
+from spkrobust.attacks.search import listed, search_value
 from spkrobust.config.expand import parse_alpha, parse_eps
 from spkrobust.config.schema import check_value
 from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
@@ -254,11 +254,11 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     if atype == "ensemble":
         return craft_ensemble(model, x, y, p, eps, craft_member=craft, eot_samples=int(eot_samples), batch_size=batch_size,
                               seed=seed, device=device)
-    if gamma_list(p) is not None:  # HART's γ searched per source, then the attack with the chosen one
-        gamma, rec = search_gamma(model, x.float(), y, attack_cfg, eps, craft=craft, seed=seed, device=device,
-                                  eot_samples=eot_samples, batch_size=batch_size)
-        x_adv, info = craft(model, x, y, with_gamma(attack_cfg, gamma), eps, eot_samples=eot_samples,
-                            batch_size=batch_size, seed=seed, device=device)
+    if listed(p) is not None:  # HART's γ / ASSG's a searched per source, then the attack with the chosen value
+        chosen, rec = search_value(model, x.float(), y, attack_cfg, eps, craft=craft, seed=seed, device=device,
+                                   eot_samples=eot_samples, batch_size=batch_size)
+        x_adv, info = craft(model, x, y, chosen, eps, eot_samples=eot_samples, batch_size=batch_size, seed=seed,
+                            device=device)
         return x_adv, {**info, "grad_search": rec}
     grad_spec = None
     if p.get("grad") is not None:

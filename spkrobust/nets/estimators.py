@@ -37,11 +37,12 @@ hart    HART: per step a triangular surrogate of width ``gamma`` (threshold unit
         through the membrane across steps, the input gradient averaged over time — γ sets the mix
         of rate and temporal information and is tuned per model (Hao et al., ICLR 2024); a list
         ``gamma: [...]`` is tried member by member in an ensemble and searched per source in a
-        single attack (:mod:`spkrobust.attacks.search`)
+        single attack (:mod:`spkrobust.attacks.search`, ``info["grad_search"]``)
 assg    backpropagation through time with the adaptive-sharpness surrogate ASSG: a shape (``atan``
         …) whose sharpness per layer, step, image and neuron follows moving averages of
         ``|v - θ|`` over the attack's iterations (Wang et al., arXiv 2512.22522; craree/Towards-
-        Reliable-Evaluation-…, ``my_node.py``): :mod:`spkrobust.nets.assg`
+        Reliable-Evaluation-…, ``my_node.py``): :mod:`spkrobust.nets.assg`; a list ``a: [...]``
+        as hart's γ list
 pdsg    backpropagation through time with PDSG: a Gaussian surrogate centred at σ/2, σ the std of
         the membrane per channel (Lun et al., CVPR 2025; ryime/PDSG-SDA ``utils/attack.py``):
         :mod:`spkrobust.nets.pdsg`
@@ -181,6 +182,9 @@ def layer_estimate(spec: GradSpec, layer, x_seq: torch.Tensor, spikes: torch.Ten
             layer, _TimeMean.apply(x_seq), spikes,
             lambda v, t: surrogate_grad("linear", v / theta - 1.0, spec.gamma) / theta, True))
     if spec.mode == "assg":
+        if isinstance(spec.a, tuple):
+            raise UserError("grad.a: a list of a is expanded by an ensemble or searched by an attack, "
+                            "not used as one estimator")
         if state is None:
             raise UserError("grad mode assg needs its state (use EstimatedModel)")
         return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: state.dsdx(key, t, v - theta), False))
@@ -242,7 +246,7 @@ class EstimatedModel(nn.Module):
         self.spec = spec
         self.meta = getattr(model, "meta", None)
         self.state = (ASSGState(spec.shape, spec.a, spec.relax, spec.beta1, spec.beta2)
-                      if spec.mode == "assg" else None)
+                      if spec.mode == "assg" and not isinstance(spec.a, tuple) else None)
         self.eot, self.grad_passes, self.draw = 1, 0, 0
         self.train(model.training)
 

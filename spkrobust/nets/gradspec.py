@@ -12,6 +12,7 @@ from spkrobust.config.vocab import ASSG_SHAPES, ATTACK_SURROGATES, GRAD_COMBINE,
 from spkrobust.errors import UserError
 
 MODES = GRAD_ESTIMATORS
+LISTABLE = {"hart": "gamma", "assg": "a"}  # the parameter a mode may list (an ensemble expands it, an attack searches it)
 LEGACY_GRAD_MODES = {"rate": "bptr"}  # the older eval.grad_mode values
 
 
@@ -28,9 +29,9 @@ class GradSpec:
     mode: str = "bptt"
     surrogate: str | None = None
     width: float = 1.0
-    gamma: float | tuple = 1.0  # a tuple: several γ (an ensemble expands it, a single attack searches it)
+    gamma: float | tuple = 1.0  # a tuple: several γ (LISTABLE: an ensemble expands it, a single attack searches it)
     shape: str | None = None  # assg's shape, a, relax, beta1, beta2 (None: unset, GradSpec("bptr") etc.)
-    a: float | None = None
+    a: float | tuple | None = None  # a tuple: several a (LISTABLE)
     relax: float | None = None
     beta1: float | None = None
     beta2: float | None = None
@@ -46,12 +47,11 @@ class GradSpec:
         if self.mode == "bptt":
             return "bptt" if self.surrogate is None else f"bptt-{self.surrogate}-w{self.width:g}"
         if self.mode == "hart":
-            g = self.gamma if isinstance(self.gamma, tuple) else (self.gamma,)
-            return "hart-g" + ",".join(f"{v:g}" for v in g)
+            return "hart-g" + _values(self.gamma)
         if self.mode == "assg":
             d = grad_defaults()
             extra = "".join(f"-{k}{getattr(self, k):g}" for k in ("relax", "beta1", "beta2") if getattr(self, k) != d[k])
-            return f"assg-{self.shape}-a{self.a:g}{extra}"
+            return f"assg-{self.shape}-a{_values(self.a)}{extra}"
         if self.mode == "mix":
             return f"mix-{self.combine}[" + "+".join(m.label() for m in self.members) + "]"
         return self.mode
@@ -59,11 +59,30 @@ class GradSpec:
     def as_dict(self) -> dict:
         """Plain lists and dicts (YAML/JSON-safe); :func:`parse_grad` reads it back."""
         d = {k: v for k, v in asdict(self).items() if v is not None or k == "surrogate"}
-        if isinstance(self.gamma, tuple):
-            d["gamma"] = list(self.gamma)
+        for k in LISTABLE.values():
+            if isinstance(d.get(k), tuple):
+                d[k] = list(d[k])
         if self.members is not None:
             d["members"] = [m.as_dict() for m in self.members]
         return d
+
+
+def _values(v) -> str:
+    return ",".join(f"{x:g}" for x in (v if isinstance(v, tuple) else (v,)))
+
+
+def _one_or_list(v, key: str, mode: str, check) -> float | tuple:
+    """A number, or (for the mode's LISTABLE key) a non-empty list of numbers → tuple (one item: the number)."""
+    if not isinstance(v, (list, tuple)):
+        return check(v, key)
+    name = key.rsplit(".", 1)[-1]
+    if LISTABLE.get(mode) != name:
+        allowed = ", ".join(f"{k} ({m})" for m, k in LISTABLE.items())
+        raise UserError(f"{key}: a list is allowed only for {allowed}, not for mode {mode}")
+    if not v:
+        raise UserError(f"{key}: the list must not be empty")
+    t = tuple(check(x, key) for x in v)
+    return t[0] if len(t) == 1 else t
 
 
 def _positive(v, key: str) -> float:
@@ -105,19 +124,10 @@ def parse_grad(value: Any, key: str = "grad") -> GradSpec:
     if p["surrogate"] is not None and mode != "bptt":
         raise UserError(f"{key}.surrogate: only mode bptt takes an attack-time surrogate, not {mode}")
     width = _positive(p["width"], f"{key}.width")
-    gamma = p["gamma"]
-    if isinstance(gamma, (list, tuple)):
-        if not gamma:
-            raise UserError(f"{key}.gamma: a list of γ must not be empty")
-        gamma = tuple(_positive(g, f"{key}.gamma") for g in gamma)
-        if mode != "hart":
-            raise UserError(f"{key}.gamma: a list of γ is for mode hart only, not {mode}")
-        gamma = gamma[0] if len(gamma) == 1 else gamma
-    else:
-        gamma = _positive(gamma, f"{key}.gamma")
+    gamma = _one_or_list(p["gamma"], f"{key}.gamma", mode, _positive)
     if p["shape"] not in ASSG_SHAPES:
         raise UserError(f"{key}.shape: {p['shape']!r} is not one of {', '.join(ASSG_SHAPES)}")
-    a = _in_range(p["a"], f"{key}.a", 0.0, 0.5, True)
+    a = _one_or_list(p["a"], f"{key}.a", mode, lambda v, k: _in_range(v, k, 0.0, 0.5, True))
     relax = _in_range(p["relax"], f"{key}.relax", 0.0, math.inf, False)
     b1, b2 = (_in_range(p[k], f"{key}.{k}", 0.0, 1.0, False) for k in ("beta1", "beta2"))
     if p["combine"] not in GRAD_COMBINE:
@@ -130,8 +140,8 @@ def parse_grad(value: Any, key: str = "grad") -> GradSpec:
         members = tuple(parse_grad(m, f"{key}.members[{i}]") for i, m in enumerate(ms))
         if any(m.mode == "mix" for m in members):
             raise UserError(f"{key}.members: a mix does not nest")
-        if any(isinstance(m.gamma, tuple) for m in members):
-            raise UserError(f"{key}.members: a member's gamma must be one number")
+        if any(isinstance(getattr(m, k), tuple) for m in members for k in LISTABLE.values()):
+            raise UserError(f"{key}.members: a member's {' / '.join(LISTABLE.values())} must be one number")
     elif p.get("members") is not None:
         raise UserError(f"{key}.members: only mode mix takes members, not {mode}")
     return GradSpec(mode, p["surrogate"], width, gamma, p["shape"], a, relax, b1, b2, members, p["combine"])
