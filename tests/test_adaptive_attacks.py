@@ -66,3 +66,13 @@ def test_gamma_search_picks_the_lowest_accuracy_and_records_it(snn):
     one = {**spec, "grad": {"mode": "hart", "gamma": rec["value"]}}
     x_one, _ = A.craft(snn, x, y, one, EPS, seed=2)
     assert torch.equal(x_adv, x_one)
+
+
+def test_losstrace_records_one_loss_per_gradient_step(snn):
+    from spkrobust.tools.losstrace import DEFAULT_ATTACKS, trace
+
+    x, y = _data(4)
+    for name, spec in DEFAULT_ATTACKS.items():
+        t = trace(snn, x, y, spec, EPS, steps=3, eot=1)
+        assert len(t["loss"]) == 3 and all(v > 0 for v in t["loss"]), name  # pgd: 3 iterates; sapgd: start + 2
+        assert 0.0 <= t["acc"] <= 1.0
