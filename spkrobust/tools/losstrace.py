@@ -63,7 +63,7 @@ def trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict, eps: f
     losses = [sum(rec.losses[i:i + k]) / k for i in range(0, len(rec.losses), k)]
     with torch.no_grad():
         draws = 8 if A.is_stochastic(model) else 1
-        acc = float((sum(model(x_adv) for _ in range(draws)).argmax(1) == y).float().mean())
+        acc = float((sum(model(x_adv) for _ in range(draws)).argmax(1) == y).float().mean().cpu())
     return {"loss": losses, "acc": acc}
 
 
@@ -80,12 +80,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--eot", type=int, default=1, help="EOT draws per step on a stochastic source")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", help="write the traces as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_prepared(args.data)
-    x, y = data.test_x[:args.images].float(), data.test_y[:args.images].long()
-    model = load_model(args.model).eval()
+    x, y = data.test_x[:args.images].float().to(args.device), data.test_y[:args.images].long().to(args.device)
+    model = load_model(args.model, device=args.device).eval()
     eps = parse_eps(args.eps, "--eps")
     out = {name: trace(model, x, y, spec, eps, args.steps, args.eot) for name, spec in DEFAULT_ATTACKS.items()}
     marks = sorted({0, 1, 2, 4, 9, 19, 29, 49, 99, args.steps - 1} & set(range(args.steps)))
