@@ -3,7 +3,7 @@
 An attack on an SNN needs ``d loss / d input`` through spikes, which have no derivative. How that
 derivative is replaced (the *gradient estimator*) decides white-box results on SNNs (DESIGN §8), so
 every gradient attack may choose one (``grad: {mode, surrogate, width, gamma, ...}`` in its config;
-the schema ``$defs.grad_spec`` holds the defaults). In every mode the forward outputs are exactly the model's
+the schema ``$defs.grad_spec`` holds the defaults; :mod:`spkrobust.nets.gradspec` parses it). In every mode the forward outputs are exactly the model's
 (the spikes come from the model's own neurons; the estimator only adds a zero-valued term
 ``g - g.detach()`` whose gradient is the estimator's), so the attack's loss, its success test and
 the crafted set are judged on the real SNN.

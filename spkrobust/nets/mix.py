@@ -8,8 +8,10 @@ state), so the forward outputs stay the model's and the members differ only in t
 and BPTT gradients (Hao et al., ICLR 2024).
 
 ``combine: maxloss`` — per image the member gradient whose step raises the loss most, as MDSE keeps
-at every step the surrogate of highest loss (Neurocomputing 2025).  The estimator does not know the
-attack's step rule or loss, so it scores each member ``k`` by a look-ahead of the same forward
+at every step the surrogate of highest loss (Neurocomputing 2025; its code was not read here, so the
+scoring below is this module's own reading).  The loss at the current iterate is the same for every
+member (the forward pass is shared), so "highest loss" must look ahead; the estimator does not know
+the attack's step rule or loss, so it scores each member ``k`` by a look-ahead of the same forward
 pass: ``⟨dL/dz, z(clip(x + h·sign g_k, 0, 1)) - z(x)⟩`` per image, with ``dL/dz`` the attack's own
 loss gradient at the logits and ``h`` = :data:`LOOKAHEAD` (1/255, pixel units); the look-ahead
 passes replay the step's Poisson draw.  Cost: per gradient, one forward/backward per member plus
