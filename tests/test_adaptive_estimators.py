@@ -180,7 +180,13 @@ def test_every_attack_loop_restarts_the_assg_state():
             torch.manual_seed(1)
             runs.append(A.ATTACKS[atype](est, p, x, y, 0.05, 1, 5)[0])
         assert torch.equal(runs[0], runs[1]), atype
-    assert est.grad_passes > 0
+    # APGD/APGDT restart the state at each of their runs: only the last run's 1 + steps gradient passes count
+    with torch.no_grad():
+        y = model(x).argmax(1)  # APGD attacks only the images the source gets right
+    for atype in ("apgd", "apgdt"):
+        _, p = A.resolve_attack({"type": atype, "steps": 3, "n_restarts": 2}, 0.05)
+        A.ATTACKS[atype](est, {**p, "target_classes": 2} if atype == "apgdt" else p, x, y, 0.05, 1, 5)
+        assert est.grad_passes == 1 + 3, atype
 
 
 # ---- PDSG -----------------------------------------------------------------------------------------
