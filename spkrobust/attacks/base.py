@@ -50,6 +50,19 @@ def set_grad_mode(model: nn.Module, grad_mode: str | None) -> str | None:
     return grad_mode
 
 
+def begin_run(model: nn.Module, eot_samples: int = 1) -> None:
+    """Tell a stateful gradient estimator (``grad: assg``, :meth:`spkrobust.nets.estimators.EstimatedModel.begin_run`)
+    that an attack run or restart starts, each of whose steps takes ``eot_samples`` gradient passes
+    (EOT draws; only the first updates the state).  Looks through wrappers (``.model``); a no-op for
+    every other source."""
+    m = model
+    while m is not None:
+        if hasattr(m, "begin_run"):
+            m.begin_run(max(1, int(eot_samples)))
+            return
+        m = getattr(m, "model", None)
+
+
 def zero_grad_mask(grad: torch.Tensor) -> torch.Tensor:
     """Per input: True where the gradient (or its sign) is exactly zero everywhere."""
     return grad.reshape(grad.shape[0], -1).ne(0).sum(1).eq(0)

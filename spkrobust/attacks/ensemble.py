@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from spkrobust.attacks.base import derive_seed, is_stochastic, verify_adv
 from spkrobust.attacks.ensemble_record import decode_record, encode_record
+from spkrobust.attacks.search import expand_lists
 from spkrobust.errors import UserError
 from spkrobust.nets.estimators import parse_grad
 
@@ -57,9 +58,10 @@ def member_name(spec: dict) -> str:
 
 def resolve_members(members, eps: float, cfg_eot: int, resolve_member: Callable) -> list[dict]:
     """Check the member list (each a non-ensemble attack spec, checked by ``resolve_member(spec, eps,
-    cfg_eot)``); returns the specs with their names."""
+    cfg_eot)``; a listed hart ``gamma`` / assg ``a`` becomes one member per value); returns the specs with their names."""
     if not isinstance(members, list) or not members:
         raise UserError("attack ensemble: members must be a non-empty list of attack specs {type: ..., params}")
+    members = expand_lists(members)  # a listed hart γ / assg a: one member per value
     out, seen = [], set()
     for i, m in enumerate(members):
         if not isinstance(m, dict):

@@ -26,9 +26,12 @@ square    ``torchattacks.Square`` (query-based, no gradient; ``n_queries`` 1000,
 noise     random-sign noise of the same eps (the baseline every attack must beat)
 ========  =========================================================================================
 
-Every gradient attack (sapgd too) takes ``grad: {mode, surrogate, width, gamma}``, the gradient estimator for an
-SNN source (:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act,
-hart); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.
+Every gradient attack (sapgd too) takes ``grad: {mode, ...}``, the gradient estimator for an SNN source
+(:mod:`spkrobust.nets.estimators`: bptt with an attack-time surrogate, ste, bptr, rga, act, hart, assg,
+pdsg, mix); without it the config's ``grad_mode`` (bptt / rate) applies. ANN sources ignore it.  A hart
+``gamma`` or assg ``a`` list is searched per source (:mod:`spkrobust.attacks.search`; ``info["grad_search"]``).
+Stateful estimators (assg) are restarted by :func:`spkrobust.attacks.base.begin_run` at every run and
+restart of every attack loop (APGD/APGDT: each ``attack_single_run``).
 
 Gradients through SNNs: the spkrobust SNNs give input gradients in ``eval()`` mode (surrogate in
 every backward pass, straight-through Poisson encoder), so the attacks run the source in ``eval()``
@@ -61,11 +64,12 @@ import time
 import torch
 import torch.nn as nn
 
-from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, NoGradientError, batched,
+from spkrobust.attacks.base import (BALL_TOL, AdversarialSetError, GradProbe, NoGradientError, batched, begin_run,
                                     derive_seed, input_grad, is_stochastic, project, set_grad_mode,
                                     verify_adv, zero_grad_mask)
 from spkrobust.attacks.sapgd import sapgd
 from spkrobust.attacks.ensemble import craft_ensemble, resolve_members
+from spkrobust.attacks.search import listed, search_value
 from spkrobust.config.expand import parse_alpha, parse_eps
 from spkrobust.config.schema import check_value
 from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
@@ -87,6 +91,7 @@ def fgsm_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_sample
     k = int(eot_samples) if is_stochastic(model) else 1
     out = torch.empty(x.shape, dtype=torch.int8)
     for s in batched(len(x), batch_size):
+        begin_run(model, k)
         g = input_grad(model, x[s].to(device), y[s].to(device), k)
         out[s] = g.sign().to(torch.int8).cpu()
     return out
@@ -107,6 +112,7 @@ def _noise(model, p, x, y, eps, eot, seed):
 
 
 def _fgsm(model, p, x, y, eps, eot, seed):
+    begin_run(model, eot)
     g = input_grad(model, x, y, eot)
     return fgsm_from_grad(x, g, eps), g
 
@@ -114,6 +120,7 @@ def _fgsm(model, p, x, y, eps, eot, seed):
 def _rfgsm(model, p, x, y, eps, eot, seed):
     a = p["alpha"]
     x1 = torch.clamp(x + a * torch.randn_like(x).sign(), 0.0, 1.0)
+    begin_run(model, eot)
     g = input_grad(model, x1, y, eot)
     return project(x, x1 + (eps - a) * g.sign(), eps), g
 
@@ -127,29 +134,48 @@ def _pgd(model, p, x, y, eps, eot, seed):  # pgd and eotpgd
                                   random_start=p["random_start"])
     else:
         atk = torchattacks.PGD(probe, eps=eps, alpha=p["alpha"], steps=p["steps"], random_start=p["random_start"])
+    begin_run(model, eot)  # one run: torchattacks' PGD has no restarts
     x_adv = atk(x, y)
     return x_adv, probe.first_grad()
+
+
+def _per_run(atk, model, eot):
+    """Make a torchattacks APGD/APGDT call :func:`begin_run` at each of its runs (restarts, target classes)."""
+    single_run = atk.attack_single_run
+
+    def run(*args, **kwargs):
+        begin_run(model, eot)
+        return single_run(*args, **kwargs)
+
+    atk.attack_single_run = run
+    return atk
+
+
+def _record_grad(model, x, y, eot):
+    """The (EOT) gradient at the clean inputs, for the zero-gradient record of APGD/APGDT."""
+    begin_run(model, eot)
+    return input_grad(model, x, y, eot)
 
 
 def _apgd(model, p, x, y, eps, eot, seed):
     import torchattacks
 
-    g = input_grad(model, x, y, eot)
+    g = _record_grad(model, x, y, eot)
     probe = GradProbe(model, capture=0)
     atk = torchattacks.APGD(probe, norm="Linf", eps=eps, steps=p["steps"], n_restarts=p["n_restarts"],
                             seed=seed, loss=p["loss"], eot_iter=eot, rho=p["rho"])
-    return atk(x, y), g
+    return _per_run(atk, model, eot)(x, y), g
 
 
 def _apgdt(model, p, x, y, eps, eot, seed):
     import torchattacks
 
-    g = input_grad(model, x, y, eot)
+    g = _record_grad(model, x, y, eot)
     n_classes = int((getattr(model, "meta", None) or {}).get("num_classes", 10))
     atk = torchattacks.APGDT(GradProbe(model, capture=0), norm="Linf", eps=eps, steps=p["steps"],
                              n_restarts=p["n_restarts"], seed=seed, eot_iter=eot, rho=p["rho"], n_classes=n_classes)
     atk.n_target_classes = max(1, min(p["target_classes"], n_classes - 1))
-    return atk(x, y), g
+    return _per_run(atk, model, eot)(x, y), g
 
 
 def _square(model, p, x, y, eps, eot, seed):
@@ -174,8 +200,10 @@ ATTACKS = {"fgsm": _fgsm, "rfgsm": _rfgsm, "pgd": _pgd, "eotpgd": _pgd, "apgd": 
 def _craft_batch(model, atype, p, x, y, eps, eot, seed):
     """One batch -> (x_adv, first_grad or None)."""
     if eps == 0.0:  # every attack is the identity; still measure the gradient for the record
-        g = input_grad(model, x, y, eot) if atype in GRADIENT_TYPES else None
-        return x.clone(), g
+        if atype not in GRADIENT_TYPES:
+            return x.clone(), None
+        begin_run(model, eot)
+        return x.clone(), input_grad(model, x, y, eot)
     return ATTACKS[atype](model, p, x, y, eps, eot, seed)
 
 
@@ -226,6 +254,12 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, 
     if atype == "ensemble":
         return craft_ensemble(model, x, y, p, eps, craft_member=craft, eot_samples=int(eot_samples), batch_size=batch_size,
                               seed=seed, device=device)
+    if listed(p) is not None:  # HART's γ / ASSG's a searched per source, then the attack with the chosen value
+        chosen, rec = search_value(model, x.float(), y, attack_cfg, eps, craft=craft, seed=seed, device=device,
+                                   eot_samples=eot_samples, batch_size=batch_size)
+        x_adv, info = craft(model, x, y, chosen, eps, eot_samples=eot_samples, batch_size=batch_size, seed=seed,
+                            device=device)
+        return x_adv, {**info, "grad_search": rec}
     grad_spec = None
     if p.get("grad") is not None:
         model, grad_spec = with_estimator(model, p["grad"])

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spkrobust.attacks.base import NoGradientError, _logits_with_grad
+from spkrobust.attacks.base import NoGradientError, _logits_with_grad, begin_run
 
 M_DECAY = 0.5  # the reference's first-moment decay
 V_DECAY = 0.8  # the reference's second-moment decay
@@ -145,6 +145,7 @@ def single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
     the start and of every iterate."""
     loss_fn = _loss_fn(loss)
     x = x.detach()
+    begin_run(model, eot)  # a stateful estimator (assg) starts afresh at every run and restart
     x_adv = random_start(x, eps, generator)
     li, g, z = _evaluate(model, x_adv, y, loss_fn, eot, need_grad=True)
     first_grad = g

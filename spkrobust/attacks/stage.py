@@ -157,7 +157,7 @@ def _run_craft(args):
             "attack_params_resolved": info["attack_params"], "eps": eps, "eps_label": label, "seed": seed,
             "zero_grad_frac": info["zero_grad_frac"], "time_s": info["time_s"],
             "grad_mode": (info.get("grad") or applied_mode) if atype in GRADIENT_TYPES else None,
-            "ensemble": info.get("ensemble"),
+            "ensemble": info.get("ensemble"), "grad_search": info.get("grad_search"),
             "eot_samples": info["eot_samples"], "dataset": cfg.get("dataset", prep.dataset),
             "source_kind": (model.meta or {}).get("kind"), "source_stochastic": is_stochastic(model),
             "n": len(x), "max_linf": float((x_adv - x).abs().max()) if len(x) else 0.0}

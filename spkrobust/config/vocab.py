@@ -23,7 +23,9 @@ INPUT_NORMS = ("half", "dataset")  # x̂ = 2x - 1 (the studies') | the training 
 LR_SCHEDULES = ("step", "cosine")
 TRAIN_LOSSES_T = ("sum", "mean")  # spike-based training loss on the output summed / averaged over T  # conversion: threshold balancing, SpikingJelly Max / 99.9%
 GRAD_MODES = ("bptt", "rate")  # eval.grad_mode (rate = the bptr estimator)
-GRAD_ESTIMATORS = ("bptt", "ste", "bptr", "rga", "act", "hart")  # an attack's grad.mode (spkrobust.nets.estimators)
+GRAD_ESTIMATORS = ("bptt", "ste", "bptr", "rga", "act", "hart", "assg", "pdsg", "mix")  # an attack's grad.mode (spkrobust.nets.estimators)
+ASSG_SHAPES = ("atan", "linear", "rectangular", "sigmoid", "gaussian")  # grad.shape of mode assg (spkrobust.nets.assg)
+GRAD_COMBINE = ("mean", "maxloss")  # grad.combine of mode mix (spkrobust.nets.mix)
 ATTACK_SURROGATES = ("linear", "rectangular", "sigmoid", "atan", "exp")  # an attack's grad.surrogate
 SETTINGS = ("white-box", "black-box", "transfer")
 # the neuron settings an SNN's meta carries (defaults: the schema's, else inherited from `from:`)

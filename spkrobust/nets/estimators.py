@@ -2,8 +2,8 @@
 
 An attack on an SNN needs ``d loss / d input`` through spikes, which have no derivative. How that
 derivative is replaced (the *gradient estimator*) decides white-box results on SNNs (DESIGN §8), so
-every gradient attack may choose one (``grad: {mode, surrogate, width, gamma}`` in its config; the
-schema ``$defs.grad`` holds the defaults). In every mode the forward outputs are exactly the model's
+every gradient attack may choose one (``grad: {mode, surrogate, width, gamma, ...}`` in its config;
+the schema ``$defs.grad_spec`` holds the defaults; :mod:`spkrobust.nets.gradspec` parses it). In every mode the forward outputs are exactly the model's
 (the spikes come from the model's own neurons; the estimator only adds a zero-valued term
 ``g - g.detach()`` whose gradient is the estimator's), so the attack's loss, its success test and
 the crafted set are judged on the real SNN.
@@ -35,8 +35,25 @@ act     the ANN-equivalent activation of the same weights: the gradient of the n
         CVPR 2023, "Act"; Özdenizci & Legenstein 2024)
 hart    HART: per step a triangular surrogate of width ``gamma`` (threshold units), no gradient
         through the membrane across steps, the input gradient averaged over time — γ sets the mix
-        of rate and temporal information and is tuned per model (Hao et al., ICLR 2024)
+        of rate and temporal information and is tuned per model (Hao et al., ICLR 2024); a list
+        ``gamma: [...]`` is tried member by member in an ensemble and searched per source in a
+        single attack (:mod:`spkrobust.attacks.search`, ``info["grad_search"]``)
+assg    backpropagation through time with the adaptive-sharpness surrogate ASSG: a shape (``atan``
+        …) whose sharpness per layer, step, image and neuron follows moving averages of
+        ``|v - θ|`` over the attack's iterations (Wang et al., arXiv 2512.22522; craree/Towards-
+        Reliable-Evaluation-…, ``my_node.py``): :mod:`spkrobust.nets.assg`; a list ``a: [...]``
+        as hart's γ list
+pdsg    backpropagation through time with PDSG: a Gaussian surrogate centred at σ/2, σ the std of
+        the membrane per channel (Lun et al., CVPR 2025; ryime/PDSG-SDA ``utils/attack.py``):
+        :mod:`spkrobust.nets.pdsg`
+mix     the input gradients of ``members`` (other estimators) combined at every attack step:
+        their mean (HART's MIXPGD) or per image the one whose step raises the loss most (MDSE,
+        Neurocomputing 2025): :mod:`spkrobust.nets.mix`
 ======  ==========================================================================================
+
+Stateful estimators (assg) keep their state in the estimated model: :meth:`EstimatedModel.begin_run`
+(called by :func:`spkrobust.attacks.base.begin_run` at every attack run and restart) resets it and
+says how many EOT draws each attack step takes; only the first draw of a step updates the state.
 
 Attack-time surrogates (all ``d s / d u`` with unit area, peak ``1/width`` except the sigmoid's):
 ``linear`` (triangle, ``max(0, 1 - |u|/w)/w``), ``rectangular`` (``1/w`` on ``|u| < w/2``),
@@ -47,80 +64,20 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from spkrobust.config.vocab import ATTACK_SURROGATES
 from spkrobust.errors import UserError
-from spkrobust.config.vocab import ATTACK_SURROGATES, GRAD_ESTIMATORS
+from spkrobust.nets.assg import ASSGState
+from spkrobust.nets.gradspec import LEGACY_GRAD_MODES, MODES, GradSpec, grad_defaults, parse_grad
+from spkrobust.nets.pdsg import PDSGSurrogate
 
-MODES = GRAD_ESTIMATORS
-LEGACY_GRAD_MODES = {"rate": "bptr"}  # the older eval.grad_mode values
+__all__ = ["ATTACK_SURROGATES", "LEGACY_GRAD_MODES", "MODES", "RGA_GAMMA", "EstimatedModel", "GradSpec", "ann_equivalent",
+           "grad_defaults", "layer_estimate", "parse_grad", "rga_rate", "surrogate_grad", "with_estimator"]
 RGA_GAMMA = 0.2  # RGA's slope below the LIF firing onset (Bu et al. 2023, their code's constant)
-
-
-@functools.lru_cache(maxsize=1)
-def grad_defaults() -> dict:
-    """The defaults of ``grad`` from the config schema (``$defs.grad_spec``), their single home."""
-    from spkrobust.config.schema import defaults
-
-    return defaults("grad_spec")
-
-
-@dataclass(frozen=True)
-class GradSpec:
-    mode: str = "bptt"
-    surrogate: str | None = None
-    width: float = 1.0
-    gamma: float = 1.0
-
-    @property
-    def is_default(self) -> bool:
-        """True when the model's own backward pass (training surrogate, BPTT) is meant."""
-        return self.mode == "bptt" and self.surrogate is None
-
-    def label(self) -> str:
-        if self.mode == "bptt":
-            return "bptt" if self.surrogate is None else f"bptt-{self.surrogate}-w{self.width:g}"
-        if self.mode == "hart":
-            return f"hart-g{self.gamma:g}"
-        return self.mode
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def parse_grad(value: Any, key: str = "grad") -> GradSpec:
-    """``None`` / a mode name / ``{mode, surrogate, width, gamma}`` → :class:`GradSpec` (defaults
-    from the schema); bad values raise a one-line :class:`UserError` naming ``key``."""
-    if isinstance(value, GradSpec):
-        return value
-    if value is None:
-        value = {}
-    if isinstance(value, str):
-        value = {"mode": value}
-    if not isinstance(value, dict):
-        raise UserError(f"{key}: must be a mode name or a mapping {{mode, surrogate, width, gamma}}, got {value!r}")
-    defaults = grad_defaults()
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise UserError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(defaults)}")
-    p = {**defaults, **{k: v for k, v in value.items() if v is not None or k == "surrogate"}}
-    mode = LEGACY_GRAD_MODES.get(p["mode"], p["mode"])
-    if mode not in MODES:
-        raise UserError(f"{key}.mode: {p['mode']!r} is not one of {', '.join(MODES)}")
-    if p["surrogate"] is not None and p["surrogate"] not in ATTACK_SURROGATES:
-        raise UserError(f"{key}.surrogate: {p['surrogate']!r} is not one of {', '.join(ATTACK_SURROGATES)} (or null)")
-    if p["surrogate"] is not None and mode != "bptt":
-        raise UserError(f"{key}.surrogate: only mode bptt takes an attack-time surrogate, not {mode}")
-    for k in ("width", "gamma"):
-        v = p[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise UserError(f"{key}.{k}: must be a number > 0, got {v!r}")
-    return GradSpec(mode, p["surrogate"], float(p["width"]), float(p["gamma"]))
-
 
 # ---- surrogate derivatives ----------------------------------------------------------------------
 
@@ -185,7 +142,7 @@ class _RateBp(torch.autograd.Function):
 
 def _resimulate(layer, x_seq: torch.Tensor, spikes: torch.Tensor, dsdv_of, detach_time: bool) -> torch.Tensor:
     """Re-run the soft-reset membrane on ``x_seq`` with the model's spikes as values and
-    ``dsdv_of(v)`` as their derivative; ``detach_time`` cuts the gradient between steps and the
+    ``dsdv_of(v, t)`` (no graph; ``t`` the step) as their derivative; ``detach_time`` cuts the gradient between steps and the
     layer's ``detach_reset`` the gradient through the reset ``θ·s``."""
     theta, leak = layer.threshold, (1.0 if layer.neuron_type == "if" else layer.leak)
     detach_reset = bool(getattr(layer, "detach_reset", False))
@@ -194,7 +151,7 @@ def _resimulate(layer, x_seq: torch.Tensor, spikes: torch.Tensor, dsdv_of, detac
     for t in range(x_seq.shape[0]):
         v = (v.detach() if detach_time else v) * leak + x_seq[t]
         with torch.no_grad():
-            dsdv = dsdv_of(v.detach())
+            dsdv = dsdv_of(v.detach(), t)
         s = _Spike.apply(v, spikes[t], dsdv)
         v = v - theta * (s.detach() if detach_reset else s)
         out.append(s)
@@ -206,18 +163,34 @@ def _exact(spikes: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return spikes.detach() + (g - g.detach())
 
 
-def layer_estimate(spec: GradSpec, layer, x_seq: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
-    """The output of one spiking layer (value: ``spikes``, the model's) with ``spec``'s backward."""
+def layer_estimate(spec: GradSpec, layer, x_seq: torch.Tensor, spikes: torch.Tensor, state: ASSGState | None = None,
+                   key: Any = None) -> torch.Tensor:
+    """The output of one spiking layer (value: ``spikes``, the model's) with ``spec``'s backward
+    (assg: with the run's ``state``, this layer's entries under ``key``)."""
     theta = layer.threshold
     if spec.mode == "bptt":
         return _exact(spikes, _resimulate(
-            layer, x_seq, spikes, lambda v: surrogate_grad(spec.surrogate, v / theta - 1.0, spec.width) / theta, False))
+            layer, x_seq, spikes, lambda v, t: surrogate_grad(spec.surrogate, v / theta - 1.0, spec.width) / theta,
+            False))
     if spec.mode == "ste":
-        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v: torch.full_like(v, 1.0 / theta), False))
+        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: torch.full_like(v, 1.0 / theta), False))
     if spec.mode == "hart":
+        if isinstance(spec.gamma, tuple):
+            raise UserError("grad.gamma: a list of γ is expanded by an ensemble or searched by an attack, "
+                            "not used as one estimator")
         return _exact(spikes, _resimulate(
             layer, _TimeMean.apply(x_seq), spikes,
-            lambda v: surrogate_grad("linear", v / theta - 1.0, spec.gamma) / theta, True))
+            lambda v, t: surrogate_grad("linear", v / theta - 1.0, spec.gamma) / theta, True))
+    if spec.mode == "assg":
+        if isinstance(spec.a, tuple):
+            raise UserError("grad.a: a list of a is expanded by an ensemble or searched by an attack, "
+                            "not used as one estimator")
+        if state is None:
+            raise UserError("grad mode assg needs its state (use EstimatedModel)")
+        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: state.dsdx(key, t, v - theta), False))
+    if spec.mode == "pdsg":
+        pd = PDSGSurrogate()
+        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: pd.dsdx(v, theta), False))
     if spec.mode == "bptr":
         return _RateBp.apply(x_seq, spikes, theta)
     if spec.mode == "rga":
@@ -263,14 +236,26 @@ class EstimatedModel(nn.Module):
     """A source model whose input gradient comes from ``spec``; forward outputs are the model's.
 
     The estimator is installed on the spiking layers only while a gradient-carrying forward pass
-    runs; passes without gradient are the plain model. ``meta``/``stochastic`` are the model's."""
+    runs; passes without gradient are the plain model. ``meta``/``stochastic`` are the model's.
+    ``state`` holds a stateful estimator's run (assg); ``draw`` is the EOT draw of the current
+    gradient pass within its attack step (counted since :meth:`begin_run`)."""
 
     def __init__(self, model: nn.Module, spec: GradSpec):
         super().__init__()
         self.model = model
         self.spec = spec
         self.meta = getattr(model, "meta", None)
+        self.state = (ASSGState(spec.shape, spec.a, spec.relax, spec.beta1, spec.beta2)
+                      if spec.mode == "assg" and not isinstance(spec.a, tuple) else None)
+        self.eot, self.grad_passes, self.draw = 1, 0, 0
         self.train(model.training)
+
+    def begin_run(self, eot: int = 1) -> None:
+        """A new attack run or restart: reset the state; each of its steps takes ``eot`` gradient
+        passes (EOT draws), of which only the first updates the state."""
+        self.eot, self.grad_passes = max(1, int(eot)), 0
+        if self.state is not None:
+            self.state.reset()
 
     @property
     def stochastic(self) -> bool:
@@ -279,6 +264,10 @@ class EstimatedModel(nn.Module):
     def forward(self, x):
         if not (torch.is_grad_enabled() and x.requires_grad):
             return self.model(x)
+        self.draw = self.grad_passes % self.eot
+        self.grad_passes += 1
+        if self.state is not None:
+            self.state.update = self.draw == 0
         if self.spec.mode == "act":
             a = ann_equivalent(self.model, x)
             with torch.no_grad():
@@ -286,14 +275,19 @@ class EstimatedModel(nn.Module):
             return out + (a - a.detach())
         layers = self.model.spiking_layers()
         saved = [(m.estimator, m.grad_mode) for m in layers]
-        est = None if self.spec.is_default else functools.partial(layer_estimate, self.spec)
         try:
-            for m in layers:  # this spec decides, not the config's grad_mode
-                m.estimator, m.grad_mode = est, "bptt"
+            for i, m in enumerate(layers):  # this spec decides, not the config's grad_mode
+                m.estimator = None if self.spec.is_default else functools.partial(
+                    _layer_call, self.spec, self.state, i)
+                m.grad_mode = "bptt"
             return self.model(x)
         finally:
             for m, (e, g) in zip(layers, saved):
                 m.estimator, m.grad_mode = e, g
+
+
+def _layer_call(spec, state, key, layer, x_seq, spikes):
+    return layer_estimate(spec, layer, x_seq, spikes, state, key)
 
 
 def with_estimator(model: nn.Module, grad: Any) -> tuple[nn.Module, GradSpec | None]:
@@ -301,4 +295,8 @@ def with_estimator(model: nn.Module, grad: Any) -> tuple[nn.Module, GradSpec | N
     spec = parse_grad(grad)
     if (getattr(model, "meta", None) or {}).get("kind") != "snn" or not hasattr(model, "spiking_layers"):
         return model, None
+    if spec.mode == "mix":
+        from spkrobust.nets.mix import MixedModel  # mix stands on this module
+
+        return MixedModel(model, spec, [EstimatedModel(model, m) for m in spec.members]), spec
     return EstimatedModel(model, spec), spec

@@ -30,6 +30,8 @@ def test_value_enumerations_equal_the_vocabulary():
     assert tuple(DEFS["grad"]["oneOf"][0]["enum"]) == vocab.GRAD_ESTIMATORS
     assert tuple(DEFS["grad_spec"]["properties"]["mode"]["enum"]) == vocab.GRAD_ESTIMATORS
     assert tuple(DEFS["grad_spec"]["properties"]["surrogate"]["enum"]) == (*vocab.ATTACK_SURROGATES, None)
+    assert tuple(DEFS["grad_spec"]["properties"]["shape"]["enum"]) == vocab.ASSG_SHAPES
+    assert tuple(DEFS["grad_spec"]["properties"]["combine"]["enum"]) == vocab.GRAD_COMBINE
     assert tuple(DEFS["model"]["properties"]["kind"]["enum"]) == vocab.MODEL_KINDS
     assert tuple(DEFS["attack"]["properties"]["type"]["enum"]) == vocab.ATTACK_TYPES
 

@@ -24,7 +24,8 @@ from spkrobust.nets.estimators import (
 from spkrobust.nets.models import load_model, save_model
 from spkrobust.nets.neurons import SpikingLayer
 
-SPECS = [None, "ste", "bptr", "rga", "act", {"mode": "hart", "gamma": 0.5}] + \
+SPECS = [None, "ste", "bptr", "rga", "act", {"mode": "hart", "gamma": 0.5}, "assg", {"mode": "assg", "shape": "linear"},
+         "pdsg", {"mode": "mix", "members": ["ste", "pdsg"]}, {"mode": "mix", "members": ["assg", "act"], "combine": "maxloss"}] + \
         [{"mode": "bptt", "surrogate": s, "width": 0.5} for s in ATTACK_SURROGATES]
 
 
