@@ -112,16 +112,28 @@ def split_sizes(cfg: dict, dataset: str) -> dict:
     return {"train": n_train, "test": n_test, "calib": min(n_train, int(d["calib_size"]))}
 
 
-def attack_work(cfg: dict, attack: str, uses_grad: bool, stochastic: bool) -> tuple[float, float]:
-    """(gradients, plain forwards) per image of one crafting job (upper bounds: no early stop)."""
-    spec = {**ATTACK_DEFAULTS[cfg["attacks"][attack]["type"]], **cfg["attacks"][attack]}
+def _variants(spec: dict) -> int:
+    """How many attacks one spec stands for: a list of HART ``gamma`` or ASSG ``a`` values is one
+    member per value in an ensemble (and a search over them in a single attack)."""
+    grad = spec.get("grad")
+    if not isinstance(grad, dict):
+        return 1
+    return max([len(v) for k, v in grad.items() if k in ("gamma", "a") and isinstance(v, list)] or [1])
+
+
+def attack_work(cfg: dict, attack: str | dict, uses_grad: bool, stochastic: bool) -> tuple[float, float]:
+    """(gradients, plain forwards) per image of one crafting job (upper bounds: no early stop);
+    ``attack``: a name in ``cfg["attacks"]`` or an ensemble member's own spec."""
+    given = cfg["attacks"][attack] if isinstance(attack, str) else attack
+    spec = {**ATTACK_DEFAULTS[given["type"]], **given}
     kind = spec["type"]
     eot = int(spec.get("eot_samples") or cfg["eval"]["eot_samples"]) if stochastic else 1
     if kind == "ensemble":
         g = f = 0.0
         for member in spec["members"]:
             mg, mf = attack_work(cfg, member, False, stochastic)
-            g, f = g + mg, f + mf
+            n = _variants(member if isinstance(member, dict) else cfg["attacks"][member])
+            g, f = g + n * mg, f + n * mf
         return g, f
     if kind == "fgsm":
         return (0.0 if uses_grad else eot), 1.0
@@ -134,6 +146,8 @@ def attack_work(cfg: dict, attack: str, uses_grad: bool, stochastic: bool) -> tu
     if kind in ("apgd", "apgdt"):
         tc = int(spec["target_classes"]) if kind == "apgdt" else 1
         return int(spec["steps"]) * int(spec["n_restarts"]) * tc * eot, 1.0
+    if kind == "sapgd":
+        return int(spec["steps"]) * int(spec["n_restarts"]) * eot, 1.0
     if kind == "square":
         return 0.0, int(spec["n_queries"]) * int(spec["n_restarts"])
     return 0.0, 1.0  # noise
