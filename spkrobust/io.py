@@ -74,13 +74,27 @@ def _json_default(o):
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; missing, invalid or binary is one line naming the file."""
     path = Path(path)
     if not path.exists():
         raise FileProblem(f"{path}: file not found")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); delete it and rerun the stage that writes it")
+        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); "
+                          "delete it and rerun the stage that writes it") from None
+    except UnicodeDecodeError:
+        raise FileProblem(f"{path}: not a text JSON file") from None
+
+
+def read_tagged(path: str | os.PathLike, fmt: str, what: str, writer: str) -> dict:
+    """A JSON file written by spkrobust, recognised by its ``format`` tag (no guessing)."""
+    obj = read_json(path)
+    found = obj.get("format") if isinstance(obj, dict) else None
+    if found != fmt:
+        raise FileProblem(f"{path}: not a spkrobust {what} (format {found!r}, expected {fmt!r}); "
+                          f"rerun `spkrobust {writer}`")
+    return dict(obj)
 
 
 def safe_load(path: str | os.PathLike, expect_format: str | None = None, what: str = "file") -> Any:

@@ -12,7 +12,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "spkrobust"
 # bottom to top; the package's plumbing (errors, io, bits) sits below every layer, the CLI above them all
-LAYERS = ("errors", "io", "bits", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
+LAYERS = ("errors", "io", "bits", "text", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
           "cli", "__main__")
 # circles left on purpose, each with its reason (none may be added)
 KNOWN_CIRCLES = {

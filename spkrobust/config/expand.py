@@ -4,7 +4,7 @@ Every function takes the config as :func:`spkrobust.config.validate.validate_con
 and filled with the schema's defaults (so no default is restated here).
 
 * :func:`expand_models` turns the ``models:`` section (with sweeps) into resolved model specs;
-* :func:`parse_eps` / :func:`eps_label` handle epsilons written as numbers or ``"a/b"`` strings;
+* :func:`parse_eps` / :func:`eps_label` / :func:`eps_display` handle epsilons written as numbers or ``"a/b"`` strings;
 * :func:`model_seed` gives each replica its seed;
 * :func:`grid` enumerates every (dataset, source, replica, attack, eps, target, replica) cell;
 * ``*_slice`` functions give the part of the config a stage depends on (Snakemake ``params:``),
@@ -60,10 +60,21 @@ def parse_alpha(value: Any, eps: float, key: str = "alpha") -> float:
 
 
 def eps_label(value: Any) -> str:
-    """File-name label of an epsilon as written in the config: ``8/255`` → ``8_255``, ``0.1`` → ``0.1``."""
+    """THE label of an epsilon (file names, tables): as written in the config, ``8/255`` → ``8_255``,
+    ``0.1`` → ``0.1``, ``0`` → ``0``; a number that is a whole multiple of 1/255 (an eps read back
+    from a record) → ``k_255``."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if isinstance(value, float):
+        k = value * 255
+        if abs(k - round(k)) < 1e-6:
+            return f"{int(round(k))}_255"
     return str(value).replace(" ", "").replace("/", "_")
+
+
+def eps_display(label: Any) -> str:
+    """An eps label as people write it: ``8_255`` → ``8/255``; other labels unchanged."""
+    return str(label).replace("_", "/")
 
 
 def eps_from_label(cfg: dict, label: str) -> Any:

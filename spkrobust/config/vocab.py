@@ -50,6 +50,8 @@ ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
 GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt", "sapgd")
+SINGLE_STEP_TYPES = ("fgsm", "rfgsm")  # one gradient step; the other gradient attacks iterate
+ITERATIVE_TYPES = tuple(t for t in GRADIENT_TYPES if t not in SINGLE_STEP_TYPES)
 NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
 ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "sapgd": ("ce", "dlr"), "square": ("margin", "ce")}
 EOTPGD_MIN_SAMPLES = 4
