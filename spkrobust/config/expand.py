@@ -93,6 +93,15 @@ def _member_suffix(key: str, value: Any) -> str:
     return f"{key}{value}"
 
 
+def _parent_base(models: dict, parent: Any) -> str | None:
+    """The config key a ``from:`` value names: a model, or the model whose sweep member it is."""
+    if not isinstance(parent, str):
+        return None
+    if parent in models:
+        return parent
+    return next((b for b in sorted(models, key=len, reverse=True) if parent.startswith(b + "-")), None)
+
+
 def expand_models(cfg: dict) -> dict[str, dict]:
     """Resolve sweeps and parents. Returns ``{name: spec}`` in config order.
 
@@ -106,11 +115,9 @@ def expand_models(cfg: dict) -> dict[str, dict]:
     resolved: dict[str, dict] = {}
     members_of: dict[str, list[str]] = {}
 
-    def resolve(base: str, chain: tuple[str, ...] = ()) -> list[str]:
+    def resolve(base: str) -> list[str]:
         if base in members_of:
             return members_of[base]
-        if base in chain:
-            raise ConfigError(f"models.{base}.from: forms a cycle ({' -> '.join(chain + (base,))})")
         spec = models[base]
         if not isinstance(spec, dict):
             raise ConfigError(f"models.{base}: must be a mapping with at least 'kind'")
@@ -118,9 +125,8 @@ def expand_models(cfg: dict) -> dict[str, dict]:
         parent_members: list[str | None] = [None]
         if parent is not None:
             if parent in models:
-                parent_members = resolve(parent, chain + (base,))
-            elif parent in resolved or any(
-                    parent in resolve(b, chain + (base,)) for b in models if parent.startswith(b + "-")):
+                parent_members = resolve(parent)
+            elif parent in resolved or any(parent in resolve(b) for b in models if parent.startswith(b + "-")):
                 parent_members = [parent]
             else:
                 raise ConfigError(f"models.{base}.from: {parent!r} is not a model in models "
@@ -154,6 +160,9 @@ def expand_models(cfg: dict) -> dict[str, dict]:
         members_of[base] = names
         return names
 
+    bases = {b: _parent_base(models, s.get("from")) if isinstance(s, dict) else None for b, s in models.items()}
+    for base in models:
+        from_chain(bases, base)  # no cycle: the resolution below terminates
     for base in models:
         resolve(base)
     # keep config order of bases, members grouped
@@ -191,16 +200,23 @@ def setting_of(source: str, source_replica: int, target: str, target_replica: in
     return "transfer"
 
 
+def from_chain(parent_of: dict[str, str | None], name: str) -> list[str]:
+    """THE walk along ``from:``: ``[name, its parent, ..., the root]`` (``parent_of``: name -> parent
+    name or None); a cycle is a :class:`ConfigError` naming the first model on it."""
+    chain, cur = [name], parent_of.get(name)
+    while cur is not None:
+        if cur in chain:
+            cyc = chain[chain.index(cur):] + [cur]
+            raise ConfigError(f"models.{cyc[0]}.from: forms a cycle ({' -> '.join(cyc)})")
+        chain.append(cur)
+        cur = parent_of.get(cur)
+    return chain
+
+
 def lineage_root(parent_of: dict[str, str | None], name: str) -> str:
     """The network a model's weights descend from: follow ``from:`` (``parent_of``: name -> parent
     name or None, e.g. ``{n: s["from"] for n, s in expand_models(cfg).items()}``) to its end."""
-    seen = {name}
-    while parent_of.get(name):
-        name = parent_of[name]
-        if name in seen:
-            raise ConfigError(f"models.{name}.from: forms a cycle")
-        seen.add(name)
-    return name
+    return from_chain(parent_of, name)[-1]
 
 
 def shares_weights(parent_of: dict[str, str | None], source: str, source_replica: int, target: str,

@@ -15,7 +15,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from spkrobust.config.schema import default, defaults
-from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES
+from spkrobust.config.schema import attack_defaults
+from spkrobust.config.vocab import EOTPGD_MIN_SAMPLES
 from spkrobust.nets import memory as mm
 
 # one 1-thread conv forward (64 x 128 x 16 x 16, 3x3, 128 out) on this project's CPU: 48 GFLOP/s
@@ -114,7 +115,7 @@ def split_sizes(cfg: dict, dataset: str) -> dict:
 
 def attack_work(cfg: dict, attack: str, uses_grad: bool, stochastic: bool) -> tuple[float, float]:
     """(gradients, plain forwards) per image of one crafting job (upper bounds: no early stop)."""
-    spec = {**ATTACK_DEFAULTS[cfg["attacks"][attack]["type"]], **cfg["attacks"][attack]}
+    spec = {**attack_defaults(cfg["attacks"][attack]["type"]), **cfg["attacks"][attack]}
     kind = spec["type"]
     eot = int(spec.get("eot_samples") or cfg["eval"]["eot_samples"]) if stochastic else 1
     if kind == "ensemble":
