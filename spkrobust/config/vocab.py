@@ -20,7 +20,10 @@ METHODS = ("threshold", "max", "99.9%")
 INPUT_NORMS = ("half", "dataset")  # x̂ = 2x - 1 (the studies') | the training set's mean/std
 LR_SCHEDULES = ("step", "cosine")
 TRAIN_LOSSES_T = ("sum", "mean")  # spike-based training loss on the output summed / averaged over T  # conversion: threshold balancing, SpikingJelly Max / 99.9%
-GRAD_MODES = ("bptt", "rate")  # eval.grad_mode (rate = the bptr estimator)
+# eval.grad_mode -> the gradient estimator (an attack's `grad:`) it is short for: one mechanism,
+# applied by spkrobust.attacks.base.set_grad_mode to every attack without its own `grad:`
+GRAD_MODE_ESTIMATORS = {"bptt": None, "rate": "bptr"}  # None: bptt with the training surrogate
+GRAD_MODES = tuple(GRAD_MODE_ESTIMATORS)
 GRAD_ESTIMATORS = ("bptt", "ste", "bptr", "rga", "act", "hart")  # an attack's grad.mode (spkrobust.nets.estimators)
 ATTACK_SURROGATES = ("linear", "rectangular", "sigmoid", "atan", "exp")  # an attack's grad.surrogate
 SETTINGS = ("white-box", "black-box", "transfer")

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from spkrobust.attacks.registry import AdversarialSetError, derive_seed, is_stochastic, verify_adv
-from spkrobust.attacks.stage import load_adv
+from spkrobust.attacks.files import load_adv
 from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
