@@ -68,7 +68,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "results/report/summary.csv",
-        "results/report/models.csv",
-        REPORT_FILES,
+        targets(),
     default_target: True

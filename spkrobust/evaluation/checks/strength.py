@@ -6,7 +6,6 @@ import math
 from collections import defaultdict
 
 from spkrobust.config.vocab import NON_ATTACK_TYPES
-from spkrobust.nets.memory import DATASETS
 from spkrobust.evaluation.checks.base import (ATTACK_SLACK, CHANCE_TOL, ENSEMBLE_DROP_MARGIN, ITERATIVE, LARGE_EPS,
                                               SINGLE_STEP, adv, by_cell, entry, is_noise, pc, pp, t995, tol,
                                               verdict, who)
@@ -53,8 +52,7 @@ def _num_classes(r: dict, models: list[dict] | None) -> int | None:
     for m in models or []:
         if m.get("num_classes") and m.get("dataset") == r["dataset"] and m.get("model") == r["target"]:
             return int(m["num_classes"])
-    known = DATASETS.get(str(r["dataset"]))
-    return known["classes"] if known else None
+    return None
 
 
 def check_large_eps(recs: list[dict], models: list[dict] | None = None) -> list[dict]:
