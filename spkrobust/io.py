@@ -14,47 +14,35 @@ from typing import Any
 from spkrobust.errors import FileProblem
 
 
-def _tmp_beside(path: Path) -> str:
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync, then rename over ``path``: a
+    process killed mid-write leaves only a hidden ``.tmp`` file, never a truncated ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o644)
-    return tmp
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A process killed mid-write leaves only a hidden ``.tmp`` file, never a truncated ``path``.
-    """
+    """``torch.save`` to ``path`` atomically (:func:`_atomic_write`)."""
     import torch
 
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` to ``path`` atomically (:func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
