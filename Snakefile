@@ -10,6 +10,7 @@ Usage (see docs/architecture.md for the contract between this workflow and the l
 This file only loads and validates the config, then includes one rule file per stage.  It imports
 ``spkrobust.config.expand`` (pure Python, no torch), so building even a large DAG stays fast.
 """
+
 import os
 import sys
 
@@ -67,6 +68,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         targets(),
-    default_target: True

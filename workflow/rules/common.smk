@@ -143,8 +143,10 @@ def eval_outputs():
 
 
 def eval_target_inputs(wc):
-    return {"targets": [model_pt(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
-            "clean": [clean_json(wc.dataset, t, tr) for t, tr in EVAL_TARGETS]}
+    return {
+        "targets": [model_pt(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
+        "clean": [clean_json(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
+    }
 
 
 def uses_grad(attack):
@@ -173,8 +175,14 @@ def grad_input(wc):
 # inherited values, seed, parent) share the outputs of the first (spkrobust.config.expand.aliases).
 ALIAS = spk.aliases(config)
 ALIAS_ROWS = [
-    {"model": m, "replica": r, "same_as": c, "base": MODELS[m]["base"], "parent": MODELS[m].get("from"),
-     **{k: MODELS[m][k] for k in ("neuron", "leak") if k in MODELS[m]}}
+    {
+        "model": m,
+        "replica": r,
+        "same_as": c,
+        "base": MODELS[m]["base"],
+        "parent": MODELS[m].get("from"),
+        **{k: MODELS[m][k] for k in ("neuron", "leak") if k in MODELS[m]},
+    }
     for (m, r), (c, _) in ALIAS.items()
 ]
 
@@ -193,6 +201,7 @@ def canonical(model, replica):
 # --default-resources mem_mb=N), else 0.8 x RAM / job slots (host) and 0.9 x the GPU's memory.
 # A job requests its planned peak x 1.15, x 1.5 per retry (Snakemake's `attempt`).
 from spkrobust.tools import jobs as JOBS  # noqa: E402
+
 
 def _slots():
     """Jobs side by side here (cores / threads per job); 1 where no core count is set (a cluster)."""
@@ -257,5 +266,3 @@ def planned(rule, key):
         return plan_of(rule, wildcards).resources(budget_of(rule), attempt)[key]
 
     return _get
-
-
