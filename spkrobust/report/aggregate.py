@@ -140,8 +140,6 @@ def summarize(records: list[dict], models: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         row = {c: r.get(c) for c in SUMMARY_COLUMNS}
-        if row.get("attack_type") is None:
-            row["attack_type"] = (r.get("attack_params") or {}).get("type") if isinstance(r.get("attack_params"), dict) else None
         row["source_kind"] = kinds.get((r["dataset"], r["source"]), r.get("source_kind"))
         row["target_kind"] = kinds.get((r["dataset"], r["target"]), r.get("target_kind"))
         for c in ("clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "zero_grad_frac"):

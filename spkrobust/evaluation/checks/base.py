@@ -100,7 +100,6 @@ def normalise(records: list[dict]) -> list[dict]:
         r["source_replica"] = int(r["source_replica"])
         r["target_replica"] = int(r["target_replica"])
         r["_type"] = str(r["attack_type"])
-        r.setdefault("dataset", "")
         out.append(r)
     return out
 
