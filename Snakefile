@@ -10,6 +10,7 @@ Usage (see docs/architecture.md for the contract between this workflow and the l
 This file only loads and validates the config, then includes one rule file per stage.  It imports
 ``spkrobust.config.expand`` (pure Python, no torch), so building even a large DAG stays fast.
 """
+
 import os
 import sys
 
@@ -75,8 +76,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
-    input:
-        "results/report/summary.csv",
-        "results/report/models.csv",
-        REPORT_FILES,
     default_target: True
+    input:
+        targets(),

@@ -13,47 +13,35 @@ from typing import Any
 from spkrobust.errors import FileProblem
 
 
-def _tmp_beside(path: Path) -> str:
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync, then rename over ``path``: a
+    process killed mid-write leaves only a hidden ``.tmp`` file, never a truncated ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o644)
-    return tmp
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A process killed mid-write leaves only a hidden ``.tmp`` file, never a truncated ``path``.
-    """
+    """``torch.save`` to ``path`` atomically (:func:`_atomic_write`)."""
     import torch
 
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` to ``path`` atomically (:func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
@@ -73,13 +61,27 @@ def _json_default(o):
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; missing, invalid or binary is one line naming the file."""
     path = Path(path)
     if not path.exists():
         raise FileProblem(f"{path}: file not found")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); delete it and rerun the stage that writes it")
+        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); "
+                          "delete it and rerun the stage that writes it") from None
+    except UnicodeDecodeError:
+        raise FileProblem(f"{path}: not a text JSON file") from None
+
+
+def read_tagged(path: str | os.PathLike, fmt: str, what: str, writer: str) -> dict:
+    """A JSON file written by spkrobust, recognised by its ``format`` tag (no guessing)."""
+    obj = read_json(path)
+    found = obj.get("format") if isinstance(obj, dict) else None
+    if found != fmt:
+        raise FileProblem(f"{path}: not a spkrobust {what} (format {found!r}, expected {fmt!r}); "
+                          f"rerun `spkrobust {writer}`")
+    return dict(obj)
 
 
 def safe_load(path: str | os.PathLike, expect_format: str | None = None, what: str = "file") -> Any:

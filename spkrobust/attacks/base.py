@@ -4,6 +4,7 @@ and the check every adversarial set passes before it is written.  The attacks
 stand on this module; it imports neither."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -11,7 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spkrobust.config.vocab import GRAD_MODE_ESTIMATORS
 from spkrobust.errors import UserError
+from spkrobust.nets.estimators import layer_estimate, parse_grad
 
 BALL_TOL = 1e-6
 
@@ -37,16 +40,23 @@ def is_stochastic(model: nn.Module) -> bool:
 
 
 def set_grad_mode(model: nn.Module, grad_mode: str | None) -> str | None:
-    """Apply ``grad_mode`` (``bptt``/``rate``) on an SNN source; returns what was applied (None for ANNs)."""
+    """Apply the config's ``eval.grad_mode`` on an SNN source: the estimator it stands for
+    (:data:`~spkrobust.config.vocab.GRAD_MODE_ESTIMATORS`, ``rate`` = ``bptr``) becomes the
+    backward pass of every spiking layer, for every attack without its own ``grad:`` (one with
+    its own replaces it while it runs, :class:`spkrobust.nets.estimators.EstimatedModel`).
+    Returns what was applied (None for ANNs)."""
     kind = (getattr(model, "meta", None) or {}).get("kind")
     if grad_mode is None or kind == "ann":
         return None if kind == "ann" else grad_mode
-    if grad_mode not in ("bptt", "rate"):
-        raise UserError(f"grad_mode: {grad_mode!r} is not one of bptt, rate")
-    if hasattr(model, "set_grad_mode"):
-        model.set_grad_mode(grad_mode)
-    elif grad_mode != "bptt":
-        raise UserError(f"grad_mode {grad_mode!r} requested but the source model has no set_grad_mode()")
+    if grad_mode not in GRAD_MODE_ESTIMATORS:
+        raise UserError(f"grad_mode: {grad_mode!r} is not one of {', '.join(GRAD_MODE_ESTIMATORS)}")
+    spec = GRAD_MODE_ESTIMATORS[grad_mode]
+    est = None if spec is None else functools.partial(layer_estimate, parse_grad(spec))
+    if hasattr(model, "spiking_layers"):
+        for m in model.spiking_layers():
+            m.estimator = est
+    elif est is not None:
+        raise UserError(f"grad_mode {grad_mode!r} requested but the source model has no spiking layers")
     return grad_mode
 
 

@@ -50,7 +50,7 @@ Gradient-free attacks (square, noise) record ``None``.
 
 Each type is one crafting function ``(model, p, x, y, eps, eot, seed) -> (x_adv, first gradient or
 None)`` in :data:`ATTACKS` (its parameters and defaults in the config schema and
-:data:`spkrobust.config.vocab.ATTACK_DEFAULTS`); adding an attack is one function and one entry.
+:func:`spkrobust.config.schema.attack_defaults`); adding an attack is one function and one entry.
 What the attacks share lives in :mod:`spkrobust.attacks.base`.
 
 Every adversarial set is verified before it is written: ``‖x_adv − x‖∞ ≤ eps + 1e-6`` and all values
@@ -71,8 +71,8 @@ from spkrobust.attacks.sapgd import sapgd
 from spkrobust.attacks.ensemble import craft_ensemble, resolve_members
 from spkrobust.attacks.search import listed, search_value
 from spkrobust.config.expand import parse_alpha, parse_eps
-from spkrobust.config.schema import check_value
-from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
+from spkrobust.config.schema import attack_defaults, check_value
+from spkrobust.config.vocab import EOTPGD_MIN_SAMPLES, GRADIENT_TYPES
 from spkrobust.errors import UserError
 from spkrobust.nets.estimators import parse_grad, with_estimator
 
@@ -217,7 +217,7 @@ def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str,
         spec.pop("name", None)
     check_value(spec, "attack", "attack")  # the config schema: type, parameters, ranges
     atype = spec.pop("type")
-    defaults = ATTACK_DEFAULTS[atype]
+    defaults = attack_defaults(atype)
     p = {**defaults, **spec}
     if "eot_samples" in p:
         k = p["eot_samples"]

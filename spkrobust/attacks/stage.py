@@ -1,6 +1,6 @@
-"""The ``grad`` and ``craft`` stages: their files (the shared FGSM gradient sign, the adversarial
-set, both tagged with a format from :mod:`spkrobust.config.vocab`) and their command lines. The attacks
-themselves are :mod:`spkrobust.attacks.registry`."""
+"""The ``grad`` and ``craft`` stages: their command lines.  Their files (the shared FGSM gradient
+sign, the adversarial set) are :mod:`spkrobust.attacks.files`; the attacks themselves
+:mod:`spkrobust.attacks.registry`."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,8 @@ from spkrobust.attacks.registry import (craft, derive_seed, fgsm_gradient, is_st
 from spkrobust.config.expand import eps_label, parse_eps
 from spkrobust.errors import FileProblem
 from spkrobust.config.options import AttackOptions, read_cfg, resolve_device
-from spkrobust.config.vocab import ADV_FORMAT, GRAD_FORMAT, GRADIENT_TYPES
+from spkrobust.attacks.files import load_grad, write_adv, write_grad
+from spkrobust.config.vocab import GRADIENT_TYPES
 
 
 # ---- files --------------------------------------------------------------------------------------
@@ -45,40 +46,20 @@ def _source_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:
     return str(name), int(rep)
 
 
-def load_grad(path: str, n: int | None = None) -> dict:
-    from spkrobust.io import safe_load
-
-    d = safe_load(path, expect_format=GRAD_FORMAT, what="gradient file")
-    sign = d.get("sign")
-    if not isinstance(sign, torch.Tensor) or sign.dtype != torch.int8:
-        raise FileProblem(f"{path}: gradient file lacks an int8 'sign' tensor; rerun 'spkrobust grad'")
-    if n is not None and len(sign) != n:
-        raise FileProblem(f"{path}: gradient file has {len(sign)} inputs but the data has {n}; rerun 'spkrobust grad'")
-    return d
-
-
-def load_adv(path: str) -> dict:
-    from spkrobust.io import safe_load
-
-    d = safe_load(path, expect_format=ADV_FORMAT, what="adversarial set")
-    for key in ("x_adv", "indices", "labels", "meta"):
-        if key not in d:
-            raise FileProblem(f"{path}: adversarial set lacks {key!r}; rerun 'spkrobust craft'")
-    return d
-
-
-def _configure_grad(p: argparse.ArgumentParser):
+def _configure_common(p: argparse.ArgumentParser, what: str):
     p.add_argument("--data", required=True, help="prepared dataset (.pt)")
     p.add_argument("--model", required=True, help="source model (.pt)")
     p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
-                                                "grad_mode}, dataset, source, replica")
+                                                f"grad_mode}}, dataset, source, replica{what}")
     p.add_argument("--out", required=True)
+
+
+def _configure_grad(p: argparse.ArgumentParser):
+    _configure_common(p, "")
 
 
 def _run_grad(args):
     """Sign of the source's input gradient on the test set (shared by FGSM at every eps)."""
-    from spkrobust.io import atomic_save
-
     cfg = read_cfg(args.cfg)
     opts = AttackOptions.from_cfg(cfg)
     device = resolve_device(opts.device)
@@ -96,7 +77,7 @@ def _run_grad(args):
             "eot_samples": eot if is_stochastic(model) else 1, "grad_mode": applied_mode,
             "zero_grad_frac": zfrac, "time_s": round(time.time() - t0, 3), "n": len(x),
             "source_kind": (model.meta or {}).get("kind"), "stochastic": is_stochastic(model)}
-    atomic_save({"format": GRAD_FORMAT, "sign": sign, "indices": idx, "labels": y, "meta": meta}, args.out)
+    write_grad(args.out, sign, idx, y, meta)
     print(f"grad {name} r{rep}: n={len(x)} zero_grad_frac={zfrac:.4f} eot={meta['eot_samples']} "
           f"in {meta['time_s']:.1f}s -> {args.out}")
     if zfrac > 0.05:
@@ -104,20 +85,14 @@ def _run_grad(args):
 
 
 def _configure_craft(p: argparse.ArgumentParser):
-    p.add_argument("--data", required=True, help="prepared dataset (.pt)")
-    p.add_argument("--model", required=True, help="source model (.pt)")
+    _configure_common(p, ", attack")
     p.add_argument("--grad", default=None, help="gradient file from 'spkrobust grad' (FGSM only)")
     p.add_argument("--attack-cfg", required=True, help='JSON: {"type": "pgd", "steps": 7, ...}')
     p.add_argument("--eps", required=True, help="pixel units: 0.1, 8/255 or the label 8_255")
-    p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
-                                                "grad_mode}, dataset, source, replica, attack")
-    p.add_argument("--out", required=True)
 
 
 def _run_craft(args):
     """Craft one adversarial set (one source × attack × eps)."""
-    from spkrobust.io import atomic_save
-
     cfg = read_cfg(args.cfg)
     attack_cfg = read_cfg(args.attack_cfg, "--attack-cfg")
     eps = parse_eps(args.eps, "--eps")
@@ -161,8 +136,7 @@ def _run_craft(args):
             "eot_samples": info["eot_samples"], "dataset": cfg.get("dataset", prep.dataset),
             "source_kind": (model.meta or {}).get("kind"), "source_stochastic": is_stochastic(model),
             "n": len(x), "max_linf": float((x_adv - x).abs().max()) if len(x) else 0.0}
-    atomic_save({"format": ADV_FORMAT, "x_adv": x_adv.contiguous(), "indices": idx, "labels": y, "meta": meta},
-                args.out)
+    write_adv(args.out, x_adv, idx, y, meta)
     z = "n/a" if meta["zero_grad_frac"] is None else f"{meta['zero_grad_frac']:.4f}"
     print(f"craft {name} r{rep} {attack_name} eps={label}: n={len(x)} max|d|={meta['max_linf']:.5f} "
           f"zero_grad_frac={z} in {meta['time_s']:.1f}s -> {args.out}")

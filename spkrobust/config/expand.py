@@ -4,7 +4,7 @@ Every function takes the config as :func:`spkrobust.config.validate.validate_con
 and filled with the schema's defaults (so no default is restated here).
 
 * :func:`expand_models` turns the ``models:`` section (with sweeps) into resolved model specs;
-* :func:`parse_eps` / :func:`eps_label` handle epsilons written as numbers or ``"a/b"`` strings;
+* :func:`parse_eps` / :func:`eps_label` / :func:`eps_display` handle epsilons written as numbers or ``"a/b"`` strings;
 * :func:`model_seed` gives each replica its seed;
 * :func:`grid` enumerates every (dataset, source, replica, attack, eps, target, replica) cell;
 * ``*_slice`` functions give the part of the config a stage depends on (Snakemake ``params:``),
@@ -60,10 +60,21 @@ def parse_alpha(value: Any, eps: float, key: str = "alpha") -> float:
 
 
 def eps_label(value: Any) -> str:
-    """File-name label of an epsilon as written in the config: ``8/255`` → ``8_255``, ``0.1`` → ``0.1``."""
+    """THE label of an epsilon (file names, tables): as written in the config, ``8/255`` → ``8_255``,
+    ``0.1`` → ``0.1``, ``0`` → ``0``; a number that is a whole multiple of 1/255 (an eps read back
+    from a record) → ``k_255``."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if isinstance(value, float):
+        k = value * 255
+        if abs(k - round(k)) < 1e-6:
+            return f"{int(round(k))}_255"
     return str(value).replace(" ", "").replace("/", "_")
+
+
+def eps_display(label: Any) -> str:
+    """An eps label as people write it: ``8_255`` → ``8/255``; other labels unchanged."""
+    return str(label).replace("_", "/")
 
 
 def eps_from_label(cfg: dict, label: str) -> Any:
@@ -82,6 +93,15 @@ def _member_suffix(key: str, value: Any) -> str:
     return f"{key}{value}"
 
 
+def _parent_base(models: dict, parent: Any) -> str | None:
+    """The config key a ``from:`` value names: a model, or the model whose sweep member it is."""
+    if not isinstance(parent, str):
+        return None
+    if parent in models:
+        return parent
+    return next((b for b in sorted(models, key=len, reverse=True) if parent.startswith(b + "-")), None)
+
+
 def expand_models(cfg: dict) -> dict[str, dict]:
     """Resolve sweeps and parents. Returns ``{name: spec}`` in config order.
 
@@ -95,11 +115,9 @@ def expand_models(cfg: dict) -> dict[str, dict]:
     resolved: dict[str, dict] = {}
     members_of: dict[str, list[str]] = {}
 
-    def resolve(base: str, chain: tuple[str, ...] = ()) -> list[str]:
+    def resolve(base: str) -> list[str]:
         if base in members_of:
             return members_of[base]
-        if base in chain:
-            raise ConfigError(f"models.{base}.from: forms a cycle ({' -> '.join(chain + (base,))})")
         spec = models[base]
         if not isinstance(spec, dict):
             raise ConfigError(f"models.{base}: must be a mapping with at least 'kind'")
@@ -107,9 +125,8 @@ def expand_models(cfg: dict) -> dict[str, dict]:
         parent_members: list[str | None] = [None]
         if parent is not None:
             if parent in models:
-                parent_members = resolve(parent, chain + (base,))
-            elif parent in resolved or any(
-                    parent in resolve(b, chain + (base,)) for b in models if parent.startswith(b + "-")):
+                parent_members = resolve(parent)
+            elif parent in resolved or any(parent in resolve(b) for b in models if parent.startswith(b + "-")):
                 parent_members = [parent]
             else:
                 raise ConfigError(f"models.{base}.from: {parent!r} is not a model in models "
@@ -143,6 +160,9 @@ def expand_models(cfg: dict) -> dict[str, dict]:
         members_of[base] = names
         return names
 
+    bases = {b: _parent_base(models, s.get("from")) if isinstance(s, dict) else None for b, s in models.items()}
+    for base in models:
+        from_chain(bases, base)  # no cycle: the resolution below terminates
     for base in models:
         resolve(base)
     # keep config order of bases, members grouped
@@ -180,16 +200,23 @@ def setting_of(source: str, source_replica: int, target: str, target_replica: in
     return "transfer"
 
 
+def from_chain(parent_of: dict[str, str | None], name: str) -> list[str]:
+    """THE walk along ``from:``: ``[name, its parent, ..., the root]`` (``parent_of``: name -> parent
+    name or None); a cycle is a :class:`ConfigError` naming the first model on it."""
+    chain, cur = [name], parent_of.get(name)
+    while cur is not None:
+        if cur in chain:
+            cyc = chain[chain.index(cur):] + [cur]
+            raise ConfigError(f"models.{cyc[0]}.from: forms a cycle ({' -> '.join(cyc)})")
+        chain.append(cur)
+        cur = parent_of.get(cur)
+    return chain
+
+
 def lineage_root(parent_of: dict[str, str | None], name: str) -> str:
     """The network a model's weights descend from: follow ``from:`` (``parent_of``: name -> parent
     name or None, e.g. ``{n: s["from"] for n, s in expand_models(cfg).items()}``) to its end."""
-    seen = {name}
-    while parent_of.get(name):
-        name = parent_of[name]
-        if name in seen:
-            raise ConfigError(f"models.{name}.from: forms a cycle")
-        seen.add(name)
-    return name
+    return from_chain(parent_of, name)[-1]
 
 
 def shares_weights(parent_of: dict[str, str | None], source: str, source_replica: int, target: str,

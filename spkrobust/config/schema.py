@@ -180,6 +180,29 @@ def defaults(definition: str) -> dict:
     return {k: copy.deepcopy(sub["default"]) for k, sub in resolved.items() if "default" in sub}
 
 
+def attack_defaults(atype: str) -> dict[str, Any]:
+    """A copy of :func:`_attack_defaults` (read once per process)."""
+    return copy.deepcopy(_attack_defaults(atype))
+
+
+@functools.lru_cache(maxsize=None)
+def _attack_defaults(atype: str) -> dict[str, Any]:
+    """``{parameter: default}`` of attack type ``atype``: every parameter its branch of
+    ``$defs/attack`` declares, None where the schema gives no default (``eot_samples``: from
+    ``eval.eot_samples``; rfgsm ``alpha``: eps/2; ``grad``: ``eval.grad_mode``; ensemble ``members``:
+    required)."""
+    schema = load_schema()
+    for part in schema["$defs"]["attack"]["allOf"]:
+        cond = part["if"]["properties"]["type"]
+        if cond.get("const") == atype or atype in cond.get("enum", ()):
+            props = part["then"].get("properties", {})
+            return {k: copy.deepcopy(sub["default"] if "default" in sub else _resolve(schema, sub).get("default"))
+                    for k, sub in props.items()}
+    if atype in schema["$defs"]["attack"]["properties"]["type"]["enum"]:
+        return {}  # a type without parameters (noise)
+    raise UserError(f"attack type {atype!r} is not in the config schema")
+
+
 def check_value(value: Any, definition: str, where: str) -> None:
     """``value`` against the schema's ``$defs/<definition>`` (e.g. a stage's ``--attack-cfg``)."""
     schema = load_schema()

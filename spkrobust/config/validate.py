@@ -20,6 +20,8 @@ from pathlib import Path
 
 from spkrobust.errors import ConfigError
 from spkrobust.config.schema import SCHEMA, _show, check_schema, fill_defaults, load_schema
+from spkrobust.config.expand import (eps_label, expand_models, from_chain, grid, load_configs, model_replicas,
+                                     parse_alpha, parse_eps)
 from spkrobust.config.vocab import PARENT_KINDS
 
 
@@ -57,18 +59,11 @@ def _check_from_graph(models: dict) -> None:
                      f"{' or '.join(_a(k) for k in PARENT_KINDS[kind])}")
         parent_of[name] = base
     for name in models:
-        chain, cur = [name], parent_of[name]
-        while cur is not None:
-            if cur in chain:
-                cyc = chain[chain.index(cur):] + [cur]
-                _fail(f"models.{cyc[0]}.from", f"forms a cycle ({' -> '.join(cyc)})")
-            chain.append(cur)
-            cur = parent_of[cur]
+        from_chain(parent_of, name)
 
 
 def _check_member_parents(cfg: dict) -> None:
     """A ``from:`` naming a sweep member (``snn_conv-T16``) must name one that exists."""
-    from spkrobust.config.expand import expand_models
 
     models = cfg["models"]
     plain = {n: (dict(s, **{"from": s["from"].split("-", 1)[0]})
@@ -87,7 +82,6 @@ def _check_member_parents(cfg: dict) -> None:
 
 def _check_pixel_values(cfg: dict) -> None:
     """Fraction strings in range (the schema checks their form), distinct eps labels."""
-    from spkrobust.config.expand import eps_label, parse_alpha, parse_eps
 
     labels: dict[str, int] = {}
     for i, e in enumerate(cfg["eps"]):
@@ -102,7 +96,6 @@ def _check_pixel_values(cfg: dict) -> None:
 
 
 def _check_grid(cfg: dict, expanded: dict) -> None:
-    from spkrobust.config.expand import grid, model_replicas
 
     g = cfg["grid"]
     targets = list(expanded)
@@ -130,7 +123,6 @@ def validate_config(cfg: dict, schema: str | Path | None = None) -> dict:
     """Check ``cfg`` and fill in the schema's defaults (in place; also returned).
 
     Raises :class:`ConfigError` (one line, key path first) unless ``cfg`` is a valid experiment."""
-    from spkrobust.config.expand import expand_models
 
     sch = load_schema(schema)
     check_schema(cfg, sch)
@@ -156,7 +148,6 @@ def _configure(p) -> None:
 
 def _run(args) -> int:
     """Check config file(s) without running anything: one line naming the bad key, exit 2."""
-    from spkrobust.config.expand import expand_models, grid, load_configs
 
     cfg = validate_config(load_configs(args.config), schema=args.schema)
     print(f"ok: {', '.join(args.config)}: {len(expand_models(cfg))} models, {len(grid(cfg))} evaluation records")

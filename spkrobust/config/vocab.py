@@ -1,12 +1,10 @@
-"""The allowed names of the config and the library, and the attack parameters' defaults.
+"""The allowed names of the config and the library, and the format tags of its files.
 
 One home for every enumeration: the config schema (``workflow/schemas/config.schema.yaml``) lists
 the same values (``tests/unit/config/test_vocab.py`` asserts it), and every module that needs one of these
 names imports it from here.  Pure Python (no torch): the Snakefile imports it through the validator.
 """
 from __future__ import annotations
-
-from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100")
@@ -22,7 +20,10 @@ METHODS = ("threshold", "max", "99.9%")
 INPUT_NORMS = ("half", "dataset")  # x̂ = 2x - 1 (the studies') | the training set's mean/std
 LR_SCHEDULES = ("step", "cosine")
 TRAIN_LOSSES_T = ("sum", "mean")  # spike-based training loss on the output summed / averaged over T  # conversion: threshold balancing, SpikingJelly Max / 99.9%
-GRAD_MODES = ("bptt", "rate")  # eval.grad_mode (rate = the bptr estimator)
+# eval.grad_mode -> the gradient estimator (an attack's `grad:`) it is short for: one mechanism,
+# applied by spkrobust.attacks.base.set_grad_mode to every attack without its own `grad:`
+GRAD_MODE_ESTIMATORS = {"bptt": None, "rate": "bptr"}  # None: bptt with the training surrogate
+GRAD_MODES = tuple(GRAD_MODE_ESTIMATORS)
 GRAD_ESTIMATORS = ("bptt", "ste", "bptr", "rga", "act", "hart", "assg", "pdsg", "mix")  # an attack's grad.mode (spkrobust.nets.estimators)
 ASSG_SHAPES = ("atan", "linear", "rectangular", "sigmoid", "gaussian")  # grad.shape of mode assg (spkrobust.nets.assg)
 GRAD_COMBINE = ("mean", "maxloss")  # grad.combine of mode mix (spkrobust.nets.mix)
@@ -35,23 +36,11 @@ SWEEPABLE = ("T", "leak", "neuron", "encoder", "method", "scale", "surrogate")
 # a model kind -> the kinds its `from:` may name
 PARENT_KINDS = {"convert": ("ann",), "snn": ("ann", "convert", "snn")}
 
-# every parameter an attack type accepts, with its default (eot_samples None: from eval.eot_samples;
-# rfgsm alpha None: eps/2; grad None: eval.grad_mode with the training surrogate; ensemble members:
-# required)
-ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fgsm": {"eot_samples": None, "grad": None},
-    "rfgsm": {"alpha": None, "eot_samples": None, "grad": None},
-    "pgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None, "grad": None},
-    "eotpgd": {"steps": 7, "alpha": "2/255", "random_start": True, "eot_samples": None, "grad": None},
-    "apgd": {"steps": 10, "n_restarts": 1, "loss": "ce", "rho": 0.75, "eot_samples": None, "grad": None},
-    "apgdt": {"steps": 10, "n_restarts": 1, "rho": 0.75, "target_classes": 9, "eot_samples": None, "grad": None},
-    "sapgd": {"steps": 100, "n_restarts": 1, "loss": "ce", "eot_samples": None, "grad": None},
-    "square": {"n_queries": 1000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"},
-    "noise": {},
-    "ensemble": {"members": None, "stop_early": True, "eot_samples": None},
-}
-ATTACK_TYPES = tuple(ATTACK_DEFAULTS)
+# attack types; their parameters and defaults live in the config schema (spkrobust.config.schema.attack_defaults)
+ATTACK_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt", "sapgd", "square", "noise", "ensemble")
 GRADIENT_TYPES = ("fgsm", "rfgsm", "pgd", "eotpgd", "apgd", "apgdt", "sapgd")
+SINGLE_STEP_TYPES = ("fgsm", "rfgsm")  # one gradient step; the other gradient attacks iterate
+ITERATIVE_TYPES = tuple(t for t in GRADIENT_TYPES if t not in SINGLE_STEP_TYPES)
 NON_ATTACK_TYPES = ("noise",)  # random perturbations: a baseline, left out of the claims
 STUDY_ATTACK_TYPES = ("fgsm", "pgd")  # the seed studies' attacks (the headline's "studies' attack")
 ATTACK_LOSSES = {"apgd": ("ce", "dlr"), "sapgd": ("ce", "dlr"), "square": ("margin", "ce")}

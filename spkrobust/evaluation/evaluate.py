@@ -23,14 +23,15 @@ import torch
 import torch.nn as nn
 
 from spkrobust.attacks.registry import AdversarialSetError, derive_seed, is_stochastic, verify_adv
-from spkrobust.attacks.stage import load_adv
+from spkrobust.attacks.files import load_adv
 from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
 from spkrobust.provenance import environment
 from spkrobust.evaluation.outcomes import encode as encode_outcomes
 from spkrobust.config.options import EvalOptions, read_cfg, resolve_device
-from spkrobust.config.vocab import CLEAN_FORMAT, RECORD_FORMAT
+from spkrobust.config.vocab import CLEAN_FORMAT
+from spkrobust.evaluation.records import EvalRecord, write_record
 
 
 
@@ -233,26 +234,25 @@ def _run_evaluate(args):
         res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(opts.seed, name, rep, repeats), device,
                                    pos.numpy(), split_size)
         tmeta = getattr(model, "meta", None) or {}
-        record = {
-            "format": RECORD_FORMAT,
-            "dataset": cfg.get("dataset", am.get("dataset", prep.dataset)),
-            "source": source, "source_replica": sr,
-            "attack": str(cfg.get("attack") or am["attack"]), "attack_params": am.get("attack_params"),
-            "attack_type": am.get("attack_type"),
-            "eps": float(am["eps"]), "eps_label": str(am.get("eps_label", cfg.get("eps"))),
-            "target": name, "target_replica": rep, "setting": setting_of(source, sr, name, rep),
-            "clean_acc": clean.get("clean_acc"), "clean_acc_std": clean.get("clean_acc_std"),
-            "clean_repeats": clean.get("repeats"),
-            "adv_acc": res["adv_acc"], "adv_acc_std": res["adv_acc_std"], "adv_accs": res["accs"],
-            "repeats": res["repeats"], "n": res["n"], "outcomes": res["outcomes"],
-            "zero_grad_frac": am.get("zero_grad_frac"), "eot_samples": am.get("eot_samples"),
-            "grad_mode": am.get("grad_mode"), "ensemble": am.get("ensemble"), "craft_seed": am.get("seed"), "craft_time_s": am.get("time_s"),
-            "seed": opts.seed, "stochastic": is_stochastic(model),
-            "source_stochastic": am.get("source_stochastic"),
-            "source_kind": am.get("source_kind"), "target_kind": tmeta.get("kind"),
-            "num_classes": _num_classes(model, prep), "time_s": round(time.time() - t0, 3),
-        }
-        atomic_write_json(record, out)
+        record = write_record(EvalRecord(
+            dataset=cfg.get("dataset", am.get("dataset", prep.dataset)),
+            source=source, source_replica=sr,
+            attack=str(cfg.get("attack") or am["attack"]), attack_params=am.get("attack_params"),
+            attack_type=am.get("attack_type"),
+            eps=float(am["eps"]), eps_label=str(am.get("eps_label", cfg.get("eps"))),
+            target=name, target_replica=rep, setting=setting_of(source, sr, name, rep),
+            clean_acc=clean.get("clean_acc"), clean_acc_std=clean.get("clean_acc_std"),
+            clean_repeats=clean.get("repeats"),
+            adv_acc=res["adv_acc"], adv_acc_std=res["adv_acc_std"], adv_accs=res["accs"],
+            repeats=res["repeats"], n=res["n"], outcomes=res["outcomes"],
+            zero_grad_frac=am.get("zero_grad_frac"), eot_samples=am.get("eot_samples"),
+            grad_mode=am.get("grad_mode"), ensemble=am.get("ensemble"), craft_seed=am.get("seed"),
+            craft_time_s=am.get("time_s"),
+            seed=opts.seed, stochastic=is_stochastic(model),
+            source_stochastic=am.get("source_stochastic"),
+            source_kind=am.get("source_kind"), target_kind=tmeta.get("kind"),
+            num_classes=_num_classes(model, prep), time_s=round(time.time() - t0, 3),
+        ), out)
         print(f"evaluate {record['attack']} eps={record['eps_label']} {source} r{sr} -> {name} r{rep} "
               f"({record['setting']}): adv {res['adv_acc']:.4f} ± {res['adv_acc_std']:.4f} (clean "
               f"{record['clean_acc']:.4f}) -> {out}")

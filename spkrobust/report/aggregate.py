@@ -9,11 +9,10 @@ and the clean-accuracy JSONs into ``summary.csv``, ``models.csv`` and ``records.
   "models": [...]}``: the merged raw records, clean records and model metrics (without
   package versions), read by the ``report`` stage for the sanity checks.
 
-Model kinds: ``models.csv`` ``kind`` is the *config* kind, ``ann`` | ``convert`` | ``snn``, read
-from the metrics' top-level ``"kind"``; when that is missing it is derived from ``meta.kind`` (an
-``snn`` whose metrics carry ``method``/``source_kind == "convert"``/``config.kind == "convert"``
-is ``convert``). ``summary.csv`` ``source_kind``/``target_kind`` use the same config kind when the
-model's metrics are known, otherwise the record's own field.
+Model kinds: ``models.csv`` ``kind`` is the *config* kind, ``ann`` | ``convert`` | ``snn``, the
+metrics record's ``kind`` (:mod:`spkrobust.training.records`); ``summary.csv``
+``source_kind``/``target_kind`` use the same config kind when the model's metrics are known,
+otherwise the record's own field.
 
 All accuracies are fractions in [0, 1] in the CSV files.
 """
@@ -27,10 +26,12 @@ from pathlib import Path
 from typing import Iterable
 
 from spkrobust.errors import FileProblem, UserError
-from spkrobust.io import atomic_write_json, atomic_write_text
-from spkrobust.report.data import _num, _read_json
-from spkrobust.report.fmt import _fmt_csv
-from spkrobust.config.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
+from spkrobust.evaluation.records import read_record
+from spkrobust.io import atomic_write_json, atomic_write_text, read_tagged
+from spkrobust.report.data import _num
+from spkrobust.training.records import read_metrics
+from spkrobust.text import fmt_csv
+from spkrobust.config.vocab import CLEAN_FORMAT, RECORDS_FORMAT
 
 
 SUMMARY_COLUMNS = [
@@ -47,9 +48,6 @@ MODEL_COLUMNS = [
 ]
 
 AGGREGATE_FILES = ("summary.csv", "models.csv", "records.json")
-
-_REQUIRED_RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "eps", "eps_label", "target",
-                         "target_replica", "setting", "adv_acc")
 
 
 def _read_path_list(path: str) -> list[str]:
@@ -76,24 +74,11 @@ def _gather(explicit: list[str] | None, from_files: list[str] | None) -> list[Pa
     return out
 
 
-def _read_tagged(path: Path, fmt: str, what: str, writer: str) -> dict:
-    """A JSON file written by spkrobust, recognised by its ``format`` tag (no guessing)."""
-    obj = _read_json(Path(path))
-    found = obj.get("format") if isinstance(obj, dict) else None
-    if found != fmt:
-        raise FileProblem(f"{path}: not a spkrobust {what} (format {found!r}, expected {fmt!r}); "
-                          f"rerun `spkrobust {writer}`")
-    return dict(obj)
-
-
 def load_records(paths: Iterable[Path]) -> list[dict]:
-    """Read evaluation records (format :data:`~spkrobust.config.vocab.RECORD_FORMAT`); one per key."""
+    """Read evaluation records (format :mod:`spkrobust.evaluation.records`); one per key."""
     recs, where = [], {}
     for p in paths:
-        r = _read_tagged(p, RECORD_FORMAT, "evaluation record", "evaluate")
-        missing = [k for k in _REQUIRED_RECORD_KEYS if k not in r]
-        if missing:
-            raise FileProblem(f"{p}: evaluation record without {', '.join(missing)}; rerun `spkrobust evaluate`")
+        r = read_record(p)
         key = _record_key(r)
         if key in where:
             raise UserError(f"two records for the same evaluation {key}: {where[key]} and {p}")
@@ -114,11 +99,11 @@ def _record_sort_key(r: dict) -> tuple:
 
 
 def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
-    """Read model metrics files (format :data:`~spkrobust.config.vocab.METRICS_FORMAT`) -> (models.csv
+    """Read model metrics files (format :mod:`spkrobust.training.records`) -> (models.csv
     rows, raw metrics without ``versions``)."""
     rows, raws, where = [], [], {}
     for p in paths:
-        m = _read_tagged(p, METRICS_FORMAT, "model metrics file", "train-ann/convert/train-snn")
+        m = read_metrics(p)
         meta, spec = m["meta"], m["config"]["model"]
         name, dataset, replica, kind = m["name"], m["dataset"], int(m["replica"]), m["kind"]
         snn = kind != "ann"
@@ -144,7 +129,7 @@ def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
 
 def load_clean(paths: Iterable[Path]) -> list[dict]:
     """Read clean-accuracy JSONs (format :data:`~spkrobust.config.vocab.CLEAN_FORMAT`)."""
-    out = [_read_tagged(p, CLEAN_FORMAT, "clean-accuracy record", "clean") for p in paths]
+    out = [read_tagged(p, CLEAN_FORMAT, "clean-accuracy record", "clean") for p in paths]
     out.sort(key=lambda c: (str(c["dataset"]), str(c["model"]), int(c["replica"])))
     return out
 
@@ -155,8 +140,6 @@ def summarize(records: list[dict], models: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         row = {c: r.get(c) for c in SUMMARY_COLUMNS}
-        if row.get("attack_type") is None:
-            row["attack_type"] = (r.get("attack_params") or {}).get("type") if isinstance(r.get("attack_params"), dict) else None
         row["source_kind"] = kinds.get((r["dataset"], r["source"]), r.get("source_kind"))
         row["target_kind"] = kinds.get((r["dataset"], r["target"]), r.get("target_kind"))
         for c in ("clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "zero_grad_frac"):
@@ -171,7 +154,7 @@ def write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt_csv(r.get(c)) for c in columns])
+        w.writerow([fmt_csv(r.get(c)) for c in columns])
     atomic_write_text(buf.getvalue(), path)
 
 

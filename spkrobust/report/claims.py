@@ -16,7 +16,8 @@ from typing import Any
 from spkrobust.report import stats as S
 from spkrobust.report.compare import World, _ci, _paired, _pts, compare
 from spkrobust.report.data import _param_groups
-from spkrobust.report.fmt import _eps_label, _md_table, eps_display
+from spkrobust.config.expand import eps_display, eps_label
+from spkrobust.text import md_table
 from spkrobust.config.vocab import SNN_KINDS
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -264,7 +265,7 @@ def claims_md(claims: list[dict]) -> str:
              "among many inconclusive ones does not make a claim. Sources never share the target's replica "
              "chain (a model and the models made from it, same replica). Definitions: "
              "`spkrobust.report.claims`.\n\n")]
-    lines.append(_md_table(["#", "claim", "verdict", "numbers"],
+    lines.append(md_table(["#", "claim", "verdict", "numbers"],
                            [[c["id"], c["claim"], f"**{c['verdict']}**", c["numbers"]] for c in claims]))
     for c in claims:
         ha, hb = _CLAIM[c["id"]]["heads"]
@@ -279,8 +280,8 @@ def claims_md(claims: list[dict]) -> str:
                          f"{hb}: {x['b_src']}", f"{100 * x['b']:.1f}", _d(x["absolute"]), _d(x["drop"]),
                          _d(x["conditional"]) + f" (n={x['n_conditional']})", _d(x["clean"]),
                          x["metric"], f"**{x['verdict']}**", x["n"],
-                         ", ".join(eps_display(_eps_label(e)) for e in x["eps"]), x["note"]])
-        lines.append(_md_table(["dataset", "attack", "setting", "a (sources → target)", "a adv %",
+                         ", ".join(eps_display(eps_label(e)) for e in x["eps"]), x["note"]])
+        lines.append(md_table(["dataset", "attack", "setting", "a (sources → target)", "a adv %",
                                 "b (sources → target)", "b adv %", "absolute", "drop", "conditional",
                                 "clean diff", "verdict from", "verdict", "images", "eps", "notes"], rows))
     return "".join(lines)

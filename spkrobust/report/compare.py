@@ -50,8 +50,7 @@ class World:
         self.attacks: dict[str, set] = defaultdict(set)
         self.sources: dict[tuple, set] = defaultdict(set)  # (ds, atk) -> source models
         for r in getattr(data, "records", []) or []:
-            atype = r.get("attack_type") or (r.get("attack_params") or {}).get("type")
-            if atype in NON_ATTACK_TYPES or r["attack"] in NON_ATTACK_TYPES:
+            if r["attack_type"] in NON_ATTACK_TYPES:  # the record's type (spkrobust.evaluation.records)
                 continue
             if r.get("outcomes") is None:
                 self.missing += 1

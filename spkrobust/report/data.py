@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections import defaultdict
@@ -13,28 +12,11 @@ from typing import Any, Iterable
 from spkrobust.errors import FileProblem
 from spkrobust.config.vocab import NON_ATTACK_TYPES, SNN_KINDS
 
-
-
-
-
-
 _INT_COLS = {"source_replica", "target_replica", "n", "repeats", "replica", "seed", "timesteps",
              "epochs"}
 
 _FLOAT_COLS = {"eps", "clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "zero_grad_frac",
                "leak", "wall_s", "eval_clean_acc", "eval_clean_acc_std"}
-
-
-def _read_json(path: Path) -> Any:
-    if not path.exists():
-        raise FileProblem(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise FileProblem(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); "
-                          "delete it and rerun the stage that writes it") from None
-    except UnicodeDecodeError:
-        raise FileProblem(f"{path}: not a text JSON file") from None
 
 
 def _num(x: Any) -> float | None:

@@ -29,7 +29,8 @@ import numpy as np
 from spkrobust.config.vocab import SNN_KINDS, STUDY_ATTACK_TYPES
 from spkrobust.report import stats as S
 from spkrobust.report.compare import World, _ci, _paired, _pts, compare
-from spkrobust.report.fmt import _eps_label, _md_table, eps_display
+from spkrobust.config.expand import eps_display, eps_label
+from spkrobust.text import md_table
 
 CLAIM = {"id": "H", "claim": "SNNs degrade less than the ANN under white-box attacks (drop = clean − adversarial)",
          "mirrors": "2020 study, white-box attacks: FGSM/PGD crafted through each network itself (gradients "
@@ -143,12 +144,12 @@ def headline_md(h: dict) -> str:
         lines.append("Drop difference = ANN's drop − SNN's drop (points; > 0: the SNN degrades less), "
                      "white-box on both sides, paired 95 % CI; conditional = SNN − ANN on the images both "
                      "classify correctly when clean.\n\n")
-        lines.append(_md_table(
+        lines.append(md_table(
             ["dataset", "attack", "SNN (target)", "SNN clean %", "SNN adv %", "ANN (target)", "ANN clean %", "ANN adv %",
              "drop difference", "conditional", "verdict", "replicas", "images", "eps"],
             [[x["dataset"], x["attack"], x["a_name"], f"{100 * x['clean_a']:.1f}", f"{100 * x['a']:.1f}", x["b_name"],
               f"{100 * x['clean_b']:.1f}", f"{100 * x['b']:.1f}", _d(x["drop"]), _d(x["conditional"]),
-              f"**{x['verdict']}**", x["runs"], x["n"], ", ".join(eps_display(_eps_label(e)) for e in x["eps"])]
+              f"**{x['verdict']}**", x["runs"], x["n"], ", ".join(eps_display(eps_label(e)) for e in x["eps"])]
              for x in h["comparisons"]]))
     lines.append("\n### The studies' attack against the adaptive ensemble\n\n")
     if not h["removed"]:
@@ -158,7 +159,7 @@ def headline_md(h: dict) -> str:
     lines.append("SNN advantage = SNN adv − ANN adv (points, same images, white-box); removed = advantage under "
                  "the studies' attack − advantage under the ensemble, paired 95 % CI (> 0: the studies' attack "
                  "overstated the SNN's advantage by that much).\n\n")
-    lines.append(_md_table(
+    lines.append(md_table(
         ["dataset", "SNN", "ANN", "studies' attack", "advantage", "ensemble", "advantage", "removed by the ensemble",
          "replicas", "images"],
         [[r["dataset"], r["snn"], r["ann"], r["attack"], _pts(r["advantage_study"]), r["ensemble"],

@@ -16,23 +16,22 @@ Output: one markdown section (:func:`overestimate_md`); no other module of the r
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 
 from spkrobust.attacks.ensemble_record import decode_record
+from spkrobust.config.vocab import NON_ATTACK_TYPES
+from spkrobust.text import md_table, pct
 
-NOT_COMPARED = ("noise",)
+NOT_COMPARED = NON_ATTACK_TYPES
 
 
 def _white_box(r: dict) -> bool:
-    if r.get("setting"):
-        return r["setting"] == "white-box"
-    return r.get("source") == r.get("target") and int(r.get("source_replica", 1)) == int(r.get("target_replica", 1))
+    return r["setting"] == "white-box"
 
 
 def _type(r: dict) -> str:
-    return str(r.get("attack_type") or (r.get("attack_params") or {}).get("type") or r.get("attack"))
+    return str(r["attack_type"])
 
 
 def _cells(records: list[dict]) -> dict:
@@ -94,16 +93,6 @@ def member_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * float(v):.1f}"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out) + "\n"
-
-
 def overestimate_md(records: list[dict], seed: int = 0) -> str:
     """The report section: the overestimate table and the ensemble members' wins."""
     parts = ["## Overestimate: single attack vs. adaptive ensemble (white-box)\n\n"]
@@ -116,11 +105,11 @@ def overestimate_md(records: list[dict], seed: int = 0) -> str:
                  "images; `overestimate` = attack − ensemble in points with its 95 % paired-bootstrap CI over "
                  "images (replicas averaged per image). A positive overestimate is robustness the single attack "
                  "reported that the adaptive attack removed.\n\n")
-    parts.append(_table(
+    parts.append(md_table(
         ["dataset", "model", "kind", "eps", "attack", "acc", "ensemble", "acc ens.", "overestimate [95 % CI]", "n",
          "replicas"],
-        [[r["dataset"], r["model"], r["kind"], r["eps_label"], r["attack"], _pct(r["acc_attack"]), r["ensemble"],
-          _pct(r["acc_ensemble"]), f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
+        [[r["dataset"], r["model"], r["kind"], r["eps_label"], r["attack"], pct(r["acc_attack"]), r["ensemble"],
+          pct(r["acc_ensemble"]), f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
           r["n"], r["replicas"]] for r in rows]))
     mrows = member_rows(records)
     if mrows:
@@ -128,7 +117,7 @@ def overestimate_md(records: list[dict], seed: int = 0) -> str:
                      "Per white-box ensemble set: images each member broke first (in member order, images the "
                      "source misclassified before any attack excluded), images it broke at all, images it "
                      "attacked (with `stop_early` a member attacks only the survivors of the earlier ones).\n\n")
-        parts.append(_table(["dataset", "source", "ensemble", "eps", "member", "first", "broke", "attacked", "n"],
+        parts.append(md_table(["dataset", "source", "ensemble", "eps", "member", "first", "broke", "attacked", "n"],
                             [[r["dataset"], r["model"], r["ensemble"], r["eps_label"], r["member"], r["first"],
                               r["broke"], r["attempted"], r["n"]] for r in mrows]))
     return "".join(parts)

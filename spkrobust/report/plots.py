@@ -16,7 +16,8 @@ from spkrobust.config.expand import shares_weights
 from spkrobust.io import atomic_write_bytes
 from spkrobust.report.compare import conditional_by_eps
 from spkrobust.report.data import _by_eps, _Data, _mean, _param_groups, sweep_base
-from spkrobust.report.fmt import _safe_name, eps_display
+from spkrobust.config.expand import eps_display
+from spkrobust.text import safe_name
 
 
 def _figure(nplots: int, ncols: int, w: float = 6.0, h: float = 3.6):
@@ -244,7 +245,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
                 _panel_acc_vs_eps(ax, data, ds, atk)
                 _panel_conditional(ax2, data, ds, atk)
                 fig.tight_layout()
-                path = out / f"acc_vs_eps_{_safe_name(ds)}_{_safe_name(atk)}.png"
+                path = out / f"acc_vs_eps_{safe_name(ds)}_{safe_name(atk)}.png"
                 _save(fig, path)
                 written.append(path)
     else:
@@ -266,7 +267,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
                 for e, l in data.eps_list(ds, atk):
                     if e > 0:
                         written.append(_single(
-                            out / f"heatmap_{_safe_name(ds)}_{_safe_name(atk)}_{_safe_name(l)}.png", (6, 5),
+                            out / f"heatmap_{safe_name(ds)}_{safe_name(atk)}_{safe_name(l)}.png", (6, 5),
                             lambda ax, ds=ds, atk=atk, e=e, l=l: _panel_heatmap(ax, data, ds, atk, e, l)))
     else:
         _not_measured_png(out / "heatmap.png", title, "no records with ε > 0")
@@ -278,7 +279,7 @@ def plots(data: _Data, out: Path, extras: bool = True, heatmap_eps: str | None =
         if extras:
             for ds in data.datasets:
                 if _param_groups(data, ds, param):
-                    p = out / f"{prefix}_{_safe_name(ds)}.png"
+                    p = out / f"{prefix}_{safe_name(ds)}.png"
                     if _plot_param(data, p, [ds], param, label, f"{ds}: {title}"):
                         written.append(p)
                     elif p.exists():

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spkrobust.config.expand import setting_of
 from spkrobust.errors import FileProblem
 from spkrobust.io import atomic_write_text
 from spkrobust.report.claims import claims_md, evaluate_claims
 from spkrobust.report.description import DESCRIPTION, description_rst, environments
 from spkrobust.report.headline import evaluate_headline, headline_md
-from spkrobust.report.data import _Data, _read_json, read_csv
-from spkrobust.report.fmt import _md_table
+from spkrobust.io import read_json
+from spkrobust.report.data import _Data, read_csv
+from spkrobust.text import md_table
 from spkrobust.report.overestimate import overestimate_md
 from spkrobust.report.plots import _EXTRA_PATTERNS, plots
 from spkrobust.report.tables import checks_md, tables_md
@@ -33,7 +33,7 @@ REPORT_FILES = (
 def _load_records_json(path: Path) -> tuple[list, list, list]:
     if not path.exists():
         return [], [], []
-    obj = _read_json(path)
+    obj = read_json(path)
     if not isinstance(obj, dict) or obj.get("format") != RECORDS_FORMAT:
         raise FileProblem(f"{path}: not a spkrobust records file (expected format {RECORDS_FORMAT!r})")
     return obj.get("records", []), obj.get("clean", []), obj.get("models", [])
@@ -52,7 +52,7 @@ def index_md(data: _Data, claims: list[dict], extras: list[Path], head: dict | N
     rows = [[c["id"], c["claim"], c["verdict"]] for c in claims]
     if head is not None:
         rows.insert(0, [head["id"], f"**headline:** {head['claim']}", f"**{head['verdict']}**"])
-    lines.append(_md_table(["#", "claim", "verdict"], rows))
+    lines.append(md_table(["#", "claim", "verdict"], rows))
     lines.append("\n## Files\n\n")
     for name, what in (("tables.md", "clean, white-box and black-box accuracy tables"),
                        ("claims.md", "the claims: paired comparisons with confidence intervals behind each verdict"),
@@ -79,9 +79,6 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
                            "target_replica", "setting", "adv_acc") if summary and c not in summary[0]]
     if missing:
         raise FileProblem(f"{report_dir / 'summary.csv'}: missing columns {', '.join(missing)}")
-    for r in summary:
-        if not r.get("setting"):
-            r["setting"] = setting_of(r["source"], r["source_replica"], r["target"], r["target_replica"])
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
     data = _Data(summary, models, records, clean)
     claims = evaluate_claims(data)

@@ -6,7 +6,9 @@ from collections import defaultdict
 import numpy as np
 
 from spkrobust.report.data import _Data
-from spkrobust.report.fmt import _fmt_csv, _md_table, _pct, _pm, eps_display
+from spkrobust.config.expand import eps_display
+from spkrobust.evaluation.checks.flags import FLAGS
+from spkrobust.text import fmt_csv, md_table, pct, pm
 
 
 def _replica_spread(models: list[dict], order: list[str]) -> str:
@@ -21,8 +23,8 @@ def _replica_spread(models: list[dict], order: list[str]) -> str:
     for name in sorted(by, key=order.index):
         v = np.asarray(by[name])
         sd = f"{100 * v.std(ddof=1):.1f}" if len(v) > 1 else "– (one training run)"
-        rows.append([name, len(v), _pct(float(v.mean())), f"{100 * v.min():.1f}–{100 * v.max():.1f}", sd])
-    return _md_table(["model", "replicas", "mean clean acc", "min–max", "std over replicas"], rows)
+        rows.append([name, len(v), pct(float(v.mean())), f"{100 * v.min():.1f}–{100 * v.max():.1f}", sd])
+    return md_table(["model", "replicas", "mean clean acc", "min–max", "std over replicas"], rows)
 
 
 def tables_md(data: _Data) -> str:
@@ -43,10 +45,10 @@ def tables_md(data: _Data) -> str:
                 rows.append([m["model"], m["replica"], m.get("kind") or "", m.get("arch") or "",
                              m.get("neuron") or "", "" if m.get("leak") is None else f"{m['leak']:g}",
                              "" if m.get("timesteps") is None else m["timesteps"], m.get("encoder") or "",
-                             _pct(m.get("clean_acc")),
-                             _pm(m.get("eval_clean_acc"), m.get("eval_clean_acc_std"),
+                             pct(m.get("clean_acc")),
+                             pm(m.get("eval_clean_acc"), m.get("eval_clean_acc_std"),
                                  (m.get("eval_clean_acc_std") or 0) > 0)])
-            parts.append(_md_table(["model", "replica", "kind", "arch", "neuron", "leak", "T", "encoder",
+            parts.append(md_table(["model", "replica", "kind", "arch", "neuron", "leak", "T", "encoder",
                                     "clean acc (training)", "clean acc (evaluation)"], rows))
             parts.append("\n### Clean accuracy over training replicas\n\n" + _replica_spread(models, order))
         else:
@@ -64,7 +66,7 @@ def tables_md(data: _Data) -> str:
                 for t, tr in keys:
                     cells = {r["eps"]: r for r in wb if r["target"] == t and r["target_replica"] == tr}
                     rows.append([f"{t} r{tr}"] + [_cell(cells.get(e)) for e, _ in eps])
-                parts.append(_md_table(["target"] + eps_hdr, rows))
+                parts.append(md_table(["target"] + eps_hdr, rows))
             else:
                 parts.append("not measured: no white-box records.\n")
             parts.append(f"\n### {atk}: black-box and transfer\n\n")
@@ -77,7 +79,7 @@ def tables_md(data: _Data) -> str:
                 for t, tr, s, sr, st in keys:
                     cells = {r["eps"]: r for r in bb if (r["target"], r["target_replica"], r["source"], r["source_replica"]) == (t, tr, s, sr)}
                     rows.append([f"{t} r{tr}", f"{s} r{sr}", st] + [_cell(cells.get(e)) for e, _ in eps])
-                parts.append(_md_table(["target", "source", "setting"] + eps_hdr, rows))
+                parts.append(md_table(["target", "source", "setting"] + eps_hdr, rows))
             else:
                 parts.append("not measured: no black-box or transfer records.\n")
     return "".join(parts)
@@ -86,7 +88,7 @@ def tables_md(data: _Data) -> str:
 def _cell(r: dict | None) -> str:
     if r is None:
         return "–"
-    return _pm(r.get("adv_acc"), r.get("adv_acc_std"), (r.get("repeats") or 1) > 1)
+    return pm(r.get("adv_acc"), r.get("adv_acc_std"), (r.get("repeats") or 1) > 1)
 
 
 def checks_md(records: list[dict], clean: list[dict], models: list[dict]) -> str:
@@ -116,6 +118,16 @@ def checks_md(records: list[dict], clean: list[dict], models: list[dict]) -> str
     for r in results:
         rows.append([r.get("name", ""), f"**{r.get('status', '')}**" if r.get("status") == "flag" else r.get("status", ""),
                      str(r.get("detail", "")).replace("\n", " ")] +
-                    [_fmt_csv(r.get(k)).replace("\n", " ") for k in extra])
+                    [fmt_csv(r.get(k)).replace("\n", " ") for k in extra])
     summary = ", ".join(f"{counts[s]} {s}" for s in ("flag", "not_measured", "ok") if counts[s])
-    return head + f"{summary}.\n\n" + _md_table(["check", "status", "detail"] + extra, rows)
+    return head + f"{summary}.\n\n" + md_table(["check", "status", "detail"] + extra, rows) + flags_md(results)
+
+
+def flags_md(results: list[dict]) -> str:
+    """What each check in ``results`` means (:data:`spkrobust.evaluation.checks.flags.FLAGS`)."""
+    names = [n for n in FLAGS if any(r.get("name") == n for r in results)]
+    if not names:
+        return ""
+    return "\n## What each flag means\n\n" + md_table(
+        ["check", "level", "raised if", "what to do"],
+        [[n, FLAGS[n].level, FLAGS[n].raised_if, FLAGS[n].what_to_do] for n in names])

@@ -15,7 +15,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from spkrobust.config.schema import default, defaults
-from spkrobust.config.vocab import ATTACK_DEFAULTS, EOTPGD_MIN_SAMPLES
+from spkrobust.config.schema import attack_defaults
+from spkrobust.config.vocab import EOTPGD_MIN_SAMPLES
 from spkrobust.nets import memory as mm
 
 # one 1-thread conv forward (64 x 128 x 16 x 16, 3x3, 128 out) on this project's CPU: 48 GFLOP/s
@@ -125,7 +126,7 @@ def attack_work(cfg: dict, attack: str | dict, uses_grad: bool, stochastic: bool
     """(gradients, plain forwards) per image of one crafting job (upper bounds: no early stop);
     ``attack``: a name in ``cfg["attacks"]`` or an ensemble member's own spec."""
     given = cfg["attacks"][attack] if isinstance(attack, str) else attack
-    spec = {**ATTACK_DEFAULTS[given["type"]], **given}
+    spec = {**attack_defaults(given["type"]), **given}
     kind = spec["type"]
     eot = int(spec.get("eot_samples") or cfg["eval"]["eot_samples"]) if stochastic else 1
     if kind == "ensemble":

@@ -22,14 +22,14 @@ import torch.nn as nn
 
 from spkrobust.data.datasets import Prepared, augment, load_prepared, to_float
 from spkrobust.errors import UserError
-from spkrobust.io import atomic_write_json
 from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, save_model
 from spkrobust.nets.neurons import SpikingLayer
 from spkrobust.config.options import read_cfg, resolve_device
 from spkrobust.training.train import accuracy, seed_everything, snn_meta_from
 from spkrobust.config.schema import default
-from spkrobust.config.vocab import METHODS, METRICS_FORMAT
+from spkrobust.config.vocab import METHODS
+from spkrobust.training.records import ModelMetrics, write_metrics
 
 
 
@@ -149,19 +149,17 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
     with firing_rates(snn) as rates:
         acc = accuracy(snn, data.test_x, data.test_y, device=device)
     ann_acc = accuracy(ann, data.test_x, data.test_y, device=device)
-    metrics = {"format": METRICS_FORMAT, "name": spec["name"], "base": spec.get("base", spec["name"]),
-               "kind": "convert",
-               "replica": cfg["replica"], "dataset": data.dataset, "seed": seed, "clean_acc": acc,
-               "ann_clean_acc": ann_acc, "method": spec.get("method", default("method")),
-               "silent_layers": snn.meta.get("silent_layers", []), "firing_rates": rates,
-               "n_test": len(data.test_y), "meta": snn.meta, "config": cfg, "epochs": 0,
-               "wall_s": time.time() - t0, "versions": package_versions(), "environment": environment(device), "device": str(device), "init": ann_path}
+    metrics = ModelMetrics(name=spec["name"], base=spec.get("base", spec["name"]), kind="convert",
+                           replica=cfg["replica"], dataset=data.dataset, seed=seed, clean_acc=acc,
+                           ann_clean_acc=ann_acc, method=spec.get("method", default("method")),
+                           silent_layers=snn.meta.get("silent_layers", []), firing_rates=rates,
+                           n_test=len(data.test_y), meta=snn.meta, config=cfg, epochs=0,
+                           wall_s=time.time() - t0, versions=package_versions(),
+                           environment=environment(device), device=str(device), init=ann_path)
     save_model(snn.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
-               clean_acc=acc, config_kind="convert", method=metrics["method"])
-    metrics["meta"] = snn.meta
-    if metrics_out:
-        atomic_write_json(metrics, metrics_out)
-    return metrics
+               clean_acc=acc, config_kind="convert", method=metrics.method)
+    metrics.meta = snn.meta
+    return write_metrics(metrics, metrics_out)
 
 
 def _configure(p: argparse.ArgumentParser):

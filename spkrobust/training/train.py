@@ -27,12 +27,13 @@ from tqdm import tqdm
 
 from spkrobust.data.datasets import Prepared, augment, batches, load_prepared
 from spkrobust.errors import UserError
-from spkrobust.io import atomic_save, atomic_write_json, safe_load
+from spkrobust.io import atomic_save, safe_load
 from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import build_model, default_meta, load_model, save_model
 from spkrobust.config.options import read_cfg, resolve_device
 from spkrobust.config.schema import default, defaults
-from spkrobust.config.vocab import INPUT_NORMS, METRICS_FORMAT, SNN_KEYS
+from spkrobust.config.vocab import INPUT_NORMS, SNN_KEYS
+from spkrobust.training.records import ModelMetrics, write_metrics
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
 
@@ -127,16 +128,14 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
     return {"history": history, "resumed_from_epoch": start}
 
 
-def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, device, extra=None) -> dict:
+def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, device, extra=None) -> ModelMetrics:
     acc = accuracy(model, data.test_x, data.test_y, device=device)
     spec = cfg["model"]
-    m = {"format": METRICS_FORMAT, "name": spec["name"], "base": spec.get("base", spec["name"]), "kind": kind,
-         "replica": cfg["replica"],
-         "dataset": data.dataset, "seed": cfg["seed"], "clean_acc": acc, "n_test": len(data.test_y),
-         "n_train": len(data.train_y), "meta": model.meta, "config": cfg, "wall_s": time.time() - t0,
-         "versions": package_versions(), "environment": environment(device), "device": str(device), **fit}
-    m.update(extra or {})
-    return m
+    return ModelMetrics(name=spec["name"], base=spec.get("base", spec["name"]), kind=kind, replica=cfg["replica"],
+                        dataset=data.dataset, seed=cfg["seed"], clean_acc=acc, n_test=len(data.test_y),
+                        n_train=len(data.train_y), meta=model.meta, config=cfg, wall_s=time.time() - t0,
+                        versions=package_versions(), environment=environment(device),
+                        device=str(device), **fit, **(extra or {}))
 
 
 def _train_and_save(model, opt, data: Prepared, cfg: dict, hp: dict, kind: str, t0: float, device,
@@ -148,11 +147,9 @@ def _train_and_save(model, opt, data: Prepared, cfg: dict, hp: dict, kind: str, 
     metrics = _metrics(model, data, cfg, kind, fit, t0, device,
                        {"epochs": int(hp["epochs"]), "train": hp, **(extra or {})})
     save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
-               clean_acc=metrics["clean_acc"], config_kind=kind)
-    metrics["meta"] = model.meta
-    if metrics_out:
-        atomic_write_json(metrics, metrics_out)
-    return metrics
+               clean_acc=metrics.clean_acc, config_kind=kind)
+    metrics.meta = model.meta
+    return write_metrics(metrics, metrics_out)
 
 
 def train_ann(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None) -> dict:

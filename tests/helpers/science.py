@@ -99,7 +99,7 @@ def _check_rates(who: str, rates: list[float], n_layers: int) -> None:
 
 def check_adversarial_sets(wd: Path, cfg: dict) -> int:
     """Every crafted set is in its eps-ball and in [0, 1]; gradient attacks moved the input."""
-    from spkrobust.attacks.stage import load_adv
+    from spkrobust.attacks.files import load_adv
 
     n = 0
     for ds in cfg["datasets"]:

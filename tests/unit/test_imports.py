@@ -5,58 +5,24 @@ function-local import is no way around either rule (it would only hide the circl
 are for heavy optional dependencies (torch in a torch-free layer, cupy, matplotlib)."""
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
 from helpers.wfutil import REPO
+from spkrobust.tools.codedeps import import_graph
+from spkrobust.tools.codedeps import imports_of as _imports
+
 PKG = REPO / "spkrobust"
-# bottom to top; the package's plumbing (errors, io, bits, provenance) sits below every layer, the CLI
-# above them all
-LAYERS = ("errors", "io", "bits", "provenance", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
+# bottom to top; the package's plumbing (errors, io, bits, text, provenance) sits below every layer, the
+# CLI above them all
+LAYERS = ("errors", "io", "bits", "text", "provenance", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
           "cli", "__main__")
 # circles left on purpose, each with its reason (none may be added)
 KNOWN_CIRCLES = {
-    # grad_mode `rate` is applied inside SpikingLayer through the bptr estimator; issue 21 (branch i21-est)
-    # rewrites bptr and folds `rate` into the estimator, which removes this circle
+    # SpikingLayer still has its own `grad_mode == "rate"` branch (a function-local import of the bptr
+    # estimator); the pipeline no longer uses it (spkrobust.attacks.base.set_grad_mode installs the estimator
+    # in the layer's estimator slot), so dropping that branch in nets/neurons.py removes this circle
     frozenset({"spkrobust.nets.neurons", "spkrobust.nets.estimators"}),
 }
-
-
-def _module_name(f: Path) -> str:
-    parts = f.relative_to(PKG.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(f: Path, mod: str, modules: set[str]) -> set[tuple[str, int]]:
-    """(imported spkrobust module, line) of every import in `f`, wherever it stands."""
-    is_pkg = f.name == "__init__.py"
-    out = set()
-    for node in ast.walk(ast.parse(f.read_text(), str(f))):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                here = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                here = here[:len(here) - node.level + 1]
-                base = ".".join(here + ([node.module] if node.module else []))
-            # `from spkrobust.nets import fused` names a module; `from spkrobust.x import f` a name
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-        else:
-            continue
-        for n in names:
-            while n and n not in modules:  # `import spkrobust.a.b.c` -> the longest module prefix
-                n = n.rpartition(".")[0]
-            if n and n != mod:
-                out.add((n, node.lineno))
-    return out
-
-
-def import_graph() -> dict[str, set[tuple[str, int]]]:
-    files = {_module_name(f): f for f in sorted(PKG.rglob("*.py"))}
-    return {m: _imports(f, m, set(files)) for m, f in files.items()}
 
 
 def layer(mod: str) -> int:

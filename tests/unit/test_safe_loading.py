@@ -3,7 +3,7 @@
 Every spkrobust ``.pt`` reader goes through :func:`spkrobust.io.safe_load` (``torch.load`` with
 ``weights_only=True``).  Each test writes a file whose unpickling would create a marker file, then
 checks that the loaders (``safe_load``, ``models.load_model``, ``data.load_prepared``,
-``craft_stage.load_adv``, the training-checkpoint load) raise a :class:`FileProblem` naming the file,
+``attack_files.load_adv``, the training-checkpoint load) raise a :class:`FileProblem` naming the file,
 and that the marker was never created.  Truncated, empty and random-bytes files give "corrupt"
 errors; a torch file that is not a spkrobust one gives "not a spkrobust ...".  Tensors are tiny.
 """
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from helpers.wfutil import REPO
-from spkrobust.attacks import stage as craft_stage
+from spkrobust.attacks import files as attack_files
 
 from spkrobust.data import datasets as data
 
@@ -79,7 +79,7 @@ LOADERS = {
                   models.FORMAT, _model_body, "model checkpoint"),
     "load_model": (models.load_model, models.FORMAT, _model_body, "model checkpoint"),
     "load_prepared": (data.load_prepared, data.FORMAT, _data_body, "prepared dataset"),
-    "load_adv": (craft_stage.load_adv, ADV_FORMAT, _adv_body, "adversarial set"),
+    "load_adv": (attack_files.load_adv, ADV_FORMAT, _adv_body, "adversarial set"),
     "training_checkpoint": (_ckpt, None, _model_body, "training checkpoint"),
 }
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -68,7 +68,7 @@ def test_large_grid_dry_run_is_fast(tmp_path):
 def test_dag_time_modules_import_no_torch():
     """What the Snakefile imports to build the DAG and size each job stays torch-free."""
     code = ("import sys; import spkrobust.config.expand, spkrobust.config.validate, spkrobust.nets.memory, "
-            "spkrobust.tools.jobs; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
+            "spkrobust.tools.jobs, spkrobust.tools.codedeps; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

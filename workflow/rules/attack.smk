@@ -7,7 +7,7 @@ rule grad:
     input:
         data=data_pt("{dataset}"),
         model=lambda wc: model_pt(wc.dataset, wc.source, wc.replica),
-        code=lib_for(["attacks/registry", "attacks/stage"], "source"),
+        code=lib("attacks"),
     output:
         grad_pt("{dataset}", "{source}", "{replica}"),
     params:
@@ -31,7 +31,7 @@ rule craft:
         unpack(grad_input),
         data=data_pt("{dataset}"),
         model=lambda wc: model_pt(wc.dataset, wc.source, wc.replica),
-        code=lib_for(["attacks/registry", "attacks/stage", "nets/estimators", "attacks/ensemble"], "source"),
+        code=lib("attacks"),
     output:
         adv_pt("{dataset}", "{source}", "{replica}", "{attack}", "{eps}"),
     params:

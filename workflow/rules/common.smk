@@ -5,15 +5,14 @@
 import json
 import re
 
+from pathlib import Path
+
 from spkrobust.config import expand as spk  # pure Python; must never import torch
+from spkrobust.tools.codedeps import stage_code  # pure Python too
 
-from spkrobust.errors import ConfigError
-
-try:
-    MODELS = spk.expand_models(config)  # name -> resolved spec (sweep members included)
-    GRID = spk.grid(config)  # one dict per evaluation record
-except ConfigError as e:  # one line naming the key path, no traceback
-    raise WorkflowError(f"invalid config: {e}") from None
+# the config is valid here: the Snakefile validated it (expand_models and grid included)
+MODELS = spk.expand_models(config)  # name -> resolved spec (sweep members included)
+GRID = spk.grid(config)  # one dict per evaluation record
 DATASETS = list(config["datasets"])
 EPS = {spk.eps_label(e): e for e in config["eps"]}  # label (used in paths) -> config literal
 REPLICAS = {m: spk.model_replicas(config, s) for m, s in MODELS.items()}  # model -> [1, 2, ...]
@@ -65,38 +64,22 @@ def cfg_json(stage, **wildcards):
 
 
 # --- library files per stage ---------------------------------------------------------------------
-# Shell rules only track their command text, so the library modules a stage runs are listed as
-# inputs: editing spkrobust/attacks/registry.py reruns gradients, crafting, clean accuracy (evaluate.py
-# imports its seeding/loading helpers) and everything downstream, but no training.
-# Plumbing shared by every stage (cli.py, io.py, errors.py, config.py) is deliberately not listed;
-# config changes reach the jobs through their params instead.
-_LIBDIR = os.path.relpath(os.path.join(workflow.basedir, "spkrobust"))
-MODEL_CODE = {
-    "ann": ["nets/models"],
-    "convert": ["nets/models", "nets/neurons", "nets/encoding", "nets/fused", "nets/fused_kernel"],
-    "snn": ["nets/models", "nets/neurons", "nets/encoding", "nets/fused", "nets/fused_kernel"],
-}
+# Shell rules only track their command text, so the library files a stage runs are its inputs:
+# `code=lib("attacks")` is every .py/.c file of spkrobust/attacks/ plus every module they import
+# (spkrobust.tools.codedeps, read with ast), so editing spkrobust/attacks/registry.py reruns
+# gradients, crafting and, since evaluation imports it, clean accuracy and evaluation, but no
+# training.  spkrobust/config/ is not tracked: config changes reach the jobs through their params.
+_LIBDIR = Path(workflow.basedir) / "spkrobust"
 
 
-def lib(*modules):
-    """Paths of the given spkrobust modules (those that exist); a package stands for its files."""
-    paths = []
-    for m in dict.fromkeys(modules):
-        pkg = os.path.join(_LIBDIR, m)
-        if os.path.isdir(pkg):
-            paths += sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
-        else:  # a module, or a C source shipped with the package (fused_kernel.c)
-            paths += [f"{pkg}{ext}" for ext in (".py", ".c") if os.path.exists(f"{pkg}{ext}")]
-    return paths
+def lib(*subpackages):
+    """The library files (relative paths) the stage of `subpackages` runs."""
+    return [os.path.relpath(p) for p in stage_code(*subpackages, pkg=_LIBDIR)]
 
 
-def lib_for(stage_modules, model_wildcard):
-    """Input function: the stage's modules plus the model code of the model named by a wildcard."""
-
-    def _inputs(wc):
-        return lib(*stage_modules, *MODEL_CODE[MODELS[wc[model_wildcard]]["kind"]])
-
-    return _inputs
+def targets():
+    """What `snakemake all` builds: the aggregated tables and every report file."""
+    return ["results/report/summary.csv", "results/report/models.csv", *REPORT_FILES]
 
 
 def caption(name):
@@ -160,8 +143,10 @@ def eval_outputs():
 
 
 def eval_target_inputs(wc):
-    return {"targets": [model_pt(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
-            "clean": [clean_json(wc.dataset, t, tr) for t, tr in EVAL_TARGETS]}
+    return {
+        "targets": [model_pt(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
+        "clean": [clean_json(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
+    }
 
 
 def uses_grad(attack):
@@ -190,8 +175,14 @@ def grad_input(wc):
 # inherited values, seed, parent) share the outputs of the first (spkrobust.config.expand.aliases).
 ALIAS = spk.aliases(config)
 ALIAS_ROWS = [
-    {"model": m, "replica": r, "same_as": c, "base": MODELS[m]["base"], "parent": MODELS[m].get("from"),
-     **{k: MODELS[m][k] for k in ("neuron", "leak") if k in MODELS[m]}}
+    {
+        "model": m,
+        "replica": r,
+        "same_as": c,
+        "base": MODELS[m]["base"],
+        "parent": MODELS[m].get("from"),
+        **{k: MODELS[m][k] for k in ("neuron", "leak") if k in MODELS[m]},
+    }
     for (m, r), (c, _) in ALIAS.items()
 ]
 
@@ -210,6 +201,7 @@ def canonical(model, replica):
 # --default-resources mem_mb=N), else 0.8 x RAM / job slots (host) and 0.9 x the GPU's memory.
 # A job requests its planned peak x 1.15, x 1.5 per retry (Snakemake's `attempt`).
 from spkrobust.tools import jobs as JOBS  # noqa: E402
+
 
 def _slots():
     """Jobs side by side here (cores / threads per job); 1 where no core count is set (a cluster)."""
@@ -274,5 +266,3 @@ def planned(rule, key):
         return plan_of(rule, wildcards).resources(budget_of(rule), attempt)[key]
 
     return _get
-
-

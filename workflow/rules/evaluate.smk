@@ -7,7 +7,7 @@ rule clean:
     input:
         data=data_pt("{dataset}"),
         model=lambda wc: model_pt(wc.dataset, wc.model, wc.replica),  # an alias reads the model it shares
-        code=lib_for(["evaluation/evaluate", "attacks/registry", "attacks/stage", "evaluation/outcomes"], "model"),
+        code=lib("evaluation"),
     output:
         clean_json("{dataset}", "{model}", "{replica}"),
     params:
@@ -31,7 +31,7 @@ rule evaluate:
         unpack(eval_target_inputs),
         data=data_pt("{dataset}"),
         adv=adv_pt("{dataset}", "{source}", "{sr}", "{attack}", "{eps}"),
-        code=lib("evaluation/evaluate", "attacks/registry", "attacks/stage", "evaluation/outcomes", *MODEL_CODE["snn"]),
+        code=lib("evaluation"),
     output:
         eval_outputs(),
     params:

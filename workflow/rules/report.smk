@@ -59,7 +59,7 @@ rule render_report:
         summary="results/report/summary.csv",
         models="results/report/models.csv",
         records="results/report/records.json",
-        code=lib("report", "evaluation/checks", "attacks/ensemble", "evaluation/outcomes", "report/stats"),
+        code=lib("report"),
     output:
         REPORT_FILES,
         description=DESCRIPTION,  # the report's first page (Snakefile: `report:`)

@@ -8,7 +8,7 @@
 rule train_ann:
     input:
         data=data_pt("{dataset}"),
-        code=lib("training/train", "data", *MODEL_CODE["ann"]),
+        code=lib("training"),
     output:
         model=model_pt("{dataset}", "{model}", "{replica}"),
         metrics=metrics_json("{dataset}", "{model}", "{replica}"),
@@ -34,7 +34,7 @@ rule convert:
     input:
         data=data_pt("{dataset}"),
         ann=parent_pt,
-        code=lib("training/convert", "data", *MODEL_CODE["convert"]),
+        code=lib("training"),
     output:
         model=model_pt("{dataset}", "{model}", "{replica}"),
         metrics=metrics_json("{dataset}", "{model}", "{replica}"),
@@ -60,7 +60,7 @@ rule train_snn:
     input:
         unpack(init_inputs),
         data=data_pt("{dataset}"),
-        code=lib("training/train", "data", *MODEL_CODE["snn"]),
+        code=lib("training"),
     output:
         model=model_pt("{dataset}", "{model}", "{replica}"),
         metrics=metrics_json("{dataset}", "{model}", "{replica}"),

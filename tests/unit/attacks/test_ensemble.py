@@ -12,7 +12,7 @@ from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
 
 from spkrobust.attacks import registry as A
 from spkrobust.evaluation.checks import run_checks
-from spkrobust.attacks.stage import load_adv
+from spkrobust.attacks.files import load_adv
 from spkrobust.attacks.ensemble import decode_record, source_predict
 from spkrobust.errors import UserError
 from spkrobust.evaluation.outcomes import encode

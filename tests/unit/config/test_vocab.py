@@ -1,8 +1,8 @@
-"""The config schema's enumerations and attack defaults equal spkrobust.config.vocab (one vocabulary)."""
+"""The config schema's enumerations equal spkrobust.config.vocab (one vocabulary); attack defaults are the schema's."""
 from __future__ import annotations
 
 from spkrobust.config import vocab
-from spkrobust.config.schema import load_schema
+from spkrobust.config.schema import attack_defaults, load_schema
 
 SCHEMA = load_schema()
 DEFS = SCHEMA["$defs"]
@@ -47,14 +47,16 @@ def test_sweepable_keys_equal_the_vocabulary():
     assert swept == set(vocab.SWEEPABLE)
 
 
-def test_attack_parameters_and_defaults_equal_the_vocabulary():
-    for atype, defaults in vocab.ATTACK_DEFAULTS.items():
+def test_attack_defaults_come_from_the_schema():
+    for atype in vocab.ATTACK_TYPES:
         props = _then(DEFS["attack"], "type", atype)["properties"]
+        defaults = attack_defaults(atype)
         assert set(props) == set(defaults), atype
         for key, default in defaults.items():
-            if default is not None:
-                assert props[key]["default"] == default, (atype, key)
-            else:
-                assert "default" not in props[key], (atype, key)
+            assert props[key].get("default") == default, (atype, key)
             if key == "loss":
                 assert tuple(props[key]["enum"]) == vocab.ATTACK_LOSSES[atype]
+    assert attack_defaults("pgd")["steps"] == 7 and attack_defaults("rfgsm")["alpha"] is None
+    d = attack_defaults("pgd")
+    d["steps"] = 0  # a copy: the cached defaults stay
+    assert attack_defaults("pgd")["steps"] == 7

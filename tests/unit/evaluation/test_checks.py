@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from spkrobust.evaluation.checks import run_checks
+from spkrobust.config.expand import setting_of
+from spkrobust.evaluation.checks import FLAGS, run_checks
 
 
 def rec(attack="pgd", eps=8 / 255, adv=0.3, source="ann", sr=1, target="ann", tr=1, clean=0.9, atype=None,
@@ -11,7 +12,7 @@ def rec(attack="pgd", eps=8 / 255, adv=0.3, source="ann", sr=1, target="ann", tr
     atype = atype or attack
     return {"dataset": dataset, "source": source, "source_replica": sr, "attack": attack,
             "attack_params": {"type": atype}, "attack_type": atype, "eps": eps, "eps_label": str(eps),
-            "target": target, "target_replica": tr, "clean_acc": clean, "clean_acc_std": clean_std,
+            "target": target, "target_replica": tr, "setting": setting_of(source, sr, target, tr), "clean_acc": clean, "clean_acc_std": clean_std,
             "adv_acc": adv, "adv_acc_std": std, "repeats": repeats, "n": n,
             "zero_grad_frac": zgf if atype not in ("noise", "square") else None,
             "stochastic": stochastic, "num_classes": 10}
@@ -149,3 +150,16 @@ def test_string_eps_and_empty_input():
     assert status(run_checks([rec(eps="0", adv=0.9), rec(eps="8/255", adv=0.3)]), "eps0_equals_clean") == {"ok"}
     res = run_checks([])
     assert res and all(r["status"] == "not_measured" for r in res)
+
+
+def test_every_check_has_its_raised_if_and_what_to_do_in_checks_md():
+    from spkrobust.report.tables import checks_md
+
+    results = run_checks(healthy(), clean=[_clean(False, False, 1)]) + run_checks([])
+    names = {r["name"] for r in results}
+    assert names <= set(FLAGS), names - set(FLAGS)
+    assert set(FLAGS) - names <= {"ensemble_drop"}  # needs an ensemble attack (tests/unit/attacks/test_ensemble.py)
+    md = checks_md(healthy(), [_clean(False, False, 1)], [])
+    explained = md.split("## What each flag means")[1]
+    for n in names - {"records"}:
+        assert f"| {n} | {FLAGS[n].level} | {FLAGS[n].raised_if} |" in explained

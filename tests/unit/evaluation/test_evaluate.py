@@ -9,11 +9,10 @@ import torch
 from helpers import robust as H
 from helpers.robust import cli_data_path, cli_models  # noqa: F401  (fixtures)
 from spkrobust.evaluation import evaluate as E
+from spkrobust.evaluation import records as R
 from spkrobust.cli import main
 
-RECORD_KEYS = ("dataset", "source", "source_replica", "attack", "attack_params", "eps", "eps_label", "target",
-               "target_replica", "setting", "clean_acc", "clean_acc_std", "adv_acc", "adv_acc_std", "repeats", "n",
-               "zero_grad_frac", "seed", "stochastic", "source_kind", "target_kind")
+RECORD_KEYS = R.RECORD_KEYS  # the typed record's fields (spkrobust.evaluation.records)
 
 
 def test_setting_names():
@@ -77,7 +76,7 @@ def test_clean_and_evaluate_stages_write_contract_records(cli_data_path, cli_mod
         assert _evaluate(d, tmp_path / adv, cli_models["snn"], tmp_path / "clean_snn.json", cfg, out) == 0
         recs[key] = json.loads(out.read_text())
     for r in recs.values():
-        assert all(k in r for k in RECORD_KEYS), [k for k in RECORD_KEYS if k not in r]
+        assert set(r) == set(RECORD_KEYS), set(r) ^ set(RECORD_KEYS)
         assert r["repeats"] == 3 and len(r["adv_accs"]) == 3 and r["stochastic"] is True and r["n"] == 16
         assert r["clean_acc"] == c_snn["clean_acc"] and r["target_kind"] == "snn"
     assert [recs[k]["setting"] for k in ("wb", "bb", "tr")] == ["white-box", "black-box", "transfer"]

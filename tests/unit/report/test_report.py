@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from spkrobust.cli import main
-from spkrobust.config.expand import setting_of
+from spkrobust.config.expand import eps_display, setting_of
 from spkrobust.errors import FileProblem
 from spkrobust.evaluation.outcomes import encode
-from spkrobust.report import aggregate as agg, data as rdata, fmt, render
+from spkrobust.report import aggregate as agg, data as rdata, render
 from spkrobust.report.claims import CLAIMS, evaluate_claims
 from spkrobust.config.vocab import CLEAN_FORMAT, METRICS_FORMAT, RECORD_FORMAT, RECORDS_FORMAT
 
@@ -111,7 +111,7 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
                             adv = max(0.0, clean[t] - eps / (4 / 255) * st * (1 - r_t))
                             stoch = kind(t) != "ann"
                             rec = {"format": RECORD_FORMAT, "dataset": DS, "source": s, "source_replica": sr, "attack": atk,
-                                   "attack_params": {"type": atk}, "eps": eps, "eps_label": label,
+                                   "attack_params": {"type": atk}, "attack_type": atk, "eps": eps, "eps_label": label,
                                    "target": t, "target_replica": tr, "setting": setting,
                                    "clean_acc": clean[t], "clean_acc_std": 0.004 if stoch else 0.0,
                                    "adv_acc": adv, "adv_acc_std": 0.003 if stoch else 0.0,
@@ -295,7 +295,7 @@ def test_sweep_base():
     assert rdata.sweep_base("snn_bp-T4") == "snn_bp"
     assert rdata.sweep_base("snn_bp-T4-leak0.9") == "snn_bp"
     assert rdata.sweep_base("snn_bp") == "snn_bp"
-    assert fmt.eps_display("2_255") == "2/255"
+    assert eps_display("2_255") == "2/255"
 
 
 def test_files_are_read_by_their_format_tag(tmp_path):
