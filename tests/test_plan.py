@@ -108,7 +108,7 @@ def test_dry_run_trains_duplicates_once_and_shows_planned_resources():
     block = re.search(r"rule convert:(?:(?!\nrule ).)*?wildcards: dataset=cifar10, model=conv5, replica=1\n"
                       r"\s+resources: ([^\n]*)", out, re.S)
     assert block, out[-3000:]
-    for k in ("mem_mb", "runtime"):  # micro_batch/time_chunk: printed by `spkrobust plan`, not yet a stage option
+    for k in ("mem_mb", "runtime", "micro_batch", "time_chunk"):  # the last two: --micro-batch/--time-chunk
         assert f"{k}={want[k]}" in block.group(1), (k, want, block.group(1))
     assert "gpu=1" in block.group(1)
     clean = re.search(r"rule clean:.*?resources: ([^\n]*)", out, re.S).group(1)
