@@ -194,3 +194,41 @@ def test_spike_rate_matches_intensity():
                 assert k == round(p * n), (kind, p, k)
             else:
                 assert binomtest(k, n, p).pvalue > 1e-6, (kind, p, k / n)
+
+
+# ---- budget invariance of the stages --------------------------------------------------------------
+
+from helpers.robust import cli_data_path, cli_models  # noqa: E402,F401  (fixtures)
+
+
+def test_clean_and_evaluate_records_do_not_depend_on_the_cut(cli_data_path, cli_models, tmp_path):
+    """``clean`` and ``evaluate`` on a Poisson VGG5 SNN write the same records (accuracies, per-image
+    outcomes, firing rates) with micro-batches of 1 image and chunks of 2 steps as unbounded, and at
+    another evaluation batch size; only the timing differs."""
+    import json
+
+    from spkrobust.cli import main
+
+    d, snn = str(cli_data_path), str(cli_models["snn"])
+
+    def cfg(batch, **kw):
+        return json.dumps({"seed": 0, "device": "cpu", "dataset": "fashion_mnist",
+                           "eval": {"repeats": 2, "batch_size": batch}, **kw})
+
+    adv = tmp_path / "adv.pt"
+    assert main(["craft", "--data", d, "--model", str(cli_models["ann"]), "--attack-cfg", '{"type": "fgsm"}',
+                 "--eps", "8/255", "--cfg", cfg(16, source="ann", replica=1, attack="fgsm"), "--out", str(adv)]) == 0
+    records = {}
+    for label, batch, cut in (("free", 16, []), ("cut", 16, ["--micro-batch", "1", "--time-chunk", "2"]),
+                              ("batch5", 5, ["--time-chunk", "3"])):
+        c, e = tmp_path / f"clean_{label}.json", tmp_path / f"eval_{label}.json"
+        assert main(["clean", "--data", d, "--model", snn, *cut, "--cfg", cfg(batch, model="snn", replica=1),
+                     "--out", str(c)]) == 0
+        assert main(["evaluate", "--data", d, "--adv", str(adv), "--target", snn, "--clean", str(c), *cut,
+                     "--cfg", cfg(batch, source="ann", source_replica=1, attack="fgsm", target="snn",
+                                  target_replica=1), "--out", str(e)]) == 0
+        records[label] = [{k: v for k, v in json.loads(p.read_text()).items() if k != "time_s"} for p in (c, e)]
+    clean = records["free"][0]
+    assert clean["stochastic"] and clean["repeat_check"]["differs"] and all(r > 0 for r in clean["firing_rates"])
+    assert records["cut"] == records["free"]
+    assert records["batch5"] == records["free"]
