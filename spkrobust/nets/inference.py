@@ -13,6 +13,16 @@ T = 2000 held 2.1 GB through VGG5 at once); :func:`bounded_forward` keeps ``micr
 * the output is summed over T step by step in time order (:func:`time_sum`)
   and divided by T once at the end.
 
+Bit-identity also needs the weight layers (convolution, linear: BLAS/oneDNN) to give each row the
+same floats whatever the number of rows (images x steps) of the call. Measured on this project's
+CPU (MKL sgemm, oneDNN conv, 1-2 threads): they do from 4 rows on (1 thread; with 2 threads row
+counts that are multiples of 4), but not for 1-3 rows (another kernel: the logits of a T = 2000
+VGG5 CIFAR image then differ by ~5e-9, ~3e-7 relative, at chunks of 2 steps, through spikes whose
+membrane sits within rounding of the threshold). So a chunk holds at least :data:`MIN_ROWS` rows
+(``micro_batch x time_chunk``; 16 steps of one VGG5 CIFAR image are ~8 MB), below which the
+requested chunk is lengthened. Other BLAS builds or GPUs may cut differently: tests/test_chunking.py
+checks the equality where it runs.
+
 :func:`accuracy` (the final accuracy of training and conversion) runs its batches through it.
 It is meant for ``torch.no_grad`` inference; gradients (training, attacks) use the full-T forward.
 """
@@ -40,9 +50,12 @@ def time_sum(h: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
 
 
 
+MIN_ROWS = 16  # rows (images x steps) per weight-layer call at least: see the module docstring
+
+
 def _snn_chunked(model: nn.Module, x: torch.Tensor, keys: torch.Tensor | None, time_chunk: int | None) -> torch.Tensor:
     T = model.T
-    k = T if not time_chunk else max(1, min(int(time_chunk), T))
+    k = T if not time_chunk else max(1, min(max(int(time_chunk), -(-MIN_ROWS // max(1, len(x)))), T))
     acc = None
     for t0 in range(0, T, k):
         acc = time_sum(model.forward_seq(x, t0=t0, steps=min(k, T - t0), keys=keys), acc)
