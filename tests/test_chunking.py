@@ -258,3 +258,12 @@ def test_clean_and_evaluate_records_do_not_depend_on_the_cut(tmp_path):
     assert clean["stochastic"] and clean["repeat_check"]["differs"] and all(r > 0 for r in clean["firing_rates"])
     assert records["cut"] == records["free"]
     assert records["batch4"] == records["free"]
+
+
+def test_bad_bounds_are_one_line_errors(tmp_path, capsys):
+    from spkrobust.cli import main
+
+    for flag in ("--micro-batch", "--time-chunk"):
+        assert main(["clean", "--data", "x.pt", "--model", "m.pt", flag, "0", "--cfg", "{}",
+                     "--out", str(tmp_path / "c.json")]) == 2
+        assert f"{flag} must be a positive integer" in capsys.readouterr().err
