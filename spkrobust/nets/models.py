@@ -12,7 +12,8 @@ batch) and the neurons on ``[T, B, ...]``; its output is the last layer's output
 by step in time order (:func:`time_sum`) and divided by T. Neuron state is reset once per forward
 pass (at step 0) and carried from call to call otherwise, so ``SNN.forward(x, time_chunk=k,
 micro_batch=m)`` runs T in chunks of k steps and the images m at a time
-(:mod:`spkrobust.nets.inference`) with the same output as one call, bit for bit (tests/test_chunking.py).
+(:mod:`spkrobust.nets.inference`) with the same output as one call, bit for bit wherever the
+weight layers give a row the same floats at any row count (see there; tests/test_chunking.py).
 """
 from __future__ import annotations
 
