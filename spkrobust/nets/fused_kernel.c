@@ -80,14 +80,17 @@ static inline void surrogate_block(const float *restrict ht, const float *restri
 
 /* Reverse loop over neurons [i0, i1): d = sg'(h[t]-th); g = gs[t]*d + gv*(1 - th*d); gx[t] = g;
    gv = g*decay  (SpikingJelly's graph with detach_reset=False); with `detach` (the reset carries no
-   gradient, detach_reset=True) g = gs[t]*d + gv. */
+   gradient, detach_reset=True) g = gs[t]*d + gv.  gv starts at `gvs` ([N], dL/dv after the last
+   step: the gradient the next time chunk sends back through the carried membrane; NULL: 0); the
+   gradient to the membrane before step 0 is then decay*gx[0]. */
 void fused_backward(const float *restrict h, const float *restrict gs, const float *restrict sgd,
-                    float *restrict gx, int64_t T, int64_t N, int64_t i0, int64_t i1, float th, float decay,
-                    int kind, float a, float w, int detach) {
+                    const float *restrict gvs, float *restrict gx, int64_t T, int64_t N, int64_t i0, int64_t i1,
+                    float th, float decay, int kind, float a, float w, int detach) {
     float gv[BLK], d[BLK];
     for (int64_t b0 = i0; b0 < i1; b0 += BLK) {
         const int64_t n = i1 - b0 < BLK ? i1 - b0 : BLK;
-        for (int64_t j = 0; j < n; j++) gv[j] = 0.0f;
+        if (gvs) for (int64_t j = 0; j < n; j++) gv[j] = gvs[b0 + j];
+        else for (int64_t j = 0; j < n; j++) gv[j] = 0.0f;
         for (int64_t t = T - 1; t >= 0; t--) {
             const int64_t o = t * N + b0;
             surrogate_block(h + o, kind == 0 ? sgd + o : 0, d, n, th, kind, a, w);

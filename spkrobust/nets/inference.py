@@ -24,7 +24,9 @@ requested chunk is lengthened. Other BLAS builds or GPUs may cut differently: te
 checks the equality where it runs.
 
 :func:`accuracy` (the final accuracy of training and conversion) runs its batches through it.
-It is meant for ``torch.no_grad`` inference; gradients (training, attacks) use the full-T forward.
+It is meant for ``torch.no_grad`` inference. Under autograd it is exact too (gradients flow through
+the carried membrane, on every backend) but saves no memory, since every chunk's graph is kept until
+the backward pass; training and attacks use the full-T forward (checkpointed chunks: not yet).
 """
 from __future__ import annotations
 
