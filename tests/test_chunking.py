@@ -130,20 +130,6 @@ def test_layer_bptt_over_chunks_equals_one_call(backend, neuron, leak, detach):
     torch.testing.assert_close(g_parts, g_whole, rtol=1e-6, atol=1e-6)
 
 
-def test_network_bptt_over_chunks_equals_one_call(backend, monkeypatch):
-    monkeypatch.setattr(inference, "MIN_ROWS", 1)  # really chunks of 3 + 3 + 2 steps
-    model = _snn(backend, "lif")
-    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6)).requires_grad_()
-    y = torch.tensor([1, 7])
-    import torch.nn.functional as F
-
-    with poisson_stream(model, seed=4):
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
-        (g_chunked,) = torch.autograd.grad(F.cross_entropy(model(x, time_chunk=3), y), x)
-    assert g.abs().sum() > 0
-    torch.testing.assert_close(g_chunked, g, rtol=1e-5, atol=1e-7)
-
-
 def test_accuracy_does_not_depend_on_batch_or_bounds():
     model = _snn("fused", "if")
     xu = (torch.rand(7, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
@@ -290,3 +276,31 @@ def test_bad_bounds_are_one_line_errors(tmp_path, capsys):
         assert main(["clean", "--data", "x.pt", "--model", "m.pt", flag, "0", "--cfg", "{}",
                      "--out", str(tmp_path / "c.json")]) == 2
         assert f"{flag} must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_checkpointed_bptt_equals_one_call_and_keeps_less(backend, detach, monkeypatch):
+    """Time-chunked BPTT with recomputation: the same logits, input and weight gradients as one call
+    (float rounding only), with fewer tensors saved for backward."""
+    monkeypatch.setattr(inference, "MIN_ROWS", 1)
+    import torch.nn.functional as F
+
+    model = _snn(backend, "lif")
+    for m in model.spiking_layers():
+        m.detach_reset = m.node.detach_reset = detach
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(8)).requires_grad_()
+    y = torch.tensor([3, 5])
+    w = model.layers[0].weight
+    res = {}
+    for tc in (None, 2):
+        saved = []
+        with poisson_stream(model, seed=6), torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = model(x, time_chunk=tc)
+        gx, gw = torch.autograd.grad(F.cross_entropy(out, y), (x, w))
+        res[tc] = (out.detach(), gx, gw, sum(saved))
+    (o1, gx1, gw1, s1), (o2, gx2, gw2, s2) = res[None], res[2]
+    assert torch.equal(o1, o2) and gx1.abs().sum() > 0 and gw1.abs().sum() > 0
+    torch.testing.assert_close(gx2, gx1, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gw2, gw1, rtol=1e-5, atol=1e-7)
+    assert s2 < s1 / 2, (s1, s2)  # checkpointing keeps the chunk boundaries, not the whole graph

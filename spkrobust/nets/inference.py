@@ -24,9 +24,11 @@ requested chunk is lengthened. Other BLAS builds or GPUs may cut differently: te
 checks the equality where it runs.
 
 :func:`accuracy` (the final accuracy of training and conversion) runs its batches through it.
-It is meant for ``torch.no_grad`` inference. Under autograd it is exact too (gradients flow through
-the carried membrane, on every backend) but saves no memory, since every chunk's graph is kept until
-the backward pass; training and attacks use the full-T forward (checkpointed chunks: not yet).
+Under autograd (BPTT: training, attack gradients) the chunks are checkpointed
+(``torch.utils.checkpoint``): only the membranes at the chunk boundaries are kept, each chunk's graph
+is rebuilt during the backward pass (the Poisson keys make the recomputation draw the same spikes),
+and the gradient flows back through the carried membranes; the result equals BPTT over one call up
+to float rounding (the reverse recursion regrouped at the chunk boundaries).
 """
 from __future__ import annotations
 
@@ -51,13 +53,32 @@ def time_sum(h: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
     return acc
 
 
-
 MIN_ROWS = 16  # rows (images x steps) per weight-layer call at least: see the module docstring
+
+
+def _membranes(model: nn.Module) -> list:
+    return [m.node.v for m in model.spiking_layers()]
+
+
+def _chunk(model: nn.Module, x, keys, t0: int, n: int, acc, *v):
+    """One time chunk from the membranes ``v`` (ignored at ``t0 == 0``: from rest); returns the
+    output summed so far and the membranes after the chunk (the checkpointed unit of BPTT)."""
+    if t0 > 0:
+        for m, vi in zip(model.spiking_layers(), v):
+            m.node.v = vi
+    return (time_sum(model.forward_seq(x, t0=t0, steps=n, keys=keys), acc), *_membranes(model))
 
 
 def _snn_chunked(model: nn.Module, x: torch.Tensor, keys: torch.Tensor | None, time_chunk: int | None) -> torch.Tensor:
     T = model.T
     k = T if not time_chunk else max(1, min(max(int(time_chunk), -(-MIN_ROWS // max(1, len(x)))), T))
+    if k < T and torch.is_grad_enabled():  # checkpointed BPTT: keep one membrane per chunk, recompute the rest
+        from torch.utils.checkpoint import checkpoint
+
+        acc, v = None, ()
+        for t0 in range(0, T, k):
+            acc, *v = checkpoint(_chunk, model, x, keys, t0, min(k, T - t0), acc, *v, use_reentrant=False)
+        return acc / T
     acc = None
     for t0 in range(0, T, k):
         acc = time_sum(model.forward_seq(x, t0=t0, steps=min(k, T - t0), keys=keys), acc)
