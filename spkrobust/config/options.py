@@ -99,6 +99,37 @@ class AttackOptions(Options):
     grad_mode: str
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """How an inference stage cuts its work to fit a memory budget: ``micro_batch`` images and
+    ``time_chunk`` time steps at a time (None: no cut). Chosen per job by the plan
+    (``spkrobust.tools.jobs``); the results do not depend on them (``spkrobust.nets.inference``).
+    Stage arguments, not config keys: they change where the work is cut, not what is computed."""
+
+    micro_batch: int | None = None
+    time_chunk: int | None = None
+
+    FLAGS = (("micro_batch", "--micro-batch", "images per forward pass"),
+             ("time_chunk", "--time-chunk", "SNN time steps per forward pass, the membrane carried across"))
+
+    @classmethod
+    def add_args(cls, p) -> None:
+        """Add ``--micro-batch`` and ``--time-chunk`` to a stage's argparse parser."""
+        for name, flag, what in cls.FLAGS:
+            p.add_argument(flag, dest=name, type=int, default=None,
+                           help=f"{what} (memory bound; the plan's value in the workflow; default: no cut)")
+
+    @classmethod
+    def from_args(cls, args) -> "Bounds":
+        vals = {}
+        for name, flag, _ in cls.FLAGS:
+            v = getattr(args, name, None)
+            if v is not None and int(v) < 1:
+                raise UserError(f"{flag} must be a positive integer, got {v}")
+            vals[name] = None if v is None else int(v)
+        return cls(**vals)
+
+
 def options_slice(cfg: dict, cls: type[Options]) -> dict[str, Any]:
     """The part of a (schema-filled) config that ``cls`` reads: what the stage's jobs depend on."""
     ev = cfg.get("eval") or {}

@@ -11,7 +11,11 @@
 
 Repeat ``r`` of a target uses the seed ``derive_seed(seed, "eval", target, replica, r)`` in both
 stages (common random numbers): at eps = 0 the adversarial accuracy equals the clean accuracy
-exactly, and differences between eps are not inflated by independent Poisson noise.
+exactly, and differences between eps are not inflated by independent Poisson noise. The Poisson
+spikes of an image are keyed on that seed, the repeat and the image's position in the prepared
+test split (:func:`spkrobust.nets.encoding.poisson_stream`), so a record does not depend on the
+evaluation batch, nor on the micro-batch and time chunk (``--micro-batch``, ``--time-chunk``:
+:class:`spkrobust.config.options.Bounds`, set per job by the plan) that bound the memory.
 """
 from __future__ import annotations
 
@@ -29,28 +33,41 @@ from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_write_json, read_json
 from spkrobust.provenance import environment
 from spkrobust.evaluation.outcomes import encode as encode_outcomes
-from spkrobust.config.options import EvalOptions, read_cfg, resolve_device
+from spkrobust.config.options import Bounds, EvalOptions, read_cfg, resolve_device
+from spkrobust.nets.encoding import poisson_stream
+from spkrobust.nets.inference import bounded_forward
 from spkrobust.config.vocab import CLEAN_FORMAT
 from spkrobust.evaluation.records import EvalRecord, write_record
 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, device="cpu") -> torch.Tensor:
-    """Logits for float pixels ``x`` (CPU tensor), batched; returns CPU float logits."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, device="cpu", seed: int | None = None,
+            repeat: int = 0, positions=None, bounds: Bounds | None = None) -> torch.Tensor:
+    """Logits for float pixels ``x`` (CPU tensor), batched; returns CPU float logits. With ``seed``,
+    the Poisson spikes of image ``i`` are keyed on (``seed``, ``positions[i]`` — default ``i`` —,
+    ``repeat``); ``bounds`` cut each batch into micro-batches and time chunks."""
     model.eval()
+    bounds = bounds or Bounds()
+    pos = torch.arange(len(x)) if positions is None else torch.as_tensor(positions, dtype=torch.int64)
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(model(x[i: i + batch_size].to(device)).float().cpu())
+        xb = x[i: i + batch_size].to(device)
+        if seed is None:
+            lg = bounded_forward(model, xb, bounds.micro_batch, bounds.time_chunk)
+        else:
+            with poisson_stream(model, seed, pos[i: i + batch_size], repeat):
+                lg = bounded_forward(model, xb, bounds.micro_batch, bounds.time_chunk)
+        out.append(lg.float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
 def repeated_logits(model: nn.Module, x: torch.Tensor, passes: int, seeds: list[int], batch_size: int,
-                    device="cpu") -> list[torch.Tensor]:
+                    device="cpu", positions=None, bounds: Bounds | None = None) -> list[torch.Tensor]:
     res = []
     for r in range(passes):
         torch.manual_seed(int(seeds[r]))
-        res.append(predict(model, x, batch_size, device))
+        res.append(predict(model, x, batch_size, device, int(seeds[r]), r, positions, bounds))
     return res
 
 
@@ -62,12 +79,12 @@ def _seeds(seed: int, name: str, rep: int, n: int) -> list[int]:
     return [derive_seed(seed, "eval", name, rep, r) for r in range(n)]
 
 
-def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=1):
+def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=1, positions=None, bounds=None):
     """Accuracy over ``repeats`` passes (1 for a deterministic model), each pass's per-image
     correctness, and the two-pass repeat check."""
     reps = repeats if is_stochastic(model) else 1
     passes = max(reps, min_passes)
-    logits = repeated_logits(model, x, passes, seeds, batch_size, device)
+    logits = repeated_logits(model, x, passes, seeds, batch_size, device, positions, bounds)
     correct = [(lg.argmax(1) == y).numpy() for lg in logits[:reps]]
     accs = [float(c.mean()) if len(y) else 0.0 for c in correct]
     check = None
@@ -81,7 +98,7 @@ def accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes
 
 
 def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3, batch_size: int = 256,
-                   seeds: list[int] | None = None, device="cpu") -> dict:
+                   seeds: list[int] | None = None, device="cpu", bounds: Bounds | None = None) -> dict:
     """``{clean_acc, clean_acc_std, accs, repeats, n, stochastic, repeat_check, outcomes,
     firing_rates}`` (``firing_rates``: each spiking layer's spikes per neuron per step over these
     passes, see :func:`spkrobust.nets.models.firing_rates`; empty for an ANN); ``outcomes`` (see :mod:`spkrobust.evaluation.outcomes`) covers the images of ``x`` in order."""
@@ -90,7 +107,8 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: 
     n_pass = max(repeats, 2)
     seeds = seeds or list(range(n_pass))
     with firing_rates(model) as rates:
-        accs, correct, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2)
+        accs, correct, check = accuracy_repeats(model, x, y, repeats, seeds, batch_size, device, min_passes=2,
+                                                bounds=bounds)
     m, s = _mean_std(accs)
     return {"clean_acc": m, "clean_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y),
             "stochastic": is_stochastic(model), "repeat_check": check, "outcomes": encode_outcomes(correct),
@@ -99,11 +117,13 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: 
 
 def adversarial_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, repeats: int = 3,
                          batch_size: int = 256, seeds: list[int] | None = None, device="cpu",
-                         positions=None, split_size: int | None = None) -> dict:
+                         positions=None, split_size: int | None = None, bounds: Bounds | None = None) -> dict:
     """``{adv_acc, adv_acc_std, accs, repeats, n, outcomes}``; ``positions`` are the images'
-    positions in the prepared test split (default: the whole split in order)."""
+    positions in the prepared test split (default: the whole split in order), which also key
+    their Poisson spikes (the same as in ``clean``)."""
     seeds = seeds or list(range(repeats))
-    accs, correct, _ = accuracy_repeats(model, x_adv, y, repeats, seeds, batch_size, device, min_passes=1)
+    accs, correct, _ = accuracy_repeats(model, x_adv, y, repeats, seeds, batch_size, device, min_passes=1,
+                                        positions=positions, bounds=bounds)
     m, s = _mean_std(accs)
     return {"adv_acc": m, "adv_acc_std": s, "accs": accs, "repeats": len(accs), "n": len(y),
             "outcomes": encode_outcomes(correct, positions, split_size)}
@@ -137,6 +157,7 @@ def _configure_clean(p: argparse.ArgumentParser):
     p.add_argument("--model", required=True, help="target model (.pt)")
     p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{repeats,batch_size}, dataset, model, replica")
     p.add_argument("--out", required=True)
+    Bounds.add_args(p)
 
 
 def _run_clean(args):
@@ -146,11 +167,12 @@ def _run_clean(args):
     cfg = read_cfg(args.cfg)
     opts = EvalOptions.from_cfg(cfg)
     repeats, bs, device = opts.repeats, opts.batch_size, resolve_device(opts.device)
+    bounds = Bounds.from_args(args)
     prep, x, y = _load(args.data)
     model = load_model(args.model, device=device)
     name, rep = _target_ids(cfg, model)
     t0 = time.time()
-    res = clean_accuracy(model, x, y, repeats, bs, _seeds(opts.seed, name, rep, max(repeats, 2)), device)
+    res = clean_accuracy(model, x, y, repeats, bs, _seeds(opts.seed, name, rep, max(repeats, 2)), device, bounds)
     meta = getattr(model, "meta", None) or {}
     out = {"format": CLEAN_FORMAT, "dataset": cfg.get("dataset", prep.dataset), "model": name, "replica": rep,
            "kind": meta.get("kind"), "num_classes": _num_classes(model, prep), "seed": opts.seed,
@@ -170,6 +192,7 @@ def _configure_evaluate(p: argparse.ArgumentParser):
     p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{repeats,batch_size}, dataset, source, "
                                                 "source_replica, attack, eps[, target, target_replica]")
     p.add_argument("--out", required=True, nargs="+", help="one record per target")
+    Bounds.add_args(p)
 
 
 def _load_adv_checked(adv_path: str, data_path: str, prep, x: torch.Tensor, y: torch.Tensor):
@@ -214,6 +237,7 @@ def _run_evaluate(args):
         cfg = {k: v for k, v in cfg.items() if k not in ("target", "target_replica", "model", "replica")}
     opts = EvalOptions.from_cfg(cfg)
     repeats, bs, device = opts.repeats, opts.batch_size, resolve_device(opts.device)
+    bounds = Bounds.from_args(args)
     prep, x, y = _load(args.data)
     split_size = len(x)
     am, x_adv, y, pos = _load_adv_checked(args.adv, args.data, prep, x, y)
@@ -232,7 +256,7 @@ def _run_evaluate(args):
                               f"not of the target {name} r{rep}")
         t0 = time.time()
         res = adversarial_accuracy(model, x_adv, y, repeats, bs, _seeds(opts.seed, name, rep, repeats), device,
-                                   pos.numpy(), split_size)
+                                   pos.numpy(), split_size, bounds)
         tmeta = getattr(model, "meta", None) or {}
         record = write_record(EvalRecord(
             dataset=cfg.get("dataset", am.get("dataset", prep.dataset)),

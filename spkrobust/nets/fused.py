@@ -131,9 +131,9 @@ def _load_native():
                 os.replace(part, path)  # atomic: concurrent jobs never load a half-written file
         lib = ctypes.CDLL(path)
         i64, f32, ci, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-        lib.fused_forward.argtypes = [vp, vp, vp, i64, i64, i64, i64, f32, f32]
+        lib.fused_forward.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, f32, f32]
         lib.fused_forward.restype = None
-        lib.fused_backward.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, f32, f32, ci, f32, f32, ci]
+        lib.fused_backward.argtypes = [vp, vp, vp, vp, vp, i64, i64, i64, i64, f32, f32, ci, f32, f32, ci]
         lib.fused_backward.restype = None
         _native = lib
     except Exception as e:  # noqa: BLE001 - any failure means: use the torch loops
@@ -174,14 +174,15 @@ def _parallel(fn, N: int, *args):
         f.result()
 
 
-def _native_forward(x: torch.Tensor, threshold: float, decay: float, store_h: bool):
+def _native_forward(x: torch.Tensor, threshold: float, decay: float, store_h: bool, v: torch.Tensor | None):
     lib = _load_native()
     T, N = x.shape[0], x[0].numel()
     spikes = torch.empty_like(x)
     h = torch.empty_like(x) if store_h else None
     hp = h.data_ptr() if h is not None else None
+    vp = v.data_ptr() if v is not None else None
     xp, sp = x.data_ptr(), spikes.data_ptr()
-    _parallel(lambda i0, i1: lib.fused_forward(xp, sp, hp, T, N, i0, i1, threshold, decay), N)
+    _parallel(lambda i0, i1: lib.fused_forward(xp, sp, hp, vp, T, N, i0, i1, threshold, decay), N)
     return spikes, h
 
 
@@ -193,7 +194,8 @@ def _native_kind(sg):
     return tuple(kind) if kind is not None else (0, 0.0, 1.0)
 
 
-def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, decay: float, sg, detach: bool):
+def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, decay: float, sg, detach: bool,
+                     grad_v: torch.Tensor | None = None):
     lib = _load_native()
     T, N = h.shape[0], h[0].numel()
     kind, a, w = _native_kind(sg)
@@ -201,7 +203,8 @@ def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, de
     grad_x = torch.empty_like(h)
     hp, gp, xp = h.data_ptr(), grad_s.data_ptr(), grad_x.data_ptr()
     dp = sgd.data_ptr() if sgd is not None else None
-    _parallel(lambda i0, i1: lib.fused_backward(hp, gp, dp, xp, T, N, i0, i1, threshold, decay, kind, a, w,
+    vp = grad_v.data_ptr() if grad_v is not None else None
+    _parallel(lambda i0, i1: lib.fused_backward(hp, gp, dp, vp, xp, T, N, i0, i1, threshold, decay, kind, a, w,
                                                 int(detach)), N)
     return grad_x
 
@@ -254,15 +257,21 @@ def _surrogate_derivative(sg, d: torch.Tensor) -> torch.Tensor:
     return sg.derivative(d)
 
 
-def _forward_loop(x: torch.Tensor, threshold: float, decay: float, store_h: bool):
-    """Returns (spikes [T, ...], h [T, ...] or None). ``x`` is contiguous ``[T, ...]``."""
-    if _use_native(x):
-        return _native_forward(x, threshold, decay, store_h)
+def _forward_loop(x: torch.Tensor, threshold: float, decay: float, store_h: bool, v: torch.Tensor | None = None):
+    """Returns (spikes [T, ...], h [T, ...] or None). ``x`` is contiguous ``[T, ...]``; ``v`` (contiguous,
+    ``x[0]``'s shape and dtype) is the membrane before step 0, overwritten with the membrane after the
+    last step; None: start at rest and keep no state."""
+    if _use_native(x) and (v is None or _use_native(v)):
+        return _native_forward(x, threshold, decay, store_h, v)
     T = x.shape[0]
     spikes = torch.empty_like(x)
     if store_h:
         h = torch.empty_like(x)
-        h[0].copy_(x[0])  # v starts at 0: 0 * decay + x == x exactly
+        if v is None:
+            h[0].copy_(x[0])  # v starts at 0: 0 * decay + x == x exactly
+        else:  # SpikingJelly's charge: v * decay + x (IF: v + x)
+            torch.mul(v, decay, out=h[0]) if decay != 1.0 else h[0].copy_(v)
+            h[0].add_(x[0])
         for t in range(T):
             ht = h[t]
             torch.ge(ht, threshold, out=spikes[t])
@@ -272,60 +281,86 @@ def _forward_loop(x: torch.Tensor, threshold: float, decay: float, store_h: bool
                 if decay != 1.0:
                     hn.mul_(decay)
                 hn.add_(x[t + 1])
+        if v is not None:
+            torch.sub(h[T - 1], spikes[T - 1], alpha=threshold, out=v)
         return spikes, h
-    buf = x[0].clone()
+    if v is None:
+        buf = x[0].clone()
+    else:
+        buf = v.mul(decay) if decay != 1.0 else v.clone()
+        buf.add_(x[0])
     for t in range(T):
         torch.ge(buf, threshold, out=spikes[t])
-        if t + 1 < T:
+        if t + 1 < T or v is not None:
             buf.sub_(spikes[t], alpha=threshold)
+        if t + 1 < T:
             if decay != 1.0:
                 buf.mul_(decay)
             buf.add_(x[t + 1])
+    if v is not None:
+        v.copy_(buf)
     return spikes, None
 
 
 class _FusedFn(torch.autograd.Function):
-    """spikes = FusedLIF(x); backward by the reverse loop (first-order only)."""
+    """(spikes, v_after) = FusedLIF(x, v_before); backward by the reverse loop (first-order only).
+
+    ``v_before`` is the membrane carried in from the time chunk before (zeros at rest) and
+    ``v_after`` the one carried out, so chunked BPTT through the membrane is exact:
+    ``dL/dv_before = decay * dL/dx[0]``, and ``dL/dv_after`` enters the reverse loop at the last step."""
 
     @staticmethod
-    def forward(ctx, x, threshold, decay, sg, detach_reset):
-        needs = ctx.needs_input_grad[0]
-        spikes, h = _forward_loop(x.contiguous(), threshold, decay, store_h=needs)
+    def forward(ctx, x, v_before, threshold, decay, sg, detach_reset):
+        needs = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        v = v_before.detach().clone().contiguous()  # becomes v_after
+        spikes, h = _forward_loop(x.contiguous(), threshold, decay, store_h=needs, v=v)
         if needs:
             ctx.save_for_backward(h)
             ctx.threshold, ctx.decay, ctx.sg, ctx.detach = threshold, decay, sg, bool(detach_reset)
-        return spikes
+        return spikes, v
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_s):
+    def backward(ctx, grad_s, grad_v):
         (h,) = ctx.saved_tensors
         th, decay = ctx.threshold, ctx.decay
         grad_s = grad_s.contiguous()
-        if _use_native(h, grad_s):
-            return _native_backward(h, grad_s, th, decay, ctx.sg, ctx.detach), None, None, None, None
-        T = h.shape[0]
-        sgd = _surrogate_derivative(ctx.sg, h - th)  # [T, ...] sg'(h - θ)
-        grad_x = grad_s * sgd  # g[t]
-        if T > 1 and ctx.detach:  # c[t] = decay: the reset is a constant
-            for t in range(T - 2, -1, -1):
-                grad_x[t].add_(grad_x[t + 1], alpha=decay)
-        elif T > 1:
-            # c[t] = decay * (1 - θ sg'[t]); only t < T-1 is needed
-            c = sgd[:-1]
-            c.mul_(-th).add_(1.0)
-            if decay != 1.0:
-                c.mul_(decay)
-            for t in range(T - 2, -1, -1):
-                grad_x[t].addcmul_(grad_x[t + 1], c[t])
-        return grad_x, None, None, None, None
+        grad_v = grad_v.contiguous() if grad_v is not None and bool(grad_v.any()) else None
+        if _use_native(h, grad_s) and (grad_v is None or _use_native(grad_v)):
+            grad_x = _native_backward(h, grad_s, th, decay, ctx.sg, ctx.detach, grad_v)
+        else:
+            grad_x = _torch_backward(h, grad_s, th, decay, ctx.sg, ctx.detach, grad_v)
+        return grad_x, grad_x[0] * decay, None, None, None, None
+
+
+def _torch_backward(h, grad_s, th, decay, sg, detach, grad_v):
+    T = h.shape[0]
+    sgd = _surrogate_derivative(sg, h - th)  # [T, ...] sg'(h - θ)
+    grad_x = grad_s * sgd  # g[t]
+    if grad_v is not None:  # the gradient the next chunk sends back through v after step T-1
+        grad_x[T - 1].add_(grad_v if detach else grad_v * (1.0 - th * sgd[T - 1]))
+    if T > 1 and detach:  # c[t] = decay: the reset is a constant
+        for t in range(T - 2, -1, -1):
+            grad_x[t].add_(grad_x[t + 1], alpha=decay)
+    elif T > 1:
+        # c[t] = decay * (1 - θ sg'[t]); only t < T-1 is needed
+        c = sgd[:-1]
+        c.mul_(-th).add_(1.0)
+        if decay != 1.0:
+            c.mul_(decay)
+        for t in range(T - 2, -1, -1):
+            grad_x[t].addcmul_(grad_x[t + 1], c[t])
+    return grad_x
 
 
 class FusedNode(base.MemoryModule):
     """Multistep soft-reset IF (``leak == 1``) / LIF neuron, ``[T, B, ...] -> spikes [T, B, ...]``.
 
-    Stateless between calls (every call starts from ``v = 0``, as SpikingJelly after ``reset()``);
-    it always uses the surrogate gradient (there is no eval-mode hard step).
+    Like SpikingJelly's multistep nodes it carries the membrane ``v`` from one call to the next
+    until :meth:`reset` (so a forward pass may run T in chunks: chunks of 3 + 5 steps give the
+    spikes of one call over 8, bit for bit); after ``reset()`` a call starts from ``v = 0``. It
+    always uses the surrogate gradient (there is no eval-mode hard step). Gradients flow through the
+    carried membrane, as through SpikingJelly's: BPTT over chunks equals BPTT over one call.
     """
 
     def __init__(self, v_threshold: float, leak: float, surrogate_function, detach_reset: bool = False):
@@ -340,16 +375,31 @@ class FusedNode(base.MemoryModule):
         self.surrogate_function = surrogate_function
         tune_allocator()  # large [T, ...] blocks: reuse heap memory instead of faulting in fresh pages
 
+        self.v = None  # the carried membrane, x_seq[0]'s shape; None: at rest
+
     def reset(self):
-        """No state is kept between calls; present for SpikingJelly's ``functional.reset_net``."""
+        """Back to rest (``v = 0``); also called by SpikingJelly's ``functional.reset_net``."""
+        self.v = None
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() < 2:
             raise ValueError(f"FusedNode expects [T, B, ...], got shape {tuple(x_seq.shape)}")
-        if torch.is_grad_enabled() and x_seq.requires_grad:
-            return _FusedFn.apply(x_seq, self.v_threshold, self.decay, self.surrogate_function, self.detach_reset)
+        if self.v is None:
+            v = torch.zeros(x_seq.shape[1:], dtype=x_seq.dtype, device=x_seq.device)
+        elif self.v.shape != x_seq.shape[1:] or self.v.dtype != x_seq.dtype or self.v.device != x_seq.device:
+            raise ValueError(f"FusedNode carries a membrane of shape {tuple(self.v.shape)} but got steps of "
+                             f"shape {tuple(x_seq.shape[1:])}; call reset() before a new input")
+        else:
+            v = self.v
+        if torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad):
+            spikes, self.v = _FusedFn.apply(x_seq, v, self.v_threshold, self.decay, self.surrogate_function,
+                                            self.detach_reset)
+            return spikes
         with torch.no_grad():
-            return _forward_loop(x_seq.contiguous(), self.v_threshold, self.decay, store_h=False)[0]
+            if v.requires_grad:  # a membrane from a gradient-carrying chunk: keep its graph intact
+                v = v.detach().clone()
+            self.v = v  # updated in place to the membrane after the last step
+            return _forward_loop(x_seq.contiguous(), self.v_threshold, self.decay, store_h=False, v=v)[0]
 
     def extra_repr(self):
         return f"v_threshold={self.v_threshold}, leak={self.leak}, detach_reset={self.detach_reset}, step_mode=m"

@@ -8,8 +8,12 @@ an ANN's ``state_dict`` loads into the SNN built from the same metadata. Inputs 
 epsilons live in pixel space.
 
 The SNN runs every convolution/linear layer once on ``[T*B, ...]`` (the time steps folded into the
-batch) and the neurons on ``[T, B, ...]``; its output is the last layer's output accumulated over T
-and divided by T. Neuron state is reset before every forward pass.
+batch) and the neurons on ``[T, B, ...]``; its output is the last layer's output summed over T step
+by step in time order (:func:`time_sum`) and divided by T. Neuron state is reset once per forward
+pass (at step 0) and carried from call to call otherwise, so ``SNN.forward(x, time_chunk=k,
+micro_batch=m)`` runs T in chunks of k steps and the images m at a time
+(:mod:`spkrobust.nets.inference`) with the same output as one call, bit for bit wherever the
+weight layers give a row the same floats at any row count (see there; tests/test_chunking.py).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch.nn as nn
 
 from spkrobust.nets.arch import ARCHS, layer_plan as _layer_plan  # noqa: F401  (ARCHS: re-exported)
 from spkrobust.nets.encoding import Encoder
+from spkrobust.nets.inference import bounded_forward, time_sum
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
 from spkrobust.nets.neurons import SpikingLayer, resolve_backend
@@ -128,6 +133,8 @@ class SNN(nn.Module):
             self.plan, lambda: SpikingLayer(meta["neuron"], float(meta["leak"]), next(it), meta["surrogate"],
                                             self.backend, detach_reset=self.detach_reset),
             meta["dropout"], meta.get("conv_dropout", 0.0), seq_dropout=True)
+        for m in self.spiking_layers():
+            m.carry = True  # the membrane is carried across time chunks; forward_seq resets at step 0
 
     @property
     def stochastic(self) -> bool:
@@ -152,13 +159,20 @@ class SNN(nn.Module):
                 self.layers[i] = SpikingLayer(m.neuron_type, m.leak, next(it), m.surrogate_name, m.backend,
                                               detach_reset=m.detach_reset)
                 self.layers[i].grad_mode = m.grad_mode
+                self.layers[i].carry = True
         return self
 
-    def forward_seq(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
-        """Run the network on pixels ``x``; returns the ``[T, B, ...]`` output of layer ``upto``
-        (all layers when None) *before* it is applied when ``upto`` is a SpikingLayer index."""
-        T, B = self.T, x.shape[0]
-        h = self.encoder(x)  # [T, B, C, H, W]
+    def forward_seq(self, x: torch.Tensor, upto: int | None = None, t0: int = 0, steps: int | None = None,
+                    keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the network on pixels ``x`` over the steps ``[t0, t0 + steps)`` (default: all T);
+        returns the ``[steps, B, ...]`` output of layer ``upto`` (all layers when None) *before* it
+        is applied when ``upto`` is a SpikingLayer index. At ``t0 == 0`` the state is reset first;
+        otherwise the neurons continue from the previous call (the chunk before). ``keys``: the
+        encoder's per-image keys of this forward pass (:meth:`Encoder.keys`; None: drawn now)."""
+        if t0 == 0:
+            self.reset()
+        T, B = (self.T - int(t0) if steps is None else int(steps)), x.shape[0]
+        h = self.encoder(x, t0, T, keys)  # [T, B, C, H, W]
         for i, m in enumerate(self.layers):
             if upto is not None and i == upto:
                 return h
@@ -175,9 +189,12 @@ class SNN(nn.Module):
             if hasattr(m, "reset"):
                 m.reset()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.reset()
-        return self.forward_seq(x).mean(0)
+    def forward(self, x: torch.Tensor, time_chunk: int | None = None, micro_batch: int | None = None) -> torch.Tensor:
+        """Logits (the output's mean over T) of pixels ``x``; ``time_chunk`` / ``micro_batch``
+        bound the memory (:func:`spkrobust.nets.inference.bounded_forward`) without changing them."""
+        if time_chunk is None and micro_batch is None:
+            return time_sum(self.forward_seq(x)) / self.T
+        return bounded_forward(self, x, micro_batch=micro_batch, time_chunk=time_chunk)
 
 
 @contextmanager
@@ -190,7 +207,7 @@ def firing_rates(model: nn.Module):
 
     def hook(i):
         def count(_module, _inputs, out):
-            sums[i] += float(out.detach().sum())
+            sums[i] += float(out.detach().sum(dtype=torch.float64))  # exact: spike counts
             counts[i] += out.numel()
         return count
 

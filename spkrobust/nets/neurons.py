@@ -17,6 +17,11 @@ Two SpikingJelly behaviours are handled here:
 * ``estimator`` (set by :class:`spkrobust.nets.estimators.EstimatedModel` during an attack) is called as
   ``estimator(layer, x_seq, spikes)`` on gradient-carrying passes: the neuron computes the spikes
   without a graph and the estimator gives them its backward pass.
+
+State: a :class:`SpikingLayer` on its own starts every call from rest (``carry = False``). Inside an
+:class:`spkrobust.nets.models.SNN` it carries the membrane from call to call (``carry = True``) and
+the network resets it once per forward pass, so the network can run T in chunks (SpikingJelly's
+multistep nodes and the fused node both keep ``v`` between calls; the CuPy node starts from it).
 """
 from __future__ import annotations
 
@@ -195,6 +200,7 @@ class SpikingLayer(nn.Module):
         self.detach_reset = bool(detach_reset)
         self.grad_mode = "bptt"
         self.estimator = None
+        self.carry = False  # True: keep the membrane between calls until reset() (an SNN's layers)
         self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend, self.detach_reset)
         self.node.train(True)
 
@@ -208,13 +214,17 @@ class SpikingLayer(nn.Module):
             self.node.reset()
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        self.reset()
+        if not self.carry:
+            self.reset()
         estimator = self.estimator
         if estimator is None and self.grad_mode == "rate":
             from spkrobust.nets.estimators import GradSpec, layer_estimate
 
             estimator = functools.partial(layer_estimate, GradSpec("bptr"))
         if estimator is not None and torch.is_grad_enabled() and x_seq.requires_grad:
+            if isinstance(getattr(self.node, "v", None), torch.Tensor):  # estimators resimulate from rest
+                raise RuntimeError("SpikingLayer: a gradient estimator needs the layer at rest (all T in one "
+                                   "call after reset()); time-chunked gradients are not supported")
             with torch.no_grad():
                 s = self.node(x_seq)
             return estimator(self, x_seq, s)

@@ -189,6 +189,7 @@ class JobPlan:
         return {**asdict(self), "cpu_s": self.cpu_s, "gpu_s": self.gpu_s}
 
 
+
 def _place(b: Budget, fixed_host: float, weights_mb: float, data_mb: float):
     """(budget left for activations in bytes, host MB and device MB outside the activations)."""
     if b.device == "cuda":
@@ -225,8 +226,11 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
             passes = cfg["eval"]["repeats"] if f["stochastic"] else 1
             flops += passes * n["test"] * f["T"] * 2 * mm.net(f["arch"], dataset).macs
         big = max(plans, key=lambda p: p.host_mb + p.gpu_mb)
-        return JobPlan(rule, model, big.micro_batch, big.time_chunk, big.host_mb, big.gpu_mb, flops,
-                       all(p.fits for p in plans))
+        # one cut serves every target: the smallest micro-batch and (among SNNs: an ANN's plan has
+        # T = 1) time chunk, so each target stays within its own plan (the results do not change)
+        snn = [p for p, t in zip(plans, targets) if model_facts(cfg, models, t, b.device)["snn"]] or plans
+        return JobPlan(rule, model, min(p.micro_batch for p in plans), min(p.time_chunk for p in snn),
+                       big.host_mb, big.gpu_mb, flops, all(p.fits for p in plans))
     f = model_facts(cfg, models, model, b.device)
     net = mm.net(f["arch"], dataset)
     T, snn, macs = f["T"], f["snn"], net.macs

@@ -25,8 +25,9 @@ from spkrobust.errors import UserError
 from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, save_model
 from spkrobust.nets.neurons import SpikingLayer
-from spkrobust.config.options import read_cfg, resolve_device
-from spkrobust.training.train import accuracy, seed_everything, snn_meta_from
+from spkrobust.config.options import Bounds, read_cfg, resolve_device
+from spkrobust.nets.inference import accuracy
+from spkrobust.training.train import seed_everything, snn_meta_from
 from spkrobust.config.schema import default
 from spkrobust.config.vocab import METHODS
 from spkrobust.training.records import ModelMetrics, write_metrics
@@ -133,8 +134,12 @@ def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch
     return snn
 
 
-def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out: str | None = None) -> dict:
+def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out: str | None = None,
+                bounds: Bounds | None = None) -> dict:
+    """Convert, then measure the SNN's and the ANN's test accuracy (the SNN's within ``bounds``:
+    micro-batches and time chunks that fit the job's memory, with the same result)."""
     t0 = time.time()
+    bounds = bounds or Bounds()
     spec, seed = cfg["model"], int(cfg["seed"])
     device = resolve_device(cfg["device"])
     ann = load_model(ann_path, device=device)
@@ -147,8 +152,9 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
         print(f"warning: {w.message}", flush=True)
     seed_everything(seed)
     with firing_rates(snn) as rates:
-        acc = accuracy(snn, data.test_x, data.test_y, device=device)
-    ann_acc = accuracy(ann, data.test_x, data.test_y, device=device)
+        acc = accuracy(snn, data.test_x, data.test_y, device=device, micro_batch=bounds.micro_batch,
+                       time_chunk=bounds.time_chunk, seed=seed)
+    ann_acc = accuracy(ann, data.test_x, data.test_y, device=device, micro_batch=bounds.micro_batch)
     metrics = ModelMetrics(name=spec["name"], base=spec.get("base", spec["name"]), kind="convert",
                            replica=cfg["replica"], dataset=data.dataset, seed=seed, clean_acc=acc,
                            ann_clean_acc=ann_acc, method=spec.get("method", default("method")),
@@ -168,11 +174,13 @@ def _configure(p: argparse.ArgumentParser):
     p.add_argument("--cfg", required=True, help="JSON model slice: {model: spec, replica, seed, device}")
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
+    Bounds.add_args(p)
 
 
 def _run(args):
     """Convert an ANN to an SNN."""
-    m = run_convert(load_prepared(args.data), read_cfg(args.cfg), args.ann, args.out, args.metrics)
+    m = run_convert(load_prepared(args.data), read_cfg(args.cfg), args.ann, args.out, args.metrics,
+                    Bounds.from_args(args))
     print(f"{m['name']} r{m['replica']}: SNN clean accuracy {m['clean_acc']:.4f} "
           f"(ANN {m['ann_clean_acc']:.4f}), thresholds {[round(t, 3) for t in m['meta']['thresholds']]}, "
           f"{m['wall_s']:.0f}s")

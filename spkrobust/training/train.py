@@ -29,6 +29,7 @@ from spkrobust.data.datasets import Prepared, augment, batches, load_prepared
 from spkrobust.errors import UserError
 from spkrobust.io import atomic_save, safe_load
 from spkrobust.provenance import environment, package_versions
+from spkrobust.nets.inference import accuracy  # noqa: F401  (the final accuracy; also imported from here)
 from spkrobust.nets.models import build_model, default_meta, load_model, save_model
 from spkrobust.config.options import read_cfg, resolve_device
 from spkrobust.config.schema import default, defaults
@@ -52,17 +53,6 @@ def input_stats(data: Prepared, input_norm: str) -> tuple[list[float], list[floa
 def seed_everything(seed: int) -> None:
     torch.manual_seed(int(seed))
     torch.use_deterministic_algorithms(False)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
-             device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` on uint8 images (one pass; stochastic models: one draw)."""
-    model.eval()
-    correct = 0
-    for xb, yb in batches(x_uint8, y, batch_size):
-        correct += (model(xb.to(device)).argmax(1).cpu() == yb).sum().item()
-    return correct / max(1, len(y))
 
 
 def _cfg_hash(cfg: dict) -> str:

@@ -22,8 +22,10 @@ rule clean:
         mem_mb=planned("clean", "mem_mb"),
         gpu_mem_mb=planned("clean", "gpu_mem_mb"),
         runtime=planned("clean", "runtime"),
+        micro_batch=planned("clean", "micro_batch"),  # a resource, not a param: the cut changes no result
+        time_chunk=planned("clean", "time_chunk"),
     shell:
-        "python -m spkrobust clean --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust clean --data {input.data} --model {input.model} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -55,5 +57,7 @@ rule evaluate:
         mem_mb=planned("evaluate", "mem_mb"),
         gpu_mem_mb=planned("evaluate", "gpu_mem_mb"),
         runtime=planned("evaluate", "runtime"),
+        micro_batch=planned("evaluate", "micro_batch"),  # a resource, not a param: the cut changes no result
+        time_chunk=planned("evaluate", "time_chunk"),
     shell:
-        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -52,8 +52,10 @@ rule convert:
         mem_mb=planned("convert", "mem_mb"),
         gpu_mem_mb=planned("convert", "gpu_mem_mb"),
         runtime=planned("convert", "runtime"),
+        micro_batch=planned("convert", "micro_batch"),  # a resource, not a param: the cut changes no result
+        time_chunk=planned("convert", "time_chunk"),
     shell:
-        "python -m spkrobust convert --data {input.data} --ann {input.ann} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust convert --data {input.data} --ann {input.ann} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule train_snn:

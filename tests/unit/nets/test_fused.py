@@ -61,6 +61,7 @@ def _compare(leak, th, sgn, T, shape=(6, 3, 5, 7), seed=0):
     node = FusedNode(th, leak, make_surrogate(sgn, th))
     s = node(x)
     (g,) = torch.autograd.grad(s, x, up)
+    node.reset()  # the node carries its membrane between calls, as SpikingJelly's
     with torch.no_grad():
         s_ng = node(x)
     return s_ref, s, s_ng, g_ref, g
@@ -141,8 +142,16 @@ def test_module_interface():
     x = _inputs(3, 1.0)
     with torch.no_grad():
         a = node(x)
-    b = node(x)  # stateless: same result on a second call
+        carried = node(x)  # a second call continues from the membrane the first left
+        ref = _sj_node(0.99, 1.0, make_surrogate("linear", 1.0))
+        ref(x)
+        assert torch.equal(carried, ref(x)) and not torch.equal(carried, a)
+    node.reset()
+    b = node(x)  # after reset(): from rest again
     assert torch.equal(a, b) and not b.requires_grad
+    with pytest.raises(ValueError, match="reset"):
+        node(x[:, :1])  # a carried membrane of another shape
+    node.reset()
     node.eval()  # eval mode keeps the surrogate gradient
     xg = x.clone().requires_grad_()
     (g,) = torch.autograd.grad(node(xg).sum(), xg)
@@ -222,4 +231,5 @@ def test_exact_over_repeated_calls(impl):
     for i in range(6):
         x = _inputs(16, th, shape=(32, 100), seed=10 + i)
         ref.reset()
+        node.reset()
         assert torch.equal(ref(x), node(x)), f"call {i}"

@@ -108,8 +108,24 @@ def test_dry_run_trains_duplicates_once_and_shows_planned_resources():
     block = re.search(r"rule convert:(?:(?!\nrule ).)*?wildcards: dataset=cifar10, model=conv5, replica=1\n"
                       r"\s+resources: ([^\n]*)", out, re.S)
     assert block, out[-3000:]
-    for k in ("mem_mb", "runtime"):  # micro_batch/time_chunk: printed by `spkrobust plan`, not yet a stage option
+    for k in ("mem_mb", "runtime", "micro_batch", "time_chunk"):  # the last two: --micro-batch/--time-chunk
         assert f"{k}={want[k]}" in block.group(1), (k, want, block.group(1))
     assert "gpu=1" in block.group(1)
     clean = re.search(r"rule clean:.*?resources: ([^\n]*)", out, re.S).group(1)
     assert "gpu=1" in clean  # clean and evaluate request the GPU like the other stages
+
+
+def test_evaluate_job_cuts_for_every_target():
+    """An evaluate job runs all targets with one cut: the smallest micro-batch of their clean plans
+    and the smallest time chunk among the SNNs (an ANN's plan has T = 1), so each stays in its plan."""
+    cfg = _cfg("config.yaml")
+    models = expand_models(cfg)
+    b = jobs.budget(cfg, 1, 3000)
+    ds = cfg["datasets"][0]
+    names = list(models)
+    clean = {t: jobs.job(cfg, models, b, "clean", ds, t) for t in names}
+    ev = jobs.job(cfg, models, b, "evaluate", ds, model=names[0], targets=names)
+    snn = [p.time_chunk for t, p in clean.items() if models[t]["kind"] != "ann"]
+    assert snn and ev.time_chunk == min(snn) > 1
+    assert ev.micro_batch == min(p.micro_batch for p in clean.values())
+    assert ev.resources(b)["time_chunk"] == ev.time_chunk
