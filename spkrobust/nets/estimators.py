@@ -274,16 +274,15 @@ class EstimatedModel(nn.Module):
                 out = self.model(x)
             return out + (a - a.detach())
         layers = self.model.spiking_layers()
-        saved = [(m.estimator, m.grad_mode) for m in layers]
+        saved = [m.estimator for m in layers]
         try:
             for i, m in enumerate(layers):  # this spec decides, not the config's grad_mode
                 m.estimator = None if self.spec.is_default else functools.partial(
                     _layer_call, self.spec, self.state, i)
-                m.grad_mode = "bptt"
             return self.model(x)
         finally:
-            for m, (e, g) in zip(layers, saved):
-                m.estimator, m.grad_mode = e, g
+            for m, e in zip(layers, saved):
+                m.estimator = e
 
 
 def _layer_call(spec, state, key, layer, x_seq, spikes):

@@ -8,12 +8,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spkrobust.config.vocab import ASSG_SHAPES, ATTACK_SURROGATES, GRAD_COMBINE, GRAD_ESTIMATORS
+from spkrobust.config.vocab import ASSG_SHAPES, ATTACK_SURROGATES, GRAD_COMBINE, GRAD_ESTIMATORS, GRAD_MODE_ESTIMATORS
 from spkrobust.errors import UserError
 
 MODES = GRAD_ESTIMATORS
 LISTABLE = {"hart": "gamma", "assg": "a"}  # the parameter a mode may list (an ensemble expands it, an attack searches it)
-LEGACY_GRAD_MODES = {"rate": "bptr"}  # the older eval.grad_mode values
+# eval.grad_mode values that name an estimator (rate -> bptr): their one home is the vocab
+LEGACY_GRAD_MODES = {k: v for k, v in GRAD_MODE_ESTIMATORS.items() if v}
 
 
 @functools.lru_cache(maxsize=1)

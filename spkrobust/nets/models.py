@@ -86,9 +86,6 @@ class ANN(nn.Module):
 
     stochastic = False
 
-    def set_grad_mode(self, mode: str):  # ANNs have one gradient
-        return self
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         for m in self.layers:
@@ -143,13 +140,6 @@ class SNN(nn.Module):
     def spiking_layers(self) -> list[SpikingLayer]:
         return [m for m in self.layers if isinstance(m, SpikingLayer)]
 
-    def set_grad_mode(self, mode: str):
-        if mode not in ("bptt", "rate"):
-            raise UserError(f"unknown grad_mode {mode!r}; allowed: bptt, rate")
-        for m in self.spiking_layers():
-            m.grad_mode = mode
-        return self
-
     def set_thresholds(self, thresholds: list[float]):
         """Rebuild the neurons with new per-layer thresholds (keeps weights)."""
         self.meta["thresholds"] = [float(t) for t in thresholds]
@@ -158,7 +148,7 @@ class SNN(nn.Module):
             if isinstance(m, SpikingLayer):
                 self.layers[i] = SpikingLayer(m.neuron_type, m.leak, next(it), m.surrogate_name, m.backend,
                                               detach_reset=m.detach_reset)
-                self.layers[i].grad_mode = m.grad_mode
+                self.layers[i].estimator = m.estimator
                 self.layers[i].carry = True
         return self
 

@@ -11,10 +11,8 @@ Two SpikingJelly behaviours are handled here:
   :class:`SpikingLayer` therefore keeps its neuron in training mode at all times (the forward pass
   is identical; only the backward differs) so attacks get gradients while dropout stays in
   inference behaviour;
-* ``set_grad_mode("rate")`` (``eval.grad_mode: rate``) selects the ``bptr`` estimator of
-  :mod:`spkrobust.nets.estimators` (the same code as an attack's ``grad: bptr``): spikes forward,
-  backward ``grad · 1[mean_t s > 0] / threshold`` per step (SNN-RAT's released ``RateBp``);
-* ``estimator`` (set by :class:`spkrobust.nets.estimators.EstimatedModel` during an attack) is called as
+* ``estimator`` (``eval.grad_mode: rate`` sets the ``bptr`` estimator here through
+  :func:`spkrobust.attacks.base.set_grad_mode`; an attack's ``grad:`` is set by :class:`spkrobust.nets.estimators.EstimatedModel` during an attack) is called as
   ``estimator(layer, x_seq, spikes)`` on gradient-carrying passes: the neuron computes the spikes
   without a graph and the estimator gives them its backward pass.
 
@@ -25,7 +23,6 @@ multistep nodes and the fused node both keep ``v`` between calls; the CuPy node 
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -198,7 +195,6 @@ class SpikingLayer(nn.Module):
         self.neuron_type, self.leak, self.surrogate_name, self.backend = neuron_type, float(leak), surrogate_name, backend
         self.threshold = float(threshold)
         self.detach_reset = bool(detach_reset)
-        self.grad_mode = "bptt"
         self.estimator = None
         self.carry = False  # True: keep the membrane between calls until reset() (an SNN's layers)
         self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend, self.detach_reset)
@@ -217,10 +213,6 @@ class SpikingLayer(nn.Module):
         if not self.carry:
             self.reset()
         estimator = self.estimator
-        if estimator is None and self.grad_mode == "rate":
-            from spkrobust.nets.estimators import GradSpec, layer_estimate
-
-            estimator = functools.partial(layer_estimate, GradSpec("bptr"))
         if estimator is not None and torch.is_grad_enabled() and x_seq.requires_grad:
             if isinstance(getattr(self.node, "v", None), torch.Tensor):  # estimators resimulate from rest
                 raise RuntimeError("SpikingLayer: a gradient estimator needs the layer at rest (all T in one "
@@ -232,5 +224,4 @@ class SpikingLayer(nn.Module):
 
     def extra_repr(self):
         return (f"neuron={self.neuron_type}, leak={self.leak}, threshold={self.threshold:.4g}, "
-                f"surrogate={self.surrogate_name}, backend={self.backend}, detach_reset={self.detach_reset}, "
-                f"grad_mode={self.grad_mode}")
+                f"surrogate={self.surrogate_name}, backend={self.backend}, detach_reset={self.detach_reset}")

@@ -16,13 +16,7 @@ PKG = REPO / "spkrobust"
 # CLI above them all
 LAYERS = ("errors", "io", "bits", "text", "provenance", "config", "data", "nets", "training", "attacks", "evaluation", "report", "tools",
           "cli", "__main__")
-# circles left on purpose, each with its reason (none may be added)
-KNOWN_CIRCLES = {
-    # SpikingLayer still has its own `grad_mode == "rate"` branch (a function-local import of the bptr
-    # estimator); the pipeline no longer uses it (spkrobust.attacks.base.set_grad_mode installs the estimator
-    # in the layer's estimator slot), so dropping that branch in nets/neurons.py removes this circle
-    frozenset({"spkrobust.nets.neurons", "spkrobust.nets.estimators"}),
-}
+KNOWN_CIRCLES: set = set()  # circles left on purpose, each with its reason (none today; none may be added)
 
 
 def layer(mod: str) -> int:

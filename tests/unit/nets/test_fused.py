@@ -5,6 +5,7 @@ Both implementations are checked: the compiled native kernel (when a C compiler 
 the pure-torch loops (``SPKROBUST_FUSED_NATIVE=0`` / non-float32 fallback)."""
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 
@@ -14,7 +15,8 @@ import torch
 from spkrobust.nets import fused
 from spkrobust.nets.fused import FusedNode, sj_decay
 from spkrobust.nets.neurons import SpikingLayer, make_surrogate
-from spkrobust.config.vocab import SURROGATES
+from spkrobust.config.vocab import GRAD_MODE_ESTIMATORS, SURROGATES
+from spkrobust.nets.estimators import layer_estimate, parse_grad
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -212,7 +214,7 @@ def test_spiking_layer_backends_agree(neuron_type, leak, sgn, detach):
 def test_spiking_layer_rate_mode_agrees():
     a = SpikingLayer("lif", 0.9, 1.0, "linear", "torch")
     b = SpikingLayer("lif", 0.9, 1.0, "linear", "fused")
-    a.grad_mode = b.grad_mode = "rate"
+    a.estimator = b.estimator = functools.partial(layer_estimate, parse_grad(GRAD_MODE_ESTIMATORS["rate"]))
     x = _inputs(8, 1.0, seed=7).requires_grad_()
     sa, sb = a(x), b(x)
     assert torch.equal(sa, sb)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spkrobust.config.vocab import GRAD_MODE_ESTIMATORS
 from spkrobust.nets.encoding import Encoder
 from spkrobust.errors import UserError
 from spkrobust.nets.estimators import (
@@ -214,9 +215,7 @@ def test_bptr_is_snn_rats_released_rule(neuron, leak, detach_reset):
     assert bool((s.mean(0) == 1).any()), "the test input needs a saturated neuron (no upper limit)"
     torch.testing.assert_close(g, C * fired / THETA)
     # eval.grad_mode "rate" is the same estimator
-    layer = _layer(neuron, leak, detach_reset)
-    layer.grad_mode = "rate"
-    _, g_rate = _layer_grad(layer, None)
+    _, g_rate = _layer_grad(_layer(neuron, leak, detach_reset), GRAD_MODE_ESTIMATORS["rate"])
     torch.testing.assert_close(g_rate, g)
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spkrobust import load_model
+from spkrobust.attacks.base import set_grad_mode
 from spkrobust.errors import UserError
 from spkrobust.nets.models import build_model, save_model
 
@@ -51,7 +52,7 @@ def test_loaded_snn_gives_nonzero_input_gradient_in_eval_mode(tmp_path):
     for key in ("kind", "arch", "neuron", "leak", "T", "encoder", "thresholds", "dataset", "seed", "clean_acc"):
         assert key in model.meta
     for mode in ("bptt", "rate"):
-        model.set_grad_mode(mode)
+        set_grad_mode(model, mode)
         x = torch.rand(4, 1, 28, 28, requires_grad=True)
         torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
         assert x.grad is not None and x.grad.abs().sum() > 0, mode
