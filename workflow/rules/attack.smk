@@ -10,8 +10,6 @@ rule grad:
         code=lib("attacks"),
     output:
         grad_pt("{dataset}", "{source}", "{replica}"),
-    params:
-        cfg=lambda wc: cfg_json("grad", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     log:
         "logs/{dataset}/grad/{source}/r{replica}.log",
     benchmark:
@@ -22,6 +20,8 @@ rule grad:
         mem_mb=planned("grad", "mem_mb"),
         gpu_mem_mb=planned("grad", "gpu_mem_mb"),
         runtime=planned("grad", "runtime"),
+    params:
+        cfg=lambda wc: cfg_json("grad", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     shell:
         "python -m spkrobust grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
@@ -34,11 +34,6 @@ rule craft:
         code=lib("attacks"),
     output:
         adv_pt("{dataset}", "{source}", "{replica}", "{attack}", "{eps}"),
-    params:
-        attack=lambda wc: to_json(spk.attack_slice(config, wc.attack)),
-        eps=lambda wc: str(EPS[wc.eps]),
-        grad=lambda wc, input: f"--grad {input.grad}" if "grad" in input.keys() else "",
-        cfg=lambda wc: cfg_json("craft", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     log:
         "logs/{dataset}/craft/{source}/r{replica}/{attack}/{eps}.log",
     benchmark:
@@ -49,5 +44,10 @@ rule craft:
         mem_mb=planned("craft", "mem_mb"),
         gpu_mem_mb=planned("craft", "gpu_mem_mb"),
         runtime=planned("craft", "runtime"),
+    params:
+        attack=lambda wc: to_json(spk.attack_slice(config, wc.attack)),
+        eps=lambda wc: str(EPS[wc.eps]),
+        grad=lambda wc, input: f"--grad {input.grad}" if "grad" in input.keys() else "",
+        cfg=lambda wc: cfg_json("craft", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     shell:
         "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

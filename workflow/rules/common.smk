@@ -87,6 +87,11 @@ def caption(name):
     return os.path.join(workflow.basedir, "workflow", "report", name)
 
 
+def report_item(path, rst, category):
+    """``path`` marked for ``snakemake --report`` with its caption ``workflow/report/<rst>``."""
+    return report(path, caption=caption(rst), category=category)
+
+
 # --- paths ----------------------------------------------------------------------------------------
 def data_pt(dataset):
     return f"results/{dataset}/data.pt"

@@ -6,8 +6,6 @@ rule prepare:
         code=lib("data"),
     output:
         data_pt("{dataset}"),
-    params:
-        cfg=lambda wc: cfg_json("prepare", dataset=wc.dataset),
     log:
         "logs/{dataset}/prepare.log",
     benchmark:
@@ -17,5 +15,7 @@ rule prepare:
         mem_mb=planned("prepare", "mem_mb"),
         gpu_mem_mb=planned("prepare", "gpu_mem_mb"),
         runtime=planned("prepare", "runtime"),
+    params:
+        cfg=lambda wc: cfg_json("prepare", dataset=wc.dataset),
     shell:
         "python -m spkrobust prepare --dataset {wildcards.dataset} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

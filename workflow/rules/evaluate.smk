@@ -10,8 +10,6 @@ rule clean:
         code=lib("evaluation"),
     output:
         clean_json("{dataset}", "{model}", "{replica}"),
-    params:
-        cfg=lambda wc: cfg_json("clean", dataset=wc.dataset, model=wc.model, replica=wc.replica),
     log:
         "logs/{dataset}/clean/{model}/r{replica}.log",
     benchmark:
@@ -24,6 +22,8 @@ rule clean:
         runtime=planned("clean", "runtime"),
         micro_batch=planned("clean", "micro_batch"),  # a resource, not a param: the cut changes no result
         time_chunk=planned("clean", "time_chunk"),
+    params:
+        cfg=lambda wc: cfg_json("clean", dataset=wc.dataset, model=wc.model, replica=wc.replica),
     shell:
         "python -m spkrobust clean --data {input.data} --model {input.model} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
@@ -36,15 +36,6 @@ rule evaluate:
         code=lib("evaluation"),
     output:
         eval_outputs(),
-    params:
-        cfg=lambda wc: cfg_json(
-            "evaluate",
-            dataset=wc.dataset,
-            source=wc.source,
-            source_replica=wc.sr,
-            attack=wc.attack,
-            eps=wc.eps,
-        ),
     log:
         "logs/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}.log",
     benchmark:
@@ -59,5 +50,14 @@ rule evaluate:
         runtime=planned("evaluate", "runtime"),
         micro_batch=planned("evaluate", "micro_batch"),  # a resource, not a param: the cut changes no result
         time_chunk=planned("evaluate", "time_chunk"),
+    params:
+        cfg=lambda wc: cfg_json(
+            "evaluate",
+            dataset=wc.dataset,
+            source=wc.source,
+            source_replica=wc.sr,
+            attack=wc.attack,
+            eps=wc.eps,
+        ),
     shell:
         "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -20,8 +20,7 @@ _REPORT_CAPTIONS = {
     "acc_vs_T.png": ("acc_vs_T.rst", "Figures"),
     "acc_vs_leak.png": ("acc_vs_leak.rst", "Figures"),
 }
-REPORT_FILES = [report(f"results/report/{name}", caption=caption(rst), category=cat)
-                for name, (rst, cat) in _REPORT_CAPTIONS.items()]
+REPORT_FILES = [report_item(f"results/report/{name}", rst, cat) for name, (rst, cat) in _REPORT_CAPTIONS.items()]
 
 
 rule aggregate:
@@ -35,13 +34,13 @@ rule aggregate:
         models=report("results/report/models.csv", caption=caption("models.rst"), category="Tables"),
         records="results/report/records.json",
         lists=multiext("results/report/inputs/", "records.txt", "clean.txt", "metrics.txt"),
-    params:
-        aliases=to_json(ALIAS_ROWS),  # models trained once under an earlier name: models.csv says so
     log:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/aggregate.tsv"
     threads: 1
+    params:
+        aliases=to_json(ALIAS_ROWS),  # models trained once under an earlier name: models.csv says so
     run:
         # list files written here, not by `printf` in the shell: thousands of record paths would
         # exceed the kernel's limit on one command-line argument
