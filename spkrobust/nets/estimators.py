@@ -74,6 +74,7 @@ from spkrobust.errors import UserError
 from spkrobust.nets.assg import ASSGState
 from spkrobust.nets.gradspec import LEGACY_GRAD_MODES, MODES, GradSpec, grad_defaults, parse_grad
 from spkrobust.nets.pdsg import PDSGSurrogate
+from spkrobust.nets.surrogates import triangle
 
 __all__ = ["ATTACK_SURROGATES", "LEGACY_GRAD_MODES", "MODES", "RGA_GAMMA", "EstimatedModel", "GradSpec", "ann_equivalent",
            "grad_defaults", "layer_estimate", "parse_grad", "rga_rate", "surrogate_grad", "with_estimator"]
@@ -85,7 +86,7 @@ def surrogate_grad(name: str, u: torch.Tensor, width: float) -> torch.Tensor:
     """``d spike / d u`` of an attack-time surrogate at ``u = v/θ - 1``."""
     w = float(width)
     if name == "linear":
-        return torch.clamp(1.0 - u.abs() / w, min=0.0) / w
+        return triangle(u, 1.0, w)
     if name == "rectangular":
         return (u.abs() < w / 2).to(u.dtype) / w
     if name == "sigmoid":

@@ -42,6 +42,8 @@ import torch
 from torch.autograd.function import once_differentiable
 from spikingjelly.activation_based import base
 
+from spkrobust.nets.surrogates import triangle
+
 
 def sj_decay(leak: float) -> float:
     """SpikingJelly's LIF decay ``1. - 1. / tau`` with ``tau = 1/(1-leak)``, as a Python float
@@ -250,10 +252,7 @@ def tune_allocator() -> bool:
 def _surrogate_derivative(sg, d: torch.Tensor) -> torch.Tensor:
     """``sg'(d)``; may overwrite ``d`` (a scratch tensor owned by the caller)."""
     if _native_kind(sg)[0] == 1:
-        # (alpha/width) * max(0, 1 - |d|/width), in place on d
-        alpha, width = float(sg.alpha), float(sg.width)
-        d.abs_().div_(width).neg_().add_(1.0).clamp_(min=0.0).mul_(alpha / width)
-        return d
+        return triangle(d, float(sg.alpha), float(sg.width), inplace=True)
     return sg.derivative(d)
 
 

@@ -31,6 +31,7 @@ from spikingjelly.activation_based import neuron, surrogate
 
 from spkrobust.errors import UserError
 from spkrobust.config.vocab import BACKENDS, SURROGATES
+from spkrobust.nets.surrogates import triangle
 
 
 class _PiecewiseLinearFn(torch.autograd.Function):
@@ -48,8 +49,9 @@ class _PiecewiseLinearFn(torch.autograd.Function):
 
 
 def piecewise_linear_grad(x: torch.Tensor, alpha: float, width: float) -> torch.Tensor:
-    """d spike / d x for ``x = v - threshold``: ``alpha/width * max(0, 1 - |x|/width)``."""
-    return (alpha / width) * torch.clamp(1.0 - x.abs() / width, min=0.0)
+    """d spike / d x for ``x = v - threshold``: ``alpha/width * max(0, 1 - |x|/width)``
+    (:func:`spkrobust.nets.surrogates.triangle`)."""
+    return triangle(x, alpha, width)
 
 
 class PiecewiseLinear(surrogate.SurrogateFunctionBase):
