@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _ci, _paired, _pts, compare
+from spkrobust.report.compare import World, _ci, _paired, _pts, compare, snn_vs_ann
 from spkrobust.report.data import _param_groups
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
@@ -85,15 +85,7 @@ def _with_note(c: dict, extra: str) -> dict:
 
 
 def _claim1(w: World) -> list[dict]:
-    out = []
-    for ds in w.datasets:
-        for atk in sorted(w.attacks[ds]):
-            for s in w.models(ds, SNN_KINDS):
-                for a in w.models(ds, ("ann",)):
-                    c = compare(w, ds, atk, s, a, w.blackbox(ds, atk, s), w.blackbox(ds, atk, a), "black-box")
-                    if c:
-                        out.append(c)
-    return out
+    return snn_vs_ann(w, "black-box")
 
 
 def _claim2(w: World) -> list[dict]:

@@ -29,7 +29,7 @@ import numpy as np
 from spkrobust.report import stats as S
 from spkrobust.config.expand import shares_weights
 from spkrobust.evaluation.outcomes import align
-from spkrobust.config.vocab import NON_ATTACK_TYPES
+from spkrobust.config.vocab import NON_ATTACK_TYPES, SNN_KINDS
 
 Src = Callable[[int], list]  # target replica -> [(source, source replica), ...]
 
@@ -221,3 +221,18 @@ def conditional_by_eps(data: Any, ds: str, atk: str, target: str, setting: str) 
         if ok.any():
             acc[r["eps"]].append(float(adv[ok].mean()))
     return {e: float(np.mean(v)) for e, v in acc.items()}
+
+
+def snn_vs_ann(w: World, setting: str) -> list[dict]:
+    """Every SNN target against every ANN target, per dataset and attack, each side attacked by the
+    rule of ``setting`` (``white-box``: by itself; ``black-box``: by its other replicas)."""
+    rule = {"white-box": w.whitebox, "black-box": w.blackbox}[setting]
+    out = []
+    for ds in w.datasets:
+        for atk in sorted(w.attacks[ds]):
+            for s in w.models(ds, SNN_KINDS):
+                for a in w.models(ds, ("ann",)):
+                    c = compare(w, ds, atk, s, a, rule(ds, atk, s), rule(ds, atk, a), setting)
+                    if c:
+                        out.append(c)
+    return out

@@ -28,7 +28,7 @@ import numpy as np
 
 from spkrobust.config.vocab import SNN_KINDS, STUDY_ATTACK_TYPES
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _ci, _paired, _pts, compare
+from spkrobust.report.compare import World, _ci, _paired, _pts, snn_vs_ann
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
 
@@ -60,15 +60,7 @@ def _by_drop(c: dict) -> dict:
 
 
 def headline_comparisons(w: World) -> list[dict]:
-    out = []
-    for ds in w.datasets:
-        for atk in sorted(w.attacks[ds]):
-            for s in w.models(ds, SNN_KINDS):
-                for a in w.models(ds, ("ann",)):
-                    c = compare(w, ds, atk, s, a, w.whitebox(ds, atk, s), w.whitebox(ds, atk, a), "white-box")
-                    if c:
-                        out.append(_by_drop(c))
-    return out
+    return [_by_drop(c) for c in snn_vs_ann(w, "white-box")]
 
 
 def _advantage(w: World, ds: str, atk: str, s: str, a: str) -> dict | None:

@@ -19,6 +19,7 @@ import yaml
 from helpers.cifar_run import TINY_CIFAR10, check_tiny_cifar10_results, run_tiny_cifar10
 from helpers.wfutil import copy_workflow
 
+from spkrobust.config.expand import eps_label
 from spkrobust.nets.neurons import cupy_available, make_surrogate, piecewise_linear_grad
 from spkrobust.tools.selfcheck import TOL, backend_agreement
 
@@ -152,4 +153,4 @@ def test_tiny_cifar10_on_gpu_with_cupy(cifar_root, tmp_path):
     metrics = check_tiny_cifar10_results(wd)
     assert all(m["device"].startswith("cuda") for m in metrics.values()), {k: m["device"] for k, m in metrics.items()}
     assert metrics["snn_bp"]["meta"]["backend"] == "cupy" and metrics["snn_conv"]["meta"]["backend"] == "cupy"
-    assert (wd / "results/cifar10/adv/snn_bp/r1/pgd/8_255.pt").exists()
+    assert (wd / f"results/cifar10/adv/snn_bp/r1/pgd/{eps_label(cfg['eps'][0])}.pt").exists()

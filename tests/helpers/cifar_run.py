@@ -10,6 +10,7 @@ import yaml
 
 from helpers.cifar import CIFAR10_CLASSES
 from helpers.wfutil import snakemake
+from spkrobust.config.expand import eps_label, parse_eps
 from spkrobust.data.datasets import load_prepared, to_float
 
 TINY_CIFAR10 = "tests/presets/tiny_cifar10.yaml"
@@ -39,11 +40,12 @@ def check_tiny_cifar10_results(wd) -> dict:
     assert {r["dataset"] for r in rows} == {"cifar10"}
     for name in ("tables.md", "claims.md", "checks.md", "models.csv", "acc_vs_eps.png"):
         assert (wd / "results/report" / name).stat().st_size > 0
+    (eps,) = cfg["eps"]
     for src in ("ann", "snn_bp"):
         for attack in ("fgsm", "pgd"):
-            adv = torch.load(wd / f"results/cifar10/adv/{src}/r1/{attack}/8_255.pt", weights_only=True)
+            adv = torch.load(wd / f"results/cifar10/adv/{src}/r1/{attack}/{eps_label(eps)}.pt", weights_only=True)
             assert adv["x_adv"].shape == (cfg["data"]["test_size"], 3, 32, 32)
             x = to_float(prep.test_x)
-            assert float((adv["x_adv"] - x).abs().max()) <= 8 / 255 + 1e-6
-            assert float((adv["x_adv"] - x).abs().max()) > 4 / 255, f"{src} {attack}: input left unchanged"
+            assert float((adv["x_adv"] - x).abs().max()) <= parse_eps(eps) + 1e-6
+            assert float((adv["x_adv"] - x).abs().max()) > parse_eps(eps) / 2, f"{src} {attack}: input left unchanged"
     return metrics
