@@ -332,7 +332,7 @@ def load_configs(paths) -> dict:
 
 # ---- identical models -----------------------------------------------------------------------------
 
-# the SNN settings a model inherits from an SNN parent (spkrobust.training.train.snn_meta_from)
+# the SNN settings a model inherits from an SNN parent (spkrobust.training.common.snn_meta_from)
 _INHERITED = ("neuron", "leak", "T", "encoder", "surrogate", "backend", "detach_reset")
 _IDENTITY_DROP = ("name", "base", "from", "sweep", "sweep_values", "replicas")
 

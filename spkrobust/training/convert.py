@@ -27,7 +27,7 @@ from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, sa
 from spkrobust.nets.neurons import SpikingLayer
 from spkrobust.config.options import Bounds, read_cfg, resolve_device
 from spkrobust.nets.inference import accuracy
-from spkrobust.training.train import seed_everything, snn_meta_from
+from spkrobust.training.common import seed_everything, snn_meta_from
 from spkrobust.config.schema import default
 from spkrobust.config.vocab import METHODS
 from spkrobust.training.records import ModelMetrics, write_metrics

@@ -33,7 +33,8 @@ from spkrobust.nets.inference import accuracy  # noqa: F401  (the final accuracy
 from spkrobust.nets.models import build_model, default_meta, load_model, save_model
 from spkrobust.config.options import read_cfg, resolve_device
 from spkrobust.config.schema import default, defaults
-from spkrobust.config.vocab import INPUT_NORMS, SNN_KEYS
+from spkrobust.config.vocab import INPUT_NORMS
+from spkrobust.training.common import seed_everything, snn_meta_from
 from spkrobust.training.records import ModelMetrics, write_metrics
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
@@ -48,11 +49,6 @@ def input_stats(data: Prepared, input_norm: str) -> tuple[list[float], list[floa
     if input_norm == "dataset":
         return list(data.mean), list(data.std)
     raise UserError(f"unknown input_norm {input_norm!r}; allowed: {', '.join(INPUT_NORMS)}")
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(int(seed))
-    torch.use_deterministic_algorithms(False)
 
 
 def _cfg_hash(cfg: dict) -> str:
@@ -161,16 +157,6 @@ def _scratch_meta(kind: str, spec: dict, data: Prepared) -> dict:
     mean, std = input_stats(data, spec.get("input_norm", default("input_norm")))
     return default_meta(kind, spec.get("arch", default("arch")), c, h, data.num_classes, mean, std,
                         dropout=spec.get("dropout"), conv_dropout=spec.get("conv_dropout"))
-
-
-def snn_meta_from(spec: dict, base_meta: dict) -> dict:
-    """SNN metadata for ``spec``: start from ``base_meta`` (ANN or SNN) and apply the spec's neuron settings."""
-    meta = {k: base_meta[k] for k in ("arch", "in_channels", "image_size", "num_classes", "mean", "std", "dropout")}
-    meta["conv_dropout"] = base_meta.get("conv_dropout", 0.0)  # checkpoints from before conv dropout: none
-    keep = base_meta if base_meta.get("kind") == "snn" else {}
-    snn = {k: spec.get(k, keep.get(k, default(k))) for k in SNN_KEYS}
-    snn["thresholds"] = keep.get("thresholds")
-    return default_meta("snn", **meta, **snn)
 
 
 def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None,

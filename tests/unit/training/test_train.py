@@ -41,7 +41,7 @@ def test_spike_training_improves_a_short_converted_snn(small_data, trained_ann_p
 
 
 def build_snn_from(path, cfg):
-    from spkrobust.training.train import snn_meta_from
+    from spkrobust.training.common import snn_meta_from
 
     parent = load_model(path)
     snn = build_model(snn_meta_from(cfg["model"], parent.meta))
