@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _ci, _paired, _pts, compare, snn_vs_ann
+from spkrobust.report.compare import World, _paired, fmt_diff, compare, snn_vs_ann
 from spkrobust.report.data import _param_groups
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
@@ -234,10 +234,6 @@ def _differs(c: dict, comps: list[dict], w: World) -> str:
 
 # ---- claims.md -----------------------------------------------------------------------------------
 
-def _d(d: dict | None) -> str:
-    return "–" if d is None else f"{_pts(d['diff'])} {_ci(d)}"
-
-
 def claims_md(claims: list[dict]) -> str:
     lines = ["# The studies' claims on measured numbers\n\n",
              ("Each comparison pairs side a (the side the claim calls more robust) with side b on the same "
@@ -269,8 +265,8 @@ def claims_md(claims: list[dict]) -> str:
         rows = []
         for x in c["comparisons"]:
             rows.append([x["dataset"], x["attack"], x["setting"], f"{ha}: {x['a_src']}", f"{100 * x['a']:.1f}",
-                         f"{hb}: {x['b_src']}", f"{100 * x['b']:.1f}", _d(x["absolute"]), _d(x["drop"]),
-                         _d(x["conditional"]) + f" (n={x['n_conditional']})", _d(x["clean"]),
+                         f"{hb}: {x['b_src']}", f"{100 * x['b']:.1f}", fmt_diff(x["absolute"]), fmt_diff(x["drop"]),
+                         fmt_diff(x["conditional"]) + f" (n={x['n_conditional']})", fmt_diff(x["clean"]),
                          x["metric"], f"**{x['verdict']}**", x["n"],
                          ", ".join(eps_display(eps_label(e)) for e in x["eps"]), x["note"]])
         lines.append(md_table(["dataset", "attack", "setting", "a (sources → target)", "a adv %",

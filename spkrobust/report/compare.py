@@ -199,6 +199,11 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def fmt_diff(d: dict | None) -> str:
+    """A difference dict (``Diff.as_dict``) as ``+x.x [+lo, +hi]`` points, ``–`` when None."""
+    return "–" if d is None else f"{_pts(d['diff'])} {_ci(d)}"
+
+
 def _ci(d) -> str:
     if isinstance(d, dict):
         return f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"

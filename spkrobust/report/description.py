@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from spkrobust.provenance import describe
+from spkrobust.report.compare import fmt_diff
 
 DESCRIPTION = "description.rst"
 _SPECIAL = re.compile(r"([\\*`|_<>\[\]])")
@@ -27,10 +28,6 @@ def _list_table(title: str, header: list[str], rows: list[list]) -> str:
     return "\n".join(out) + "\n\n"
 
 
-def _pts(d: dict | None) -> str:
-    return "–" if d is None else f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-
-
 def description_rst(claims: list[dict], head: dict, environments: dict[str, int]) -> str:
     """``claims``: :func:`spkrobust.report.claims.evaluate_claims`; ``head``:
     :func:`spkrobust.report.headline.headline`; ``environments``: description -> jobs."""
@@ -41,13 +38,13 @@ def description_rst(claims: list[dict], head: dict, environments: dict[str, int]
         lines.append(_list_table(
             "White-box accuracy drop, SNN against ANN (ANN's drop − SNN's, points, paired 95 % CI)",
             ["dataset", "attack", "SNN", "ANN", "drop difference", "conditional", "verdict", "replicas"],
-            [[x["dataset"], x["attack"], x["a_name"], x["b_name"], _pts(x["drop"]), _pts(x["conditional"]),
+            [[x["dataset"], x["attack"], x["a_name"], x["b_name"], fmt_diff(x["drop"]), fmt_diff(x["conditional"]),
               x["verdict"], x["runs"]] for x in head["comparisons"]]))
     if head["removed"]:
         lines.append(_list_table(
             "How much of the SNN's advantage the adaptive ensemble removes (points, paired 95 % CI)",
             ["dataset", "SNN", "ANN", "studies' attack", "ensemble", "removed"],
-            [[r["dataset"], r["snn"], r["ann"], r["attack"], r["ensemble"], _pts(r["removed"])]
+            [[r["dataset"], r["snn"], r["ann"], r["attack"], r["ensemble"], fmt_diff(r["removed"])]
              for r in head["removed"]]))
     lines.append(_list_table("The studies' claims (rule and comparisons: claims.md)", ["#", "claim", "verdict", "numbers"],
                              [[c["id"], c["claim"], c["verdict"], c["numbers"]] for c in claims]))

@@ -28,7 +28,7 @@ import numpy as np
 
 from spkrobust.config.vocab import SNN_KINDS, STUDY_ATTACK_TYPES
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _ci, _paired, _pts, snn_vs_ann
+from spkrobust.report.compare import World, _paired, _pts, fmt_diff, snn_vs_ann
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
 
@@ -124,10 +124,6 @@ def headline(w: World) -> dict:
     return dict(base, verdict=verdict, numbers=nums)
 
 
-def _d(d: dict | None) -> str:
-    return "–" if d is None else f"{_pts(d['diff'])} {_ci(d)}"
-
-
 def headline_md(h: dict) -> str:
     """The headline section of ``claims.md`` (also opens ``index.md``)."""
     lines = [f"## Headline (claim {h['id']}): {h['claim']}\n\nMirrors: {h['mirrors']}.\n\n"
@@ -140,7 +136,7 @@ def headline_md(h: dict) -> str:
             ["dataset", "attack", "SNN (target)", "SNN clean %", "SNN adv %", "ANN (target)", "ANN clean %", "ANN adv %",
              "drop difference", "conditional", "verdict", "replicas", "images", "eps"],
             [[x["dataset"], x["attack"], x["a_name"], f"{100 * x['clean_a']:.1f}", f"{100 * x['a']:.1f}", x["b_name"],
-              f"{100 * x['clean_b']:.1f}", f"{100 * x['b']:.1f}", _d(x["drop"]), _d(x["conditional"]),
+              f"{100 * x['clean_b']:.1f}", f"{100 * x['b']:.1f}", fmt_diff(x["drop"]), fmt_diff(x["conditional"]),
               f"**{x['verdict']}**", x["runs"], x["n"], ", ".join(eps_display(eps_label(e)) for e in x["eps"])]
              for x in h["comparisons"]]))
     lines.append("\n### The studies' attack against the adaptive ensemble\n\n")
@@ -155,7 +151,7 @@ def headline_md(h: dict) -> str:
         ["dataset", "SNN", "ANN", "studies' attack", "advantage", "ensemble", "advantage", "removed by the ensemble",
          "replicas", "images"],
         [[r["dataset"], r["snn"], r["ann"], r["attack"], _pts(r["advantage_study"]), r["ensemble"],
-          _pts(r["advantage_ensemble"]), _d(r["removed"]), len(r["replicas"]), r["n"]] for r in h["removed"]]))
+          _pts(r["advantage_ensemble"]), fmt_diff(r["removed"]), len(r["replicas"]), r["n"]] for r in h["removed"]]))
     return "".join(lines)
 
 
