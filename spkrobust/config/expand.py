@@ -232,13 +232,35 @@ def shares_weights(parent_of: dict[str, str | None], source: str, source_replica
         lineage_root(parent_of, source) == lineage_root(parent_of, target)
 
 
+def paired(pairing: str, source: str, source_replica: int, target: str, target_replica: int,
+           replicas: list[int]) -> bool:
+    """Whether ``grid.pairing`` evaluates source replica ``sr``'s sets on target replica ``tr``.
+
+    ``all``: every pair.  ``cycle`` (``replicas``: the grid's target replicas, sorted): the source
+    model's own replica ``sr`` (white-box) and every target's replica before ``sr`` in ``replicas``
+    (cyclically: the first replica's sets go to the last one), i.e. each target replica is attacked
+    black-box / by transfer from one replica of another chain, and each crafting replica white-box.
+    A set is never evaluated on another model of its own replica (same lineage: no claim uses it)."""
+    if pairing == "all":
+        return True
+    sr, tr = int(source_replica), int(target_replica)
+    if sr == tr:
+        return source == target
+    if sr not in replicas:  # a crafting replica that is no target replica: every target replica but its own
+        return True
+    reps = sorted(replicas)
+    return tr == reps[reps.index(sr) - 1]
+
+
 def grid(cfg: dict) -> list[dict]:
-    """Every evaluation cell: one adversarial set (dataset, source, replica, attack, eps) × one target."""
+    """Every evaluation cell: one adversarial set (dataset, source, replica, attack, eps) × one target
+    (which target replicas: ``grid.pairing``, :func:`paired`)."""
     models = expand_models(cfg)
     sources = _names(cfg, "sources", models)
     targets = _names(cfg, "targets", models)
     target_reps = cfg["grid"]["target_replicas"]
     source_reps = cfg["grid"]["source_replicas"]  # None: every replica crafts
+    pairing = cfg["grid"]["pairing"]
     cells = []
     for dataset in cfg["datasets"]:
         for src in sources:
@@ -249,7 +271,8 @@ def grid(cfg: dict) -> list[dict]:
                     for e in cfg["eps"]:
                         for tgt in targets:
                             for tr in target_reps:
-                                if tr not in model_replicas(cfg, models[tgt]):
+                                if tr not in model_replicas(cfg, models[tgt]) or \
+                                        not paired(pairing, src, sr, tgt, tr, target_reps):
                                     continue
                                 cells.append(dict(dataset=dataset, source=src, source_replica=sr, attack=attack,
                                                   eps=eps_label(e), target=tgt, target_replica=tr,

@@ -29,6 +29,8 @@ ASSG_SHAPES = ("atan", "linear", "rectangular", "sigmoid", "gaussian")  # grad.s
 GRAD_COMBINE = ("mean", "maxloss")  # grad.combine of mode mix (spkrobust.nets.mix)
 ATTACK_SURROGATES = ("linear", "rectangular", "sigmoid", "atan", "exp")  # an attack's grad.surrogate
 SETTINGS = ("white-box", "black-box", "transfer")
+# grid.pairing: which target replicas a source replica's sets are evaluated on (spkrobust.config.expand.grid)
+PAIRINGS = ("all", "cycle")
 # the neuron settings an SNN's meta carries (defaults: the schema's, else inherited from `from:`)
 SNN_KEYS = ("neuron", "leak", "T", "encoder", "surrogate", "backend", "detach_reset")
 # model keys a sweep may vary (per kind: those the kind has)

@@ -46,6 +46,32 @@ def test_grid_is_sources_by_replicas_by_attacks_by_eps_by_targets():
     assert by[("snn_bp", 1, "ann")] == "transfer"
 
 
+def test_grid_pairing_cycle_pairs_each_target_replica_with_one_other_chain():
+    cfg = yaml.safe_load((REPO / "tests/presets/tiny.yaml").read_text())
+    cfg.update(replicas=3, eps=[0.1])
+    cfg["models"]["snn_bp"]["replicas"] = 1
+    cfg["grid"] = {"sources": ["ann"], "targets": ["ann", "snn_bp"], "target_replicas": [1, 2, 3], "pairing": "cycle"}
+    cfg["attacks"] = {"fgsm": {"type": "fgsm"}}
+    cells = C.grid(validate_config(cfg))
+    got = {(c["source_replica"], c["target"], c["target_replica"], c["setting"]) for c in cells}
+    targets = {c["target"] for c in cells}
+    assert targets == {"ann", "snn_bp"}
+    # replica r: white-box on itself, then every target's replica r - 1 (r1's sets on r3)
+    want = {(1, "ann", 1, "white-box"), (2, "ann", 2, "white-box"), (3, "ann", 3, "white-box"),
+            (2, "ann", 1, "black-box"), (3, "ann", 2, "black-box"), (1, "ann", 3, "black-box"),
+            (2, "snn_bp", 1, "transfer")}  # snn_bp has one replica
+    assert got == want
+    cfg["grid"]["pairing"] = "all"
+    assert len(C.grid(validate_config(cfg))) == 3 * 3 + 3  # ann r1-3 x targets ann r1-3 + snn_bp r1
+
+
+def test_grid_pairing_is_validated():
+    cfg = yaml.safe_load((REPO / "tests/presets/tiny.yaml").read_text())
+    cfg.setdefault("grid", {})["pairing"] = "diagonal"
+    with pytest.raises(ConfigError, match="grid.pairing"):
+        validate_config(cfg)
+
+
 def test_grid_selects_every_member_of_a_base_name():
     cfg = yaml.safe_load((REPO / "tests/presets/tiny.yaml").read_text())
     cfg["models"]["snn_bp"]["sweep"] = {"T": [2, 3]}

@@ -22,6 +22,7 @@ def test_value_enumerations_equal_the_vocabulary():
     assert tuple(props["device"]["enum"]) == vocab.DEVICES
     assert tuple(props["datasets"]["items"]["enum"]) == vocab.DATASETS
     assert tuple(props["eval"]["properties"]["grad_mode"]["enum"]) == vocab.GRAD_MODES
+    assert tuple(props["grid"]["properties"]["pairing"]["enum"]) == vocab.PAIRINGS
     for key, names in (("arch", vocab.ARCHS), ("neuron", vocab.NEURONS), ("encoder", vocab.ENCODERS),
                        ("surrogate", vocab.SURROGATES), ("backend", vocab.BACKENDS), ("method", vocab.METHODS),
                        ("input_norm", vocab.INPUT_NORMS), ("lr_schedule", vocab.LR_SCHEDULES)):
