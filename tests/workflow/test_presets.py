@@ -49,3 +49,22 @@ def test_study2020_dag(wd):
     assert counts["evaluate"] == datasets * source_replicas * 2  # one job per adversarial set
     cfg = validate_config(yaml.safe_load((wd / "workflow/presets/study2020.yaml").read_text()))
     assert len(grid(cfg)) == datasets * source_replicas * 2 * model_names == 1232  # records
+
+
+def test_quick_dag_has_three_replicas_white_box_rows_and_the_ensemble(wd):
+    counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
+    # ann, snn_conv, snn_bp-T4/-T8, snn_leak-leak0.9/-leak1.0, three replicas each; sources ann and
+    # snn_bp-T4 (every replica) x pgd, ensemble; grid.pairing: cycle
+    assert counts["train_ann"] == counts["convert"] == 3 and counts["train_snn"] == 4 * 3
+    assert counts["clean"] == 6 * 3
+    assert counts["craft"] == counts["evaluate"] == 2 * 3 * 2
+    cfg = validate_config(yaml.safe_load((wd / "workflow/presets/quick.yaml").read_text()))
+    cells = grid(cfg)
+    white = {(c["source"], c["source_replica"], c["attack"]) for c in cells if c["setting"] == "white-box"}
+    assert white == {(m, r, a) for m in ("ann", "snn_bp-T4") for r in (1, 2, 3) for a in ("pgd", "ensemble")}
+    for model in ("ann", "snn_conv", "snn_bp-T4"):  # the headline's models: three target replicas each
+        assert {c["target_replica"] for c in cells if c["target"] == model} == {1, 2, 3}, model
+    # every target replica is attacked by one independent chain (never its own lineage but white-box)
+    for c in cells:
+        assert c["setting"] == "white-box" or c["source_replica"] != c["target_replica"], c
+    assert len(cells) == 2 * 2 * (3 + 6 * 3)  # per source and attack: 3 white-box + 6 targets x 3 replicas
