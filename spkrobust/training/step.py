@@ -56,5 +56,6 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
             loss.backward()
             total += loss.item()
             outs.append(out.detach())
+            del out, loss  # nothing of this micro-batch's graph outlives its backward pass
     opt.step()
     return total, torch.cat(outs)
