@@ -14,7 +14,8 @@ from the global RNG, as an unbounded forward pass draws; each image keyed by its
 batch) and sliced per micro-batch, and the dropout masks are drawn once per layer for the whole
 batch (:func:`spkrobust.nets.dropout.whole_batch_masks`). Unbounded, the step draws and computes
 exactly what one ``model(x)`` / ``backward()`` over the batch does; cut, the weights differ only
-by the float rounding of the regrouped sums (tests/unit/training/test_step.py).
+by the float rounding of the regrouped sums (tests/unit/training/test_step.py). An ANN's
+``nn.Dropout`` draws per call, so a cut ANN step would get other masks (``train-ann`` takes no cut).
 """
 from __future__ import annotations
 
