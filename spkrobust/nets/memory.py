@@ -31,6 +31,28 @@ BPTT torch VGG9    7.03                    6.9 A = 6.49 (-8 %)            --
 
 The CuPy factors are not measured here (no GPU): inference scaled by the issue's CuPy/torch ratio,
 BPTT taken equal to SpikingJelly's torch backend.
+
+A ``train-snn`` process holds :data:`TRAIN_SNN_MB` beyond :data:`PROCESS_MB`, the weight copies
+and the activations (calibrated on peak RSS by ``/usr/bin/time -v`` of one training step, Adam with
+AMSGrad, :func:`spkrobust.training.step.train_step`, VGG5 of CIFAR-10 shape, T = 100, batch 8,
+fused backend, 1 thread, random pixels; median, range and runs): the optimiser imports
+``torch._dynamo`` (+148 MiB), the Adam step's temporaries, the encoder's and kernels' scratch, and
+~128 MiB that ``/usr/bin/time`` counts beyond the process's own ``ru_maxrss`` (also for a bare
+``import torch``). The BPTT figure per image and step holds: (2420 - 1271) / 7 images = 1.64 MiB, fused VGG5 1.65:
+
+=========================  ======================  ==================
+micro-batch x time chunk   measured MiB            model MiB
+=========================  ======================  ==================
+8 x 100 (no cut)           2420 (2241-2822, 5)     2465 (+2 %)
+8 x 10                     1422 (1345-1518, 4)     1358 (-5 %)
+4 x 100                    2015 (1948-2036, 4)     1805 (-10 %)
+2 x 100                    1520 (1408-1548, 4)     1475 (-3 %)
+1 x 100                    1271 (1230-1327, 4)     1309 (+3 %)
+1 x 10 (chunks of 16)      1171 (1166-1197, 5)     1171 (0 %)
+=========================  ======================  ==================
+
+(The model takes the chunk asked for; :mod:`spkrobust.nets.inference` lengthens a chunk of one
+image to 16 steps, ``MIN_ROWS``: 5 MiB more here.)
 """
 from __future__ import annotations
 
@@ -55,6 +77,7 @@ BPTT_ELEMS = {"fused": 3.25, "torch": 6.9, "cupy": 6.9}
 # spkrobust imported, measured 515 MiB (torch alone 509 MiB) on this CPU machine; a CUDA process
 # also holds its context (assumed, not measured here: no GPU)
 PROCESS_MB = 520
+TRAIN_SNN_MB = 440  # a train-snn process's RSS beyond the rest of the model (see the docstring; measured)
 CUDA_HOST_MB = 1500  # host RSS a CUDA context adds (assumed)
 CUDA_DEVICE_MB = 800  # device memory of the context, cuDNN workspaces, allocator slack (assumed)
 # optimiser copies of the weights: weights + grad (+ SGD momentum | Adam two moments + AMSGrad max)

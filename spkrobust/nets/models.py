@@ -2,7 +2,8 @@
 
 Both share one layer list (bias-free convolutions, average pooling, dropout ``conv_dropout`` after
 every convolution that no pool follows and ``dropout`` in the classifier, as in Rathi et al.'s
-``vgg_spiking.py``; an SNN draws each dropout mask once per forward pass, fixed over T), so
+``vgg_spiking.py``; an SNN draws each dropout mask once per forward pass, fixed over T, or once per batch run in
+micro-batches: :mod:`spkrobust.nets.dropout`), so
 an ANN's ``state_dict`` loads into the SNN built from the same metadata. Inputs are pixels in
 [0, 1]; normalisation is the model's first step (ANN) or part of its encoder (SNN), so attacks and
 epsilons live in pixel space.
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from spkrobust.nets.arch import ARCHS, layer_plan as _layer_plan  # noqa: F401  (ARCHS: re-exported)
+from spkrobust.nets.dropout import Dropout as SeqDropout
 from spkrobust.nets.encoding import Encoder
 from spkrobust.nets.inference import bounded_forward, time_sum
 from spkrobust.errors import FileProblem, UserError
@@ -35,8 +37,6 @@ from spkrobust.config.vocab import ENCODERS, MODEL_FORMAT, NEURONS, SNN_KEYS, SU
 
 FORMAT = MODEL_FORMAT
 def _weight_modules(plan, act_factory, dropout: float, conv_dropout: float, seq_dropout: bool):
-    from spikingjelly.activation_based import layer as sj_layer
-
     mods = []
     for kind, a in plan:
         if kind == "conv":
@@ -51,7 +51,7 @@ def _weight_modules(plan, act_factory, dropout: float, conv_dropout: float, seq_
             mods.append(act_factory())
         elif kind in ("dropout", "conv_dropout"):
             p = dropout if kind == "dropout" else conv_dropout
-            mods.append(sj_layer.Dropout(p, step_mode="m") if seq_dropout else nn.Dropout(p))
+            mods.append(SeqDropout(p) if seq_dropout else nn.Dropout(p))
     return nn.ModuleList(mods)
 
 

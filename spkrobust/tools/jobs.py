@@ -240,7 +240,8 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
         hp = {**defaults("snn_train" if snn else "ann_train"), **(spec.get("train") or {})}
         n_img = n["train"] if hp.get("train_images") is None else min(n["train"], int(hp["train_images"]))
         copies = mm.WEIGHT_COPIES["adam" if snn else "sgd"]
-        avail, host, dev = _place(b, mm.PROCESS_MB, copies * w_mb, data_mb)
+        fixed = mm.PROCESS_MB + (mm.TRAIN_SNN_MB if snn else 0)  # train_ann: not measured
+        avail, host, dev = _place(b, fixed, copies * w_mb, data_mb)
         s = mm.size_bptt(mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net), hp["batch_size"], T, avail)
         flop = float(hp["epochs"]) * n_img * T * 6 * macs + n["test"] * T * 2 * macs
         return _finish(rule, model, b, s, host, dev, flop)

@@ -4,6 +4,9 @@ AMSGrad), initialised from a converted SNN (its thresholds times ``init_scale``)
 The recipe follows Rathi et al. (docs/fidelity.md), each part a config setting whose default lives in
 the schema: augmentation (random crop; flip on CIFAR), weight decay 5e-4, step learning rate (divided
 by ``lr_reduce`` at 60/80/90 % of the epochs), and for SNNs the loss on the output summed over T.
+Each optimizer step of ``train-snn`` runs in the stage's ``--micro-batch`` images and
+``--time-chunk`` steps (the plan's, to fit the job's memory; :mod:`spkrobust.training.step`): the
+same weights as one pass over the batch, up to float rounding.
 
 Runs are seeded and resumable: a checkpoint is written atomically after every epoch to
 ``<out dir>/ckpt/last.pt``; rerunning the same command continues after the last finished epoch
@@ -22,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from spkrobust.data.datasets import Prepared, augment, batches, load_prepared
@@ -31,11 +33,12 @@ from spkrobust.io import atomic_save, safe_load
 from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.inference import accuracy  # noqa: F401  (the final accuracy; also imported from here)
 from spkrobust.nets.models import build_model, default_meta, load_model, save_model
-from spkrobust.config.options import read_cfg, resolve_device
+from spkrobust.config.options import Bounds, read_cfg, resolve_device
 from spkrobust.config.schema import default, defaults
 from spkrobust.config.vocab import INPUT_NORMS
 from spkrobust.training.common import seed_everything, snn_meta_from
 from spkrobust.training.records import ModelMetrics, write_metrics
+from spkrobust.training.step import train_step
 
 # ``train_images``: train on a seeded subset of that many prepared training images (None: all)
 
@@ -56,8 +59,9 @@ def _cfg_hash(cfg: dict) -> str:
 
 
 def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict, seed: int, device: torch.device,
-         ckpt: Path, cfg_hash: str, desc: str) -> dict:
-    """The shared epoch loop: resume, train, checkpoint after each epoch."""
+         ckpt: Path, cfg_hash: str, desc: str, bounds: Bounds | None = None) -> dict:
+    """The shared epoch loop: resume, train (each step within ``bounds``: :func:`train_step`),
+    checkpoint after each epoch."""
     epochs, bs = int(hp["epochs"]), int(hp["batch_size"])
     train_x, train_y = data.train_x, data.train_y
     if hp.get("train_images"):  # a seeded subset of the prepared training set (e.g. costly SNN BPTT)
@@ -93,14 +97,11 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
             if hp["augment"]:
                 xb = augment(xb, data.dataset)
             xb, yb = xb.to(device), yb.to(device)
-            out = model(xb)  # an SNN's output is its mean over T; loss_T: sum -> times T
-            loss = F.cross_entropy(out * scale_out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            # an SNN's output is its mean over T; loss_T: sum -> times T
+            loss, out = train_step(model, opt, xb, yb, scale_out, bounds)
             if not per_epoch:
                 sched.step()
-            tot += loss.item() * len(yb)
+            tot += loss * len(yb)
             n += len(yb)
             correct += (out.argmax(1) == yb).sum().item()
         if per_epoch:
@@ -114,8 +115,11 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, data: Prepared, hp: dict,
     return {"history": history, "resumed_from_epoch": start}
 
 
-def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, device, extra=None) -> ModelMetrics:
-    acc = accuracy(model, data.test_x, data.test_y, device=device)
+def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, device, extra=None,
+             bounds: Bounds | None = None) -> ModelMetrics:
+    bounds = bounds or Bounds()  # BPTT's cut also bounds inference (which keeps less per image and step)
+    acc = accuracy(model, data.test_x, data.test_y, device=device, micro_batch=bounds.micro_batch,
+                   time_chunk=bounds.time_chunk)
     spec = cfg["model"]
     return ModelMetrics(name=spec["name"], base=spec.get("base", spec["name"]), kind=kind, replica=cfg["replica"],
                         dataset=data.dataset, seed=cfg["seed"], clean_acc=acc, n_test=len(data.test_y),
@@ -125,13 +129,13 @@ def _metrics(model, data: Prepared, cfg: dict, kind: str, fit: dict, t0: float, 
 
 
 def _train_and_save(model, opt, data: Prepared, cfg: dict, hp: dict, kind: str, t0: float, device,
-                    out, metrics_out, extra: dict | None = None) -> dict:
+                    out, metrics_out, extra: dict | None = None, bounds: Bounds | None = None) -> dict:
     """Shared tail of ANN and SNN training: fit (resumable), measure, save the model, write metrics."""
     spec, seed = cfg["model"], int(cfg["seed"])
     fit = _fit(model, opt, data, hp, seed, device, Path(out).parent / "ckpt" / "last.pt", _cfg_hash(cfg),
-               f"{spec['name']} r{cfg['replica']}")
+               f"{spec['name']} r{cfg['replica']}", bounds)
     metrics = _metrics(model, data, cfg, kind, fit, t0, device,
-                       {"epochs": int(hp["epochs"]), "train": hp, **(extra or {})})
+                       {"epochs": int(hp["epochs"]), "train": hp, **(extra or {})}, bounds)
     save_model(model.cpu(), out, name=spec["name"], replica=cfg["replica"], dataset=data.dataset, seed=seed,
                clean_acc=metrics.clean_acc, config_kind=kind)
     metrics.meta = model.meta
@@ -160,9 +164,11 @@ def _scratch_meta(kind: str, spec: dict, data: Prepared) -> dict:
 
 
 def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Path | None = None,
-              init: str | Path | None = None) -> dict:
+              init: str | Path | None = None, bounds: Bounds | None = None) -> dict:
     """Spike-based training (BPTT through the surrogate, Adam) from ``init`` (a converted SNN, whose
-    thresholds are multiplied by ``init_scale``) or, without ``init``, from random initialisation."""
+    thresholds are multiplied by ``init_scale``) or, without ``init``, from random initialisation;
+    each step and the final accuracy in ``bounds`` (image micro-batches, time chunks: the same
+    weights up to float rounding, :mod:`spkrobust.training.step`)."""
     t0 = time.time()
     spec, seed = cfg["model"], int(cfg["seed"])
     hp = {**defaults("snn_train"), **(spec.get("train") or {})}
@@ -186,7 +192,7 @@ def train_snn(data: Prepared, cfg: dict, out: str | Path, metrics_out: str | Pat
     opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]),
                            amsgrad=bool(hp["amsgrad"]))
     return _train_and_save(model, opt, data, cfg, hp, "snn", t0, device, out, metrics_out,
-                           {"init": str(init) if init else None})
+                           {"init": str(init) if init else None}, bounds)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -201,6 +207,7 @@ def _configure_common(p: argparse.ArgumentParser):
 def _configure_snn(p: argparse.ArgumentParser):
     _configure_common(p)
     p.add_argument("--init", default=None, help="converted SNN (or ANN) to start from; omit to train from scratch")
+    Bounds.add_args(p)
 
 
 def _run_ann(args):
@@ -211,7 +218,8 @@ def _run_ann(args):
 
 def _run_snn(args):
     """Spike-based training of an SNN."""
-    m = train_snn(load_prepared(args.data), read_cfg(args.cfg), args.out, args.metrics, init=args.init)
+    m = train_snn(load_prepared(args.data), read_cfg(args.cfg), args.out, args.metrics, init=args.init,
+                  bounds=Bounds.from_args(args))
     print(f"{m['name']} r{m['replica']}: clean accuracy {m['clean_acc']:.4f} in {m['wall_s']:.0f}s")
 
 

@@ -78,8 +78,10 @@ rule train_snn:
         mem_mb=planned("train_snn", "mem_mb"),
         gpu_mem_mb=planned("train_snn", "gpu_mem_mb"),
         runtime=planned("train_snn", "runtime"),
+        micro_batch=planned("train_snn", "micro_batch"),  # a resource, not a param: the cut changes no result
+        time_chunk=planned("train_snn", "time_chunk"),
     params:
         cfg=lambda wc: cfg_json("train-snn", dataset=wc.dataset, model=wc.model, replica=wc.replica),
         init=lambda wc, input: f"--init {input.init}" if "init" in input.keys() else "",
     shell:
-        "python -m spkrobust train-snn --data {input.data} {params.init} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "python -m spkrobust train-snn --data {input.data} {params.init} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
