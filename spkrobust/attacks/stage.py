@@ -14,9 +14,10 @@ from spkrobust.attacks.registry import (craft, derive_seed, fgsm_gradient, is_st
                                zero_grad_mask)
 from spkrobust.config.expand import eps_label, parse_eps
 from spkrobust.errors import FileProblem
-from spkrobust.config.options import AttackOptions, read_cfg, resolve_device
+from spkrobust.config.options import AttackOptions, Bounds, read_cfg, resolve_device
 from spkrobust.attacks.files import load_grad, write_adv, write_grad
 from spkrobust.config.vocab import GRADIENT_TYPES
+from spkrobust.nets.bounded import set_bounds
 
 
 # ---- files --------------------------------------------------------------------------------------
@@ -33,10 +34,12 @@ def _load_inputs(data_path: str):
     return prep, x, y, torch.as_tensor(idx).long()
 
 
-def _load_source(model_path: str, device):
+def _load_source(model_path: str, device, bounds: Bounds):
+    """The source model, run in the plan's micro-batches and time chunks (:mod:`spkrobust.nets.bounded`:
+    the attack batch, its randomness and the results stay those of an uncut run)."""
     from spkrobust.nets.models import load_model
 
-    return load_model(model_path, device=device)
+    return set_bounds(load_model(model_path, device=device), bounds.micro_batch, bounds.time_chunk)
 
 
 def _source_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:
@@ -52,6 +55,7 @@ def _configure_common(p: argparse.ArgumentParser, what: str):
     p.add_argument("--cfg", required=True, help="JSON: seed, device, eval.{eot_samples,attack_batch_size,"
                                                 f"grad_mode}}, dataset, source, replica{what}")
     p.add_argument("--out", required=True)
+    Bounds.add_args(p)
 
 
 def _configure_grad(p: argparse.ArgumentParser):
@@ -64,8 +68,9 @@ def _run_grad(args):
     opts = AttackOptions.from_cfg(cfg)
     device = resolve_device(opts.device)
     eot, bs, grad_mode = opts.eot_samples, opts.attack_batch_size, opts.grad_mode
+    bounds = Bounds.from_args(args)
     prep, x, y, idx = _load_inputs(args.data)
-    model = _load_source(args.model, device)
+    model = _load_source(args.model, device, bounds)
     name, rep = _source_ids(cfg, model)
     applied_mode = set_grad_mode(model, grad_mode)
     seed = derive_seed(opts.seed, "grad", name, rep)
@@ -101,8 +106,9 @@ def _run_craft(args):
     eot, bs, grad_mode = opts.eot_samples, opts.attack_batch_size, opts.grad_mode
     atype, _ = resolve_attack(attack_cfg, eps, cfg_eot=eot)  # fail fast, before loading anything
     attack_name = str(cfg.get("attack") or attack_cfg.get("name") or atype)
+    bounds = Bounds.from_args(args)
     prep, x, y, idx = _load_inputs(args.data)
-    model = _load_source(args.model, device)
+    model = _load_source(args.model, device, bounds)
     name, rep = _source_ids(cfg, model)
     applied_mode = set_grad_mode(model, grad_mode)
     grad = None

@@ -25,6 +25,10 @@ TRAIN_LOSSES_T = ("sum", "mean")  # spike-based training loss on the output summ
 GRAD_MODE_ESTIMATORS = {"bptt": None, "rate": "bptr"}  # None: bptt with the training surrogate
 GRAD_MODES = tuple(GRAD_MODE_ESTIMATORS)
 GRAD_ESTIMATORS = ("bptt", "ste", "bptr", "rga", "act", "hart", "assg", "pdsg", "mix")  # an attack's grad.mode (spkrobust.nets.estimators)
+# estimators whose backward needs every step of T at once (no time chunks) / the whole attack batch
+# (PDSG's σ over the images: no micro-batches): spkrobust.nets.bounded, the plan (spkrobust.tools.jobs)
+TIME_GLOBAL_ESTIMATORS = ("hart", "bptr", "rga")
+BATCH_GLOBAL_ESTIMATORS = ("pdsg",)
 ASSG_SHAPES = ("atan", "linear", "rectangular", "sigmoid", "gaussian")  # grad.shape of mode assg (spkrobust.nets.assg)
 GRAD_COMBINE = ("mean", "maxloss")  # grad.combine of mode mix (spkrobust.nets.mix)
 ATTACK_SURROGATES = ("linear", "rectangular", "sigmoid", "atan", "exp")  # an attack's grad.surrogate

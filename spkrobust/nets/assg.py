@@ -24,7 +24,10 @@ inside ``|x| < M`` (:func:`sharpness_scale`).  For ``atan`` this is the referenc
 The state lives in :class:`ASSGState`, one per attacked model; the attack loops call
 ``begin_run`` (:func:`spkrobust.attacks.base.begin_run`) at every run and restart, which resets it,
 and the estimated model freezes it on every EOT draw but the first of a step.  A state whose shape
-does not match the batch (another subset of images) starts afresh.
+does not match the batch (another subset of images) starts afresh. Bounded gradients
+(:mod:`spkrobust.nets.bounded`) keep one state per image micro-batch and recompute checkpointed
+pieces in the backward pass: a recomputation (:func:`spkrobust.nets.replay.replaying`) reads the
+moments its forward pass left and does not update them again.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import torch
 
 from spkrobust.config.vocab import ASSG_SHAPES
 from spkrobust.errors import UserError
+from spkrobust.nets.replay import replaying
 
 EPS_SHARPNESS = 1e-4  # the reference's guard in α = a'/(M + relax·D + 1e-4)
 
@@ -92,7 +96,7 @@ class ASSGState:
         m, d = self.moments.get((key, t), (None, None))
         if m is None or m.shape != x.shape or m.device != x.device:
             m, d = torch.ones_like(x), torch.zeros_like(x)
-        if self.update:
+        if self.update and not replaying():  # a recomputed chunk (checkpoint) reads, never updates twice
             ax = x.abs()
             m = self.beta1 * m + (1 - self.beta1) * ax
             d = self.beta2 * d + (1 - self.beta2) * (ax - m).abs()

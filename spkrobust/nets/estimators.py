@@ -51,6 +51,12 @@ mix     the input gradients of ``members`` (other estimators) combined at every 
         Neurocomputing 2025): :mod:`spkrobust.nets.mix`
 ======  ==========================================================================================
 
+Bounded gradients (:mod:`spkrobust.nets.bounded`): bptt, ste, assg and pdsg follow the membrane step
+by step, carried by the layer across time chunks (``est_v``, ``est_t``); hart, bptr and rga average
+over all T in their backward (:data:`TIME_GLOBAL`: run without time chunks); pdsg's σ is taken over
+the batch (:data:`BATCH_GLOBAL`: run without image micro-batches); ASSG keeps one state per image
+micro-batch (``layer.rows``) and leaves it alone while a checkpointed piece is recomputed.
+
 Stateful estimators (assg) keep their state in the estimated model: :meth:`EstimatedModel.begin_run`
 (called by :func:`spkrobust.attacks.base.begin_run` at every attack run and restart) resets it and
 says how many EOT draws each attack step takes; only the first draw of a step updates the state.
@@ -69,14 +75,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from spkrobust.config.vocab import ATTACK_SURROGATES
+from spkrobust.config.vocab import ATTACK_SURROGATES, BATCH_GLOBAL_ESTIMATORS, TIME_GLOBAL_ESTIMATORS
 from spkrobust.errors import UserError
 from spkrobust.nets.assg import ASSGState
 from spkrobust.nets.gradspec import LEGACY_GRAD_MODES, MODES, GradSpec, grad_defaults, parse_grad
 from spkrobust.nets.pdsg import PDSGSurrogate
 from spkrobust.nets.surrogates import triangle
 
-__all__ = ["ATTACK_SURROGATES", "LEGACY_GRAD_MODES", "MODES", "RGA_GAMMA", "EstimatedModel", "GradSpec", "ann_equivalent",
+__all__ = ["ATTACK_SURROGATES", "BATCH_GLOBAL", "LEGACY_GRAD_MODES", "MODES", "RGA_GAMMA", "TIME_GLOBAL", "EstimatedModel",
+           "estimator_spec", "GradSpec", "ann_equivalent",
            "grad_defaults", "layer_estimate", "parse_grad", "rga_rate", "surrogate_grad", "with_estimator"]
 RGA_GAMMA = 0.2  # RGA's slope below the LIF firing onset (Bu et al. 2023, their code's constant)
 
@@ -143,19 +150,22 @@ class _RateBp(torch.autograd.Function):
 
 def _resimulate(layer, x_seq: torch.Tensor, spikes: torch.Tensor, dsdv_of, detach_time: bool) -> torch.Tensor:
     """Re-run the soft-reset membrane on ``x_seq`` with the model's spikes as values and
-    ``dsdv_of(v, t)`` (no graph; ``t`` the step) as their derivative; ``detach_time`` cuts the gradient between steps and the
+    ``dsdv_of(v, t)`` (no graph; ``t`` the step since step 0) as their derivative, from the membrane
+    the layer carries from the time chunk before (``layer.est_v``, ``layer.est_t``; rest at step 0); ``detach_time`` cuts the gradient between steps and the
     layer's ``detach_reset`` the gradient through the reset ``θ·s``."""
     theta, leak = layer.threshold, (1.0 if layer.neuron_type == "if" else layer.leak)
     detach_reset = bool(getattr(layer, "detach_reset", False))
-    v = torch.zeros_like(x_seq[0])
+    v, t0 = getattr(layer, "est_v", None), int(getattr(layer, "est_t", 0))  # carried from the chunk before
+    v = torch.zeros_like(x_seq[0]) if v is None else v
     out = []
     for t in range(x_seq.shape[0]):
         v = (v.detach() if detach_time else v) * leak + x_seq[t]
         with torch.no_grad():
-            dsdv = dsdv_of(v.detach(), t)
+            dsdv = dsdv_of(v.detach(), t0 + t)
         s = _Spike.apply(v, spikes[t], dsdv)
         v = v - theta * (s.detach() if detach_reset else s)
         out.append(s)
+    layer.est_v, layer.est_t = v, t0 + x_seq.shape[0]  # the next time chunk continues from here
     return torch.stack(out)
 
 
@@ -169,6 +179,9 @@ def layer_estimate(spec: GradSpec, layer, x_seq: torch.Tensor, spikes: torch.Ten
     """The output of one spiking layer (value: ``spikes``, the model's) with ``spec``'s backward
     (assg: with the run's ``state``, this layer's entries under ``key``)."""
     theta = layer.threshold
+    if spec.mode in TIME_GLOBAL and int(getattr(layer, "est_t", 0)) > 0:
+        raise RuntimeError(f"grad mode {spec.mode} needs all T steps in one call (its backward averages over "
+                           "time); spkrobust.nets.bounded runs it without time chunks")
     if spec.mode == "bptt":
         return _exact(spikes, _resimulate(
             layer, x_seq, spikes, lambda v, t: surrogate_grad(spec.surrogate, v / theta - 1.0, spec.width) / theta,
@@ -188,16 +201,30 @@ def layer_estimate(spec: GradSpec, layer, x_seq: torch.Tensor, spikes: torch.Ten
                             "not used as one estimator")
         if state is None:
             raise UserError("grad mode assg needs its state (use EstimatedModel)")
-        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: state.dsdx(key, t, v - theta), False))
+        rows = int(getattr(layer, "rows", 0))  # one state per image micro-batch (spkrobust.nets.bounded)
+        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: state.dsdx((key, rows), t, v - theta),
+                                          False))
     if spec.mode == "pdsg":
-        pd = PDSGSurrogate()
-        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: pd.dsdx(v, theta), False))
+        pd = PDSGSurrogate(getattr(layer, "est_hist", None))
+        return _exact(spikes, _resimulate(layer, x_seq, spikes, lambda v, t: pd.dsdx(v, theta, t), False))
     if spec.mode == "bptr":
         return _RateBp.apply(x_seq, spikes, theta)
     if spec.mode == "rga":
         r = rga_rate(x_seq.mean(0) / theta, 1.0 if layer.neuron_type == "if" else layer.leak)
         return spikes.detach() + (r - r.detach()).unsqueeze(0)
     raise UserError(f"grad mode {spec.mode!r} is not a per-layer estimator")  # act is model-level
+
+
+TIME_GLOBAL = TIME_GLOBAL_ESTIMATORS  # modes whose backward at a step needs every step of T (no time chunks)
+BATCH_GLOBAL = BATCH_GLOBAL_ESTIMATORS  # modes whose backward needs the whole batch (σ over the images)
+
+
+def estimator_spec(estimator) -> GradSpec | None:
+    """The :class:`GradSpec` of a spiking layer's ``estimator`` (None: the model's own BPTT)."""
+    if estimator is None:
+        return None
+    spec = estimator.args[0] if isinstance(estimator, functools.partial) and estimator.args else None
+    return spec if isinstance(spec, GradSpec) else None
 
 
 def rga_rate(ubar: torch.Tensor, leak: float) -> torch.Tensor:

@@ -165,19 +165,35 @@ def size_inference(per_step: float, batch: int, T: int, avail: float) -> Sizing:
     return Sizing(b, 1, b * per_step / MIB, b * per_step <= avail)
 
 
-def size_bptt(per_step: float, state: float, batch: int, T: int, avail: float) -> Sizing:
+def bptt_piece(per_step: float, state: float, images: int, k: int, T: int) -> float:
+    """Bytes of one checkpointed piece of BPTT: ``images`` x ``k`` steps of graph, plus one state
+    per chunk boundary when T is cut."""
+    return images * (k * per_step + (math.ceil(T / k) * state if k < T else 0.0))
+
+
+def size_bptt(per_step: float, state: float, batch: int, T: int, avail: float, keep_batch: bool = False,
+              keep_T: bool = False) -> Sizing:
     """BPTT cuts the batch first (exact for input gradients, gradient accumulation in training); when
     one image over all T still does not fit, it cuts T (checkpointed chunks: one state per chunk
-    boundary is kept, the chunk's graph is recomputed)."""
+    boundary is kept, the chunk's graph is recomputed). ``keep_batch``: only T may be cut (an
+    estimator over the whole batch: PDSG); ``keep_T``: only the batch (one needing all T at once:
+    hart, bptr, rga; :mod:`spkrobust.nets.bounded`)."""
     batch, T = max(1, int(batch)), max(1, int(T))
-    b = min(batch, int(avail // (T * per_step))) if avail > 0 else 0
-    if b >= 1:
-        return Sizing(b, T, b * T * per_step / MIB, True)
-    for k in range(T - 1, 0, -1):
-        need = k * per_step + math.ceil(T / k) * state
+    if keep_batch and keep_T:
+        need = bptt_piece(per_step, state, batch, T, T)
+        return Sizing(batch, T, need / MIB, need <= avail)
+    if not keep_batch:
+        b = min(batch, int(avail // (T * per_step))) if avail > 0 else 0
+        if b >= 1:
+            return Sizing(b, T, b * T * per_step / MIB, True)
+        if keep_T:
+            return Sizing(1, T, T * per_step / MIB, False)
+    n = batch if keep_batch else 1
+    for k in range(T if keep_batch else T - 1, 0, -1):
+        need = bptt_piece(per_step, state, n, k, T)
         if need <= avail:
-            return Sizing(1, k, need / MIB, True)
-    return Sizing(1, 1, (per_step + T * state) / MIB, False)
+            return Sizing(n, k, need / MIB, True)
+    return Sizing(n, 1, bptt_piece(per_step, state, n, 1, T) / MIB, False)
 
 
 def dataset_mb(dataset: str, train: int, test: int) -> float:

@@ -28,6 +28,7 @@ import torch.nn as nn
 from spkrobust.nets.arch import ARCHS, layer_plan as _layer_plan  # noqa: F401  (ARCHS: re-exported)
 from spkrobust.nets.dropout import Dropout as SeqDropout
 from spkrobust.nets.encoding import Encoder
+from spkrobust.nets.bounded import bounded_logits
 from spkrobust.nets.inference import bounded_forward, time_sum
 from spkrobust.errors import FileProblem, UserError
 from spkrobust.io import atomic_save, safe_load
@@ -132,6 +133,7 @@ class SNN(nn.Module):
             meta["dropout"], meta.get("conv_dropout", 0.0), seq_dropout=True)
         for m in self.spiking_layers():
             m.carry = True  # the membrane is carried across time chunks; forward_seq resets at step 0
+        self.bounds: tuple | None = None  # (micro_batch, time_chunk) of every call: spkrobust.nets.bounded.set_bounds
 
     @property
     def stochastic(self) -> bool:
@@ -181,8 +183,12 @@ class SNN(nn.Module):
 
     def forward(self, x: torch.Tensor, time_chunk: int | None = None, micro_batch: int | None = None) -> torch.Tensor:
         """Logits (the output's mean over T) of pixels ``x``; ``time_chunk`` / ``micro_batch``
-        bound the memory (:func:`spkrobust.nets.inference.bounded_forward`) without changing them."""
+        bound the memory (:func:`spkrobust.nets.inference.bounded_forward`) without changing them;
+        without them, the model's ``bounds`` (:func:`spkrobust.nets.bounded.set_bounds`) do, with
+        checkpointed micro-batches and chunks under autograd."""
         if time_chunk is None and micro_batch is None:
+            if self.bounds is not None:  # set_bounds: the attack stages' cut, under autograd too
+                return bounded_logits(self, x, *self.bounds)
             return time_sum(self.forward_seq(x)) / self.T
         return bounded_forward(self, x, micro_batch=micro_batch, time_chunk=time_chunk)
 

@@ -14,7 +14,9 @@ Two SpikingJelly behaviours are handled here:
 * ``estimator`` (``eval.grad_mode: rate`` sets the ``bptr`` estimator here through
   :func:`spkrobust.attacks.base.set_grad_mode`; an attack's ``grad:`` is set by :class:`spkrobust.nets.estimators.EstimatedModel` during an attack) is called as
   ``estimator(layer, x_seq, spikes)`` on gradient-carrying passes: the neuron computes the spikes
-  without a graph and the estimator gives them its backward pass.
+  without a graph and the estimator gives them its backward pass. An estimator that follows the
+  membrane carries its own (``est_v``, with its graph) and the global step (``est_t``) across time
+  chunks; :meth:`reset` clears them.
 
 State: a :class:`SpikingLayer` on its own starts every call from rest (``carry = False``). Inside an
 :class:`spkrobust.nets.models.SNN` it carries the membrane from call to call (``carry = True``) and
@@ -31,6 +33,7 @@ from spikingjelly.activation_based import neuron, surrogate
 
 from spkrobust.errors import UserError
 from spkrobust.config.vocab import BACKENDS, SURROGATES
+from spkrobust.nets.replay import replaying
 from spkrobust.nets.surrogates import triangle
 
 
@@ -199,6 +202,8 @@ class SpikingLayer(nn.Module):
         self.detach_reset = bool(detach_reset)
         self.estimator = None
         self.carry = False  # True: keep the membrane between calls until reset() (an SNN's layers)
+        self.rows = 0  # first image of the current micro-batch in the attack batch (keys ASSG's state)
+        self.est_v, self.est_t, self.est_hist = None, 0, []  # an estimator's carried membrane, step, history
         self.node = make_node(neuron_type, leak, threshold, surrogate_name, backend, self.detach_reset)
         self.node.train(True)
 
@@ -210,16 +215,16 @@ class SpikingLayer(nn.Module):
     def reset(self) -> None:
         if hasattr(self.node, "reset"):
             self.node.reset()
+        self.est_v, self.est_t = None, 0
+        if not replaying():  # a recomputed chunk reads the history of its forward pass (PDSG)
+            self.est_hist = []
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if not self.carry:
             self.reset()
         estimator = self.estimator
         if estimator is not None and torch.is_grad_enabled() and x_seq.requires_grad:
-            if isinstance(getattr(self.node, "v", None), torch.Tensor):  # estimators resimulate from rest
-                raise RuntimeError("SpikingLayer: a gradient estimator needs the layer at rest (all T in one "
-                                   "call after reset()); time-chunked gradients are not supported")
-            with torch.no_grad():
+            with torch.no_grad():  # the estimator carries its own membrane across time chunks (est_v)
                 s = self.node(x_seq)
             return estimator(self, x_seq, s)
         return self.node(x_seq)

@@ -28,18 +28,25 @@ def gaussian_half_sigma(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 class PDSGSurrogate:
-    """``d s / d x`` of one layer's pass, step by step (``t`` = 0, 1, …): keeps the membranes so far."""
+    """``d s / d x`` of one layer's pass, step by step: keeps the membranes so far in ``history``
+    (the layer's, carried across time chunks; step ``t`` is its entry ``t``)."""
 
-    def __init__(self):
-        self.history: list[torch.Tensor] = []
+    def __init__(self, history: list | None = None):
+        self.history: list[torch.Tensor] = [] if history is None else history
 
-    def sigma(self, v: torch.Tensor) -> torch.Tensor:
-        """σ per channel (dim 1 of ``v`` = ``[B, C, ...]``) of the membranes so far, shaped to broadcast on ``v``."""
-        self.history.append(v.detach())
-        h = torch.stack(self.history)  # [t+1, B, C, ...]
+    def sigma(self, v: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """σ per channel (dim 1 of ``v`` = ``[B, C, ...]``) of the membranes up to step ``t`` (None:
+        the next step), shaped to broadcast on ``v``. A step already in the history (a checkpointed
+        chunk recomputed for the backward pass) reads it instead of appending."""
+        t = len(self.history) if t is None else int(t)
+        if t == len(self.history):
+            self.history.append(v.detach())
+        elif t > len(self.history):
+            raise RuntimeError(f"PDSG: membrane history has {len(self.history)} steps, step {t} asked")
+        h = torch.stack(self.history[: t + 1])  # [t+1, B, C, ...]
         dims = tuple(i for i in range(h.dim()) if i != 2)
         sig = h.std(dim=dims, keepdim=True).squeeze(0) if h[:, :, :1].numel() > 1 else torch.ones_like(h[0, :1])
         return torch.where(torch.isfinite(sig) & (sig != 0), sig, torch.ones_like(sig))
 
-    def dsdx(self, v: torch.Tensor, theta: float) -> torch.Tensor:
-        return gaussian_half_sigma(v - theta, self.sigma(v))
+    def dsdx(self, v: torch.Tensor, theta: float, t: int | None = None) -> torch.Tensor:
+        return gaussian_half_sigma(v - theta, self.sigma(v, t))

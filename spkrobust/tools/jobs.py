@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 from spkrobust.config.schema import default, defaults
 from spkrobust.config.schema import attack_defaults
-from spkrobust.config.vocab import EOTPGD_MIN_SAMPLES
+from spkrobust.config.vocab import (BATCH_GLOBAL_ESTIMATORS, EOTPGD_MIN_SAMPLES, GRAD_MODE_ESTIMATORS,
+                                    TIME_GLOBAL_ESTIMATORS)
 from spkrobust.nets import memory as mm
 
 # one 1-thread conv forward (64 x 128 x 16 x 16, 3x3, 128 out) on this project's CPU: 48 GFLOP/s
@@ -190,6 +191,37 @@ class JobPlan:
 
 
 
+def grad_modes(cfg: dict, attack: str | dict | None) -> set:
+    """The estimators (``grad.mode``) of an attack's gradient passes on an SNN source (``attack``
+    None: the ``grad`` stage): its own ``grad`` (a mix: its members), else ``eval.grad_mode``'s; an
+    ensemble: its members'."""
+    from spkrobust.nets.gradspec import parse_grad  # torch-free
+
+    if attack is None:
+        return {GRAD_MODE_ESTIMATORS.get(cfg["eval"]["grad_mode"]) or "bptt"}
+    spec = cfg["attacks"][attack] if isinstance(attack, str) else attack
+    if spec["type"] == "ensemble":
+        return set().union(*(grad_modes(cfg, m) for m in spec["members"]))
+    if spec.get("grad") is None:
+        return grad_modes(cfg, None)
+    g = parse_grad(spec["grad"])
+    return {m.mode for m in g.members} if g.mode == "mix" else {g.mode}
+
+
+def _size_attack(modes: set, per_step: float, state: float, batch: int, T: int, avail: float) -> mm.Sizing:
+    """The cut of a crafting job (one micro-batch and time chunk for the command line) and its largest
+    piece: an estimator over the whole batch (pdsg) runs the batch at the job's time chunk, one over
+    all T (hart, bptr, rga) the job's micro-batch over all T (:func:`spkrobust.nets.bounded.effective_cut`)."""
+    kinds = {"batch" if m in BATCH_GLOBAL_ESTIMATORS else "time" if m in TIME_GLOBAL_ESTIMATORS else "step"
+             for m in modes}
+    sizes = [mm.size_bptt(per_step, state, batch, T, avail, keep_batch=k == "batch", keep_T=k == "time")
+             for k in sorted(kinds)]
+    mb, k = min(s.micro_batch for s in sizes), min(s.time_chunk for s in sizes)
+    cut = {"step": (mb, k), "batch": (batch, k), "time": (mb, T)}
+    need = max(mm.bptt_piece(per_step, state, *cut[c], T) for c in kinds)
+    return mm.Sizing(mb, k, need / mm.MIB, need <= avail and all(s.fits for s in sizes))
+
+
 def _place(b: Budget, fixed_host: float, weights_mb: float, data_mb: float):
     """(budget left for activations in bytes, host MB and device MB outside the activations)."""
     if b.device == "cuda":
@@ -265,7 +297,8 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
             grads, fwd = attack_work(cfg, attack, uses_grad, f["stochastic"])
         batch = cfg["eval"]["attack_batch_size"]
         if grads:
-            s = mm.size_bptt(mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net), batch, T, avail)
+            s = _size_attack(grad_modes(cfg, attack) if snn else {"bptt"}, mm.bptt_bytes(net, f["backend"], snn),
+                             mm.state_bytes(net), batch, T, avail)
         else:
             s = mm.size_inference(mm.infer_bytes(net, f["backend"], snn), batch, T, avail)
         flop = n["test"] * T * (6 * grads + 2 * fwd) * macs

@@ -20,10 +20,12 @@ rule grad:
         mem_mb=planned("grad", "mem_mb"),
         gpu_mem_mb=planned("grad", "gpu_mem_mb"),
         runtime=planned("grad", "runtime"),
+        micro_batch=planned("grad", "micro_batch"),  # a resource, not a param: the cut changes no result
+        time_chunk=planned("grad", "time_chunk"),
     params:
         cfg=lambda wc: cfg_json("grad", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     shell:
-        "python -m spkrobust grad --data {input.data} --model {input.model} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust grad --data {input.data} --model {input.model} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule craft:
@@ -44,10 +46,12 @@ rule craft:
         mem_mb=planned("craft", "mem_mb"),
         gpu_mem_mb=planned("craft", "gpu_mem_mb"),
         runtime=planned("craft", "runtime"),
+        micro_batch=planned("craft", "micro_batch"),  # a resource, not a param: the cut changes no result
+        time_chunk=planned("craft", "time_chunk"),
     params:
         attack=lambda wc: to_json(spk.attack_slice(config, wc.attack)),
         eps=lambda wc: str(EPS[wc.eps]),
         grad=lambda wc, input: f"--grad {input.grad}" if "grad" in input.keys() else "",
         cfg=lambda wc: cfg_json("craft", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     shell:
-        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -129,3 +129,24 @@ def test_evaluate_job_cuts_for_every_target():
     assert snn and ev.time_chunk == min(snn) > 1
     assert ev.micro_batch == min(p.micro_batch for p in clean.values())
     assert ev.resources(b)["time_chunk"] == ev.time_chunk
+
+
+def test_attack_jobs_are_cut_as_the_bounded_attacks_run():
+    """A crafting job's cut follows its estimators (spkrobust.nets.bounded.effective_cut): pdsg keeps
+    the attack batch and cuts only T, hart / bptr / rga keep all T and cut only the batch; an
+    ensemble's largest piece decides its memory."""
+    per, state = 1e6, 1e5
+    step = jobs._size_attack({"bptt"}, per, state, 64, 100, 50e6)
+    assert (step.micro_batch, step.fits) == (1, True) and step.time_chunk < 100
+    pd = jobs._size_attack({"pdsg"}, per, state, 64, 100, 50e6)
+    assert pd.time_chunk < 100 and 64 * mm.bptt_piece(per, state, 1, pd.time_chunk, 100) <= 50e6
+    tg = jobs._size_attack({"hart"}, per, state, 64, 100, 1e9)
+    assert (tg.micro_batch, tg.time_chunk) == (10, 100)
+    assert not jobs._size_attack({"bptr"}, per, state, 64, 100, 50e6).fits  # one image over T does not fit
+    both = jobs._size_attack({"pdsg", "hart"}, per, state, 64, 100, 1e9)
+    assert both.time_chunk < 100 and both.micro_batch == 10
+    cfg = _cfg("config.yaml")
+    ens = {"type": "ensemble", "members": [{"type": "pgd", "grad": "pdsg"},
+                                           {"type": "fgsm", "grad": {"mode": "mix", "members": ["hart", "ste"]}}]}
+    assert jobs.grad_modes(cfg, ens) == {"pdsg", "hart", "ste"}
+    assert jobs.grad_modes({**cfg, "eval": {**cfg["eval"], "grad_mode": "rate"}}, None) == {"bptr"}
