@@ -138,8 +138,9 @@ def test_attack_jobs_are_cut_as_the_bounded_attacks_run():
     per, state = 1e6, 1e5
     step = jobs._size_attack({"bptt"}, per, state, 64, 100, 50e6)
     assert (step.micro_batch, step.fits) == (1, True) and step.time_chunk < 100
-    pd = jobs._size_attack({"pdsg"}, per, state, 64, 100, 50e6)
-    assert pd.time_chunk < 100 and 64 * mm.bptt_piece(per, state, 1, pd.time_chunk, 100) <= 50e6
+    pd = jobs._size_attack({"pdsg"}, per, state, 64, 100, 1e9)  # the whole attack batch, T cut
+    assert pd.fits and pd.micro_batch == 64 and pd.time_chunk < 100
+    assert mm.bptt_piece(per, state, 64, pd.time_chunk, 100) <= 1e9 < mm.bptt_piece(per, state, 64, pd.time_chunk + 1, 100)
     tg = jobs._size_attack({"hart"}, per, state, 64, 100, 1e9)
     assert (tg.micro_batch, tg.time_chunk) == (10, 100)
     assert not jobs._size_attack({"bptr"}, per, state, 64, 100, 50e6).fits  # one image over T does not fit
