@@ -264,13 +264,14 @@ def test_editing_report_module_reruns_only_the_report(finished_copy):
 
 
 def test_quick_preset_covers_the_study(tmp_path):
-    """quick: ANN, converted IF and spike-trained LIF SNNs, 2 replicas, >= 1000 test images; its T and
-    leak sweeps (>= 3 values) are sweeps of spike-trained SNNs, each member trained from the one
-    converted parent (the 2020 study's design); FGSM and PGD, PGD able to reach every eps; sources
-    craft from replica 2 only; its dry-run builds the whole grid."""
+    """quick: ANN, converted IF and spike-trained LIF SNNs, three replicas of every model (training-seed
+    CIs), >= 500 test images; its T and leak sweeps are sweeps of spike-trained SNNs, each member
+    trained from the one converted parent (the 2020 study's design); the studies' PGD, able to reach
+    every eps, and an adaptive ensemble; every replica crafts (white-box rows, cycle pairing); its
+    dry-run builds the whole grid (job counts: tests/workflow/test_presets.py)."""
     wd = copy_workflow(tmp_path / "wf")
     cfg = yaml.safe_load((wd / "workflow/presets/quick.yaml").read_text())
-    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 2 and cfg["data"]["test_size"] >= 1000
+    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 3 and cfg["data"]["test_size"] >= 500
     kinds = {m["kind"] for m in cfg["models"].values()}
     assert kinds == {"ann", "convert", "snn"}
     from spkrobust.config.expand import expand_models
@@ -278,19 +279,17 @@ def test_quick_preset_covers_the_study(tmp_path):
     models = expand_models(cfg)
     for key in ("T", "leak"):
         members = [m for m in models.values() if key in (m.get("sweep_values") or {})]
-        assert len({m[key] for m in members}) >= 3, key
+        assert len({m[key] for m in members}) >= 2, key
         assert {m["kind"] for m in members} == {"snn"}, key  # spike-trained, never converted
         parents = {m["from"] for m in members}
         assert len(parents) == 1 and models[parents.pop()]["kind"] == "convert", key
-    assert {a["type"] for a in cfg["attacks"].values()} >= {"fgsm", "pgd"} and "8/255" in cfg["eps"]
+    assert {a["type"] for a in cfg["attacks"].values()} >= {"pgd", "ensemble"} and "8/255" in cfg["eps"]
     from spkrobust.config.expand import parse_alpha, parse_eps
 
     for a in cfg["attacks"].values():
         if a["type"] == "pgd":
             for e in map(parse_eps, cfg["eps"]):
                 assert a["steps"] * parse_alpha(a["alpha"], e) >= e - 1e-12
+    assert cfg["grid"]["pairing"] == "cycle" and cfg["grid"]["target_replicas"] == [1, 2, 3]
     counts = plan(wd, "--configfile", "workflow/presets/quick.yaml")
-    # T sweep members at replica 1 (targets) plus the main member's replica 2 (a source); leak sweep
-    assert counts["train_ann"] == 2 and counts["convert"] == 2 and counts["train_snn"] == 3 + 1 + 3
-    # adversarial sets: 2 sources x replica 2 x attacks x eps; each job evaluates every target
-    assert counts["evaluate"] == 2 * len(cfg["attacks"]) * len(cfg["eps"])
+    assert counts["evaluate"] == 2 * 3 * len(cfg["attacks"]) * len(cfg["eps"])  # 2 sources x 3 replicas
