@@ -19,7 +19,7 @@ EOT, success tests — goes through :func:`bounded_logits`:
 
 Input gradients are per image, so the cut changes no result beyond float rounding: the gradient of a
 pixel sums its steps chunk by chunk (a regrouped sum) and the reverse recursion restarts at the
-chunk boundaries (tests/unit/attacks/test_bounded.py measures it). Estimators whose backward needs
+chunk boundaries (tests/unit/attacks/test_bounded_attacks.py measures it). Estimators whose backward needs
 all T (:data:`~spkrobust.nets.estimators.TIME_GLOBAL`: hart, bptr / ``grad_mode: rate``, rga) run
 without time chunks; PDSG, whose σ is taken over the batch
 (:data:`~spkrobust.nets.estimators.BATCH_GLOBAL`), runs the whole attack batch in one micro-batch
@@ -36,7 +36,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from spkrobust.nets.estimators import BATCH_GLOBAL, TIME_GLOBAL, estimator_spec
-from spkrobust.nets.inference import MIN_ROWS, bounded_forward, time_sum
+from spkrobust.nets.inference import bounded_forward, chunk_steps, time_sum
 from spkrobust.nets.replay import Once
 
 
@@ -57,8 +57,7 @@ def effective_cut(model: nn.Module, batch: int, micro_batch: int | None, time_ch
     T = int(model.T)
     modes = {s.mode for s in map(estimator_spec, (m.estimator for m in model.spiking_layers())) if s is not None}
     mb = batch if not micro_batch or modes & set(BATCH_GLOBAL) else max(1, min(int(micro_batch), batch))
-    k = T if not time_chunk or modes & set(TIME_GLOBAL) else int(time_chunk)
-    return mb, max(1, min(max(k, -(-MIN_ROWS // mb)), T))
+    return mb, chunk_steps(T, mb, None if modes & set(TIME_GLOBAL) else time_chunk)
 
 
 @contextmanager

@@ -56,6 +56,14 @@ def time_sum(h: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
 MIN_ROWS = 16  # rows (images x steps) per weight-layer call at least: see the module docstring
 
 
+def chunk_steps(T: int, images: int, time_chunk: int | None) -> int:
+    """The steps per chunk that ``time_chunk`` (None / 0: all T) gives ``images`` images: lengthened
+    to at least :data:`MIN_ROWS` rows (images x steps), at most T."""
+    if not time_chunk:
+        return T
+    return max(1, min(max(int(time_chunk), -(-MIN_ROWS // max(1, images))), T))
+
+
 def _membranes(model: nn.Module) -> list:
     return [m.node.v for m in model.spiking_layers()]
 
@@ -71,7 +79,7 @@ def _chunk(model: nn.Module, x, keys, t0: int, n: int, acc, *v):
 
 def _snn_chunked(model: nn.Module, x: torch.Tensor, keys: torch.Tensor | None, time_chunk: int | None) -> torch.Tensor:
     T = model.T
-    k = T if not time_chunk else max(1, min(max(int(time_chunk), -(-MIN_ROWS // max(1, len(x)))), T))
+    k = chunk_steps(T, len(x), time_chunk)
     if k < T and torch.is_grad_enabled():  # checkpointed BPTT: keep one membrane per chunk, recompute the rest
         from torch.utils.checkpoint import checkpoint
 
