@@ -2,11 +2,12 @@
 
 Each claim is a set of paired comparisons (:func:`spkrobust.report.compare.compare`). The claim's
 verdict controls its family-wise false-positive rate (:func:`claim_verdict`): Holm's step-down test
-over the claim's comparisons, on each comparison's one-sided bootstrap p-value, at ``ALPHA / 2`` per
+over the claim's comparisons, on each comparison's one-sided p-value (bootstrap or t), at ``ALPHA / 2`` per
 direction (so 5 % for a wrong "supported" or "contradicted" together, and one comparison gives its
 own CI verdict). Supported when Holm rejects "a ≤ b" for some comparison and "a ≥ b" for none
 (mirror for contradicted), otherwise inconclusive; "(one training run)" when every comparison Holm
 keeps rests on a single target replica; ``not measured`` says why no comparison could be made.
+Beside the verdict each claim reports its pooled estimate (:func:`spkrobust.report.compare.pooled`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _paired, fmt_diff, compare, snn_vs_ann
+from spkrobust.report.compare import World, _paired, fmt_diff, compare, pooled, snn_vs_ann
 from spkrobust.report.data import _param_groups
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
@@ -200,11 +201,13 @@ def _verdict(c: dict, comps: list[dict], why: str, w: World) -> dict:
     if not comps:
         return dict(base, verdict="not measured", numbers=why, differs="")
     verdict, ns, nc = claim_verdict(comps)
+    pool = pooled(comps)
     k = {v: sum(x["verdict"].split(" (")[0] == v for x in comps) for v in VERDICTS}
     diffs = [x["diff"] for x in comps if x["diff"] is not None]
     hw = [(x["high"] - x["low"]) / 2 for x in comps if x["diff"] is not None]
-    nums = (f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive "
-            f"of {len(comps)} comparisons; after Holm: {ns} supported, {nc} contradicted")
+    nums = pooled_text(pool)
+    nums += (f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive "
+             f"of {len(comps)} comparisons; after Holm: {ns} supported, {nc} contradicted")
     runs = sorted({x.get("runs", 1) for x in comps})
     nums += f"; target replicas per comparison: {_span(runs)}"
     if diffs:
@@ -213,7 +216,15 @@ def _verdict(c: dict, comps: list[dict], why: str, w: World) -> dict:
     conf = sum(x["metric"] == "conditional" for x in comps)
     if conf:
         nums += f"; {conf} judged on conditional robustness (clean accuracies differ)"
-    return dict(base, verdict=verdict, numbers=nums, differs=_differs(c, comps, w))
+    return dict(base, verdict=verdict, numbers=nums, differs=_differs(c, comps, w),
+                pooled=None if pool is None else pool.as_dict())
+
+
+def pooled_text(pool) -> str:
+    """``pooled +x.x [lo, hi] (R replicas); `` for a claim's numbers ('' when nothing to pool)."""
+    if pool is None:
+        return ""
+    return f"pooled {fmt_diff(pool.as_dict())} points ({pool.runs} replica{'s' if pool.runs > 1 else ''}); "
 
 
 def _span(n: list[int]) -> str:
@@ -238,16 +249,20 @@ def claims_md(claims: list[dict]) -> str:
     lines = ["# The studies' claims on measured numbers\n\n",
              ("Each comparison pairs side a (the side the claim calls more robust) with side b on the same "
              "test images (repeats, eps > 0 and sources averaged per image first). Differences a − b in "
-             "points with a seeded paired-bootstrap 95 % CI over images "
+             "points with a 95 % CI; one replica: a seeded paired bootstrap over images "
              f"({S.N_RESAMPLES} resamples): *absolute* adversarial accuracy; *drop* = clean − adversarial "
              "(b's drop − a's); *conditional* = fraction of the images both classify correctly when clean "
              "that stay correct. The verdict uses the conditional metric when McNemar's test says the clean "
              "accuracies differ (p < 0.05), else the absolute one: supported when the CI lies above 0, "
              "contradicted when below, inconclusive otherwise. With several independently trained target "
-             "replicas the CI is a two-level bootstrap (replicas, then images within each), so it carries "
-             "the training-seed spread; with one replica the verdict reads \"(one training run)\": its CI "
-             "says nothing of another training. **Claim verdict** (one rule, family-wise false-positive "
-             "rate 5 %): Holm's step-down test over the claim's comparisons on their one-sided bootstrap "
+             "replicas the CI comes from a crossed random-effects model of replicas and images (Student t, "
+             "Satterthwaite degrees of freedom: with 3 replicas and a large training spread the 95 % "
+             "quantile is 4.3), so it carries the training-seed spread; with one replica it is the image "
+             "bootstrap and the verdict reads \"(one training run)\": its CI says nothing of another "
+             "training. **Pooled** (per claim): the mean of its comparisons' verdict metrics, with the same "
+             "model's CI on their per-replica, per-image contributions summed, so comparisons that share "
+             "networks or images are not counted as independent evidence. **Claim verdict** (one rule, family-wise false-positive "
+             "rate 5 %): Holm's step-down test over the claim's comparisons on their one-sided "
              "p-values, at 2.5 % per direction; supported when Holm keeps some comparison's \"a > b\" and "
              "none's \"a < b\" (mirror for contradicted), else inconclusive — so one lucky comparison "
              "among many inconclusive ones does not make a claim. Sources never share the target's replica "

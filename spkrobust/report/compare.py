@@ -5,8 +5,8 @@ raw records of ``records.json``, each with per-image ``outcomes``). :func:`compa
 against side ``b`` on one dataset and attack; a side is a target attacked by named sets (sources
 with replicas). Both sides are paired on the images every record involved covers; an image's rate
 is averaged over repeats, the common eps > 0 and the side's sources, then over target replicas.
-Metrics, each ``a - b`` with a seeded paired-bootstrap 95 % CI (:mod:`spkrobust.report.stats`; with
-several target replicas a two-level bootstrap over replicas, then images): *absolute*
+Metrics, each ``a - b`` with a 95 % CI (:mod:`spkrobust.report.stats`: one target replica, a seeded
+paired bootstrap over images; several, a crossed replica x image random-effects t-interval): *absolute*
 adversarial accuracy; *drop* (clean - adv, as ``drop_b - drop_a``); *conditional* robustness (on the
 images both classify correctly when clean, the fraction kept). If McNemar's test on the clean
 outcomes says the clean accuracies differ, the verdict comes from the conditional metric ("clean
@@ -173,6 +173,7 @@ def compare(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src,
     if len(plan) > 1:
         per = [S.paired_diff(x, y).diff for x, y in zip(adv_a, adv_b)]
         notes.append("per target replica: " + ", ".join(f"r{tr} {_pts(d)}" for (tr, _, _), d in zip(plan, per)))
+    blocks = _blocks(ds, plan, p_["pos"], adv_a - adv_b, (adv_a - cl_a) - (adv_b - cl_b), both)
     verdict = "inconclusive" if chosen is None else {1: "supported", -1: "contradicted", 0: "inconclusive"}[chosen.side()]
     runs = len(plan)
     if runs == 1:
@@ -192,7 +193,27 @@ def compare(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src,
             "high": None if chosen is None else chosen.high,
             "p_greater": 1.0 if chosen is None else chosen.p_greater,
             "p_less": 1.0 if chosen is None else chosen.p_less,
-            "runs": runs, "verdict": verdict, "note": "; ".join(notes)}
+            "runs": runs, "verdict": verdict, "note": "; ".join(notes), "blocks": blocks}
+
+
+def _blocks(ds, plan, pos, d_abs, d_drop, both) -> dict:
+    """Per metric, the comparison as a :func:`spkrobust.report.stats.pooled_diff` block: per target
+    replica and image, its contribution to the mean difference (so a claim can pool comparisons)."""
+    reps = [tr for tr, _, _ in plan]
+    imgs = [(ds, int(i)) for i in pos]
+    out = {m: {"replicas": reps, "images": imgs, "c": d / d.shape[1]}
+           for m, d in (("absolute", d_abs), ("drop", d_drop))}
+    k = int(both.sum())
+    out["conditional"] = None if k < 2 else {"replicas": reps, "images": [x for x, b in zip(imgs, both) if b],
+                                             "c": d_abs[:, both] / k}
+    return out
+
+
+def pooled(comps: list[dict]) -> S.Diff | None:
+    """The pooled estimate of a claim: the mean of its comparisons' verdict metrics (each
+    comparison's ``metric``) with the CI of :func:`spkrobust.report.stats.pooled_diff`."""
+    blocks = [x["blocks"][x["metric"]] for x in comps if x.get("blocks") and x["blocks"].get(x["metric"])]
+    return S.pooled_diff(blocks) if blocks else None
 
 
 def _pts(x: float) -> str:

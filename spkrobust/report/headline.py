@@ -7,8 +7,8 @@ white-box (each by itself, replica by replica), paired on the same test images a
 (:func:`spkrobust.report.compare.compare`):
 
 * the **drop** (clean − adversarial accuracy), as ``drop_a − drop_s``: positive when the SNN loses
-  less; the verdict of each comparison comes from it, with its seeded paired-bootstrap 95 % CI
-  (two-level over target replicas when there are several);
+  less; the verdict of each comparison comes from it, with its 95 % CI (the image bootstrap for
+  one target replica, the crossed replica x image t-interval for several);
 * the **conditional** metric beside it (on the images both classify correctly when clean, the
   fraction kept), which does not mix in a difference of clean accuracy.
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from spkrobust.config.vocab import SNN_KINDS, STUDY_ATTACK_TYPES
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _paired, _pts, fmt_diff, snn_vs_ann
+from spkrobust.report.compare import World, _paired, _pts, fmt_diff, pooled, snn_vs_ann
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
 
@@ -111,17 +111,19 @@ def removed_by_ensemble(w: World) -> list[dict]:
 
 def headline(w: World) -> dict:
     """The headline claim (verdict, numbers, comparisons) and the ensemble side-by-side rows."""
-    from spkrobust.report.claims import claim_verdict
+    from spkrobust.report.claims import claim_verdict, pooled_text
 
     comps = headline_comparisons(w)
     base = {**CLAIM, "comparisons": comps, "removed": removed_by_ensemble(w)}
     if not comps:
-        return dict(base, verdict="not measured", numbers=WHY_NOT)
+        return dict(base, verdict="not measured", numbers=WHY_NOT, pooled=None)
     verdict, ns, nc = claim_verdict(comps)
+    pool = pooled(comps)
     k = {v: sum(x["verdict"].split(" (")[0] == v for x in comps) for v in ("supported", "contradicted", "inconclusive")}
-    nums = (f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive of "
-            f"{len(comps)} comparisons on the drop; after Holm: {ns} supported, {nc} contradicted")
-    return dict(base, verdict=verdict, numbers=nums)
+    nums = pooled_text(pool) + (
+        f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive of "
+        f"{len(comps)} comparisons on the drop; after Holm: {ns} supported, {nc} contradicted")
+    return dict(base, verdict=verdict, numbers=nums, pooled=None if pool is None else pool.as_dict())
 
 
 def headline_md(h: dict) -> str:

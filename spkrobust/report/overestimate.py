@@ -4,8 +4,8 @@ Input: the evaluation records (``records.json``'s ``records``) with their per-im
 (:mod:`spkrobust.evaluation.outcomes`). For every white-box cell (dataset × model × eps) that has an
 ``ensemble`` attack, each other attack of the same cell (the studies' attacks: FGSM, PGD, ...; noise
 baselines left out) is compared with the ensemble *paired on the same images*: the difference of
-accuracies ``attack − ensemble`` and its seeded paired-bootstrap CI (:func:`spkrobust.report.stats.
-paired_diff_groups`, replicas averaged per image). A positive difference is robustness the single
+accuracies ``attack − ensemble`` and its 95 % CI (:func:`spkrobust.report.stats.paired_diff_groups`:
+the image bootstrap for one replica, the crossed replica x image t-interval for several). A positive difference is robustness the single
 attack reported but the adaptive ensemble took away.
 
 The second table counts, per ensemble set, which member broke how many images first (the member
@@ -102,8 +102,8 @@ def overestimate_md(records: list[dict], seed: int = 0) -> str:
                      "(add an attack `{type: ensemble, members: [...]}`; see workflow/presets/adaptive.yaml).\n")
         return "".join(parts)
     parts.append("Accuracy (%) under each attack and under the per-sample worst case of the ensemble, on the same "
-                 "images; `overestimate` = attack − ensemble in points with its 95 % paired-bootstrap CI over "
-                 "images (replicas averaged per image). A positive overestimate is robustness the single attack "
+                 "images; `overestimate` = attack − ensemble in points with its 95 % paired CI (image bootstrap "
+                 "for one replica; with several, a replica x image random-effects t-interval). A positive overestimate is robustness the single attack "
                  "reported that the adaptive attack removed.\n\n")
     parts.append(md_table(
         ["dataset", "model", "kind", "eps", "attack", "acc", "ensemble", "acc ens.", "overestimate [95 % CI]", "n",

@@ -63,7 +63,9 @@ def claim(data, cid):
 def test_supported_contradicted_inconclusive():
     hi, lo = mask(range(700)), mask(range(500))  # 70 % vs 50 %, nested: every image agrees in sign
     c = claim(world(hi, lo), "1")
-    assert c["verdict"] == "supported (one training run)" and c["numbers"].startswith("1 supported, 0 contradicted")
+    assert c["verdict"] == "supported (one training run)" and "; 1 supported, 0 contradicted" in c["numbers"]
+    # the pooled estimate opens the numbers: one comparison, so its own difference
+    assert c["numbers"].startswith("pooled +20.0 [") and abs(c["pooled"]["diff"] - 0.2) < 1e-12
     (x,) = c["comparisons"]
     assert x["absolute"]["diff"] == pytest.approx(0.2) and 0.15 < x["low"] < 0.2 < x["high"] < 0.25
     assert x["metric"] == "absolute" and x["a_src"] == "snn r2 → snn r1" and x["b_src"] == "ann r2 → ann r1"
@@ -223,3 +225,5 @@ def test_three_target_replicas_give_a_plain_verdict():
     (x,) = c["comparisons"]
     assert x["runs"] == 3 and c["verdict"] == "supported" and "one training run" not in x["note"]
     assert "target replicas per comparison: 3" in c["numbers"]
+    # every replica agrees (+20 points): the pooled estimate is it, over 3 training runs
+    assert c["pooled"]["runs"] == 3 and abs(c["pooled"]["diff"] - 0.2) < 1e-12 and c["pooled"]["low"] > 0

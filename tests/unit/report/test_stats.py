@@ -1,5 +1,6 @@
 """Paired statistics (spkrobust.report.stats) on constructed per-image outcomes with known answers."""
 import numpy as np
+import pytest
 
 from spkrobust.report import stats as S
 
@@ -68,3 +69,65 @@ def test_holm():
     assert S.holm([0.01, 0.04, 0.03], 0.05) == [True, False, False]   # 0.01 <= .05/3; 0.03 > .05/2
     assert S.holm([0.001, 0.02, 0.04], 0.05) == [True, True, True]
     assert S.holm([0.02] + [0.5] * 11, 0.05) == [False] * 12
+
+
+def _crossed(rng, R, n, mu, s_rep, s_img, s_e):
+    """D[r, i] = mu + rho_r + iota_i + e_ri: replica (training), image and interaction effects."""
+    return (mu + rng.normal(0, s_rep, (R, 1)) + rng.normal(0, s_img, (1, n)) + rng.normal(0, s_e, (R, n)))
+
+
+@pytest.mark.parametrize("s_rep", [0.0, 0.06])
+def test_two_level_ci_covers_another_training_at_its_level(s_rep):
+    # 3 replicas x 300 images; with a training spread the interval must still cover the true mean
+    # ~95 % of the time, where an interval over images only (or a bootstrap that reuses 3 replicas)
+    # falls far short
+    rng = np.random.default_rng(2)
+    covered = naive = 0
+    sims = 400
+    for _ in range(sims):
+        D = _crossed(rng, 3, 300, 0.02, s_rep, 0.3, 0.3)
+        d = S.two_level_diff(D, np.zeros_like(D))
+        covered += d.low <= 0.02 <= d.high
+        m = D.mean(0)
+        half = 1.96 * m.std(ddof=1) / np.sqrt(len(m))
+        naive += m.mean() - half <= 0.02 <= m.mean() + half
+    assert 0.93 <= covered / sims <= 0.99
+    if s_rep:
+        assert naive / sims < 0.7
+        # degrees of freedom fall towards R - 1 = 2: the interval is far wider than the images' one
+        assert d.half_width > 2 * half
+    else:
+        assert naive / sims >= 0.9
+
+
+def test_two_level_p_values_match_the_interval():
+    rng = np.random.default_rng(3)
+    D = _crossed(rng, 3, 200, 0.05, 0.005, 0.2, 0.2)
+    d = S.two_level_diff(D, np.zeros_like(D))
+    assert d.side() == 1 and d.p_greater < 0.025 and abs(d.p_greater + d.p_less - 1) < 1e-12
+    assert S.two_level_diff(-D, np.zeros_like(D)).side() == -1
+
+
+def test_pooled_diff_is_the_mean_and_shared_networks_are_not_independent_evidence():
+    rng = np.random.default_rng(4)
+    D1 = _crossed(rng, 3, 400, 0.02, 0.02, 0.3, 0.3)
+    D2 = _crossed(rng, 3, 400, 0.06, 0.02, 0.3, 0.3)
+    imgs = list(range(400))
+
+    def block(D, reps=(1, 2, 3), images=imgs):
+        return {"replicas": list(reps), "images": list(images), "c": D / D.shape[1]}
+
+    one = S.pooled_diff([block(D1)])
+    assert abs(one.diff - D1.mean()) < 1e-12 and one.runs == 3
+    assert (one.low, one.high) == pytest.approx((S.two_level_diff(D1, 0 * D1).low, S.two_level_diff(D1, 0 * D1).high))
+    both = S.pooled_diff([block(D1), block(D2)])
+    assert abs(both.diff - (D1.mean() + D2.mean()) / 2) < 1e-12
+    # the same comparison twice is one piece of evidence: the same interval, not a narrower one
+    twice = S.pooled_diff([block(D1), block(D1)])
+    assert (twice.low, twice.high) == pytest.approx((one.low, one.high))
+    # a conditional-style block on a subset of the images still enters with its own mean
+    sub = S.pooled_diff([block(D1), block(D2[:, :100] * 1.0, images=imgs[:100])])
+    assert abs(sub.diff - (D1.mean() + D2[:, :100].mean()) / 2) < 1e-12
+    # one replica: an image-level interval, runs = 1
+    r1 = S.pooled_diff([block(D1[:1], reps=(1,))])
+    assert r1.runs == 1 and r1.low < D1[0].mean() < r1.high
