@@ -24,7 +24,8 @@ all T (:data:`~spkrobust.nets.estimators.TIME_GLOBAL`: hart, bptr / ``grad_mode:
 without time chunks; PDSG, whose σ is taken over the batch
 (:data:`~spkrobust.nets.estimators.BATCH_GLOBAL`), runs the whole attack batch in one micro-batch
 (time chunks kept: its σ at step t reads the membranes of steps ≤ t, carried across chunks, so it is
-exact). :func:`effective_cut` says which cut a pass uses. Dropout draws one mask per micro-batch:
+exact). :func:`effective_cut` says which cut a pass uses. A cut also releases the process's heap
+tuning (:func:`spkrobust.nets.fused.release_allocator`): the recomputed pieces would fragment it. Dropout draws one mask per micro-batch:
 attack sources run in ``eval()``, where it is off.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from spkrobust.nets.estimators import BATCH_GLOBAL, TIME_GLOBAL, estimator_spec
+from spkrobust.nets.fused import release_allocator
 from spkrobust.nets.inference import bounded_forward, chunk_steps, time_sum
 from spkrobust.nets.replay import Once
 
@@ -46,6 +48,8 @@ def set_bounds(model: nn.Module, micro_batch: int | None, time_chunk: int | None
     if callable(getattr(model, "forward_seq", None)):
         mb, k = int(micro_batch or 0) or None, int(time_chunk or 0) or None
         model.bounds = None if mb is None and k is None else (mb, k)
+        if model.bounds is not None:  # recomputed pieces fragment a heap that keeps freed blocks
+            release_allocator()
     return model
 
 

@@ -249,6 +249,35 @@ def tune_allocator() -> bool:
     return _malloc_tuned
 
 
+def release_allocator() -> bool:
+    """Undo :func:`tune_allocator` for the rest of the process: blocks over 128 KiB are mapped and
+    returned to the OS when freed, and the heap is trimmed (glibc's static defaults).
+
+    For checkpointed (bounded) BPTT: recomputing time chunks and their gradients allocates blocks
+    of changing sizes, which a heap that keeps every freed block fragments. Measured (1 thread,
+    CIFAR VGG5 IF SNN, T = 2000, one image, chunks of 1219 steps): peak RSS 557 + 3465 MiB tuned,
+    557 + 2237 MiB released, the same CPU time (18.1 / 17.6 s); chunks of 200: 1154 / 741 MiB.
+    A no-op off glibc; returns whether glibc took the setting. Later :func:`tune_allocator` calls
+    leave it released."""
+    global _malloc_tuned
+    import platform
+
+    _malloc_tuned = False
+    try:
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            return False
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1
+        ok = libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024) == 1 and ok
+        libc.malloc_trim(0)
+        return bool(ok)
+    except Exception:  # noqa: BLE001 - purely a memory setting
+        return False
+
+
 def _surrogate_derivative(sg, d: torch.Tensor) -> torch.Tensor:
     """``sg'(d)``; may overwrite ``d`` (a scratch tensor owned by the caller)."""
     if _native_kind(sg)[0] == 1:

@@ -274,12 +274,14 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
         copies = mm.WEIGHT_COPIES["adam" if snn else "sgd"]
         fixed = mm.PROCESS_MB + (mm.TRAIN_SNN_MB if snn else 0)  # train_ann: not measured
         avail, host, dev = _place(b, fixed, copies * w_mb, data_mb)
-        s = mm.size_bptt(mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net), hp["batch_size"], T, avail)
+        s = mm.size_bptt(mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net),
+                         min(int(hp["batch_size"]), n_img), T, avail)
         flop = float(hp["epochs"]) * n_img * T * 6 * macs + n["test"] * T * 2 * macs
         return _finish(rule, model, b, s, host, dev, flop)
     if rule in ("convert", "clean"):
         avail, host, dev = _place(b, mm.PROCESS_MB, w_mb, data_mb)
-        batch = 256 if rule == "convert" else cfg["eval"]["batch_size"]  # convert: train.accuracy's batch
+        # convert: train.accuracy's batch; no batch is larger than the test split it runs over
+        batch = min(256 if rule == "convert" else int(cfg["eval"]["batch_size"]), n["test"])
         s = mm.size_inference(mm.infer_bytes(net, f["backend"], snn), batch, T, avail)
         passes = max(cfg["eval"]["repeats"] if f["stochastic"] else 1, 2) if rule == "clean" else 1
         flop = passes * n["test"] * T * 2 * macs
@@ -295,7 +297,7 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
             grads, fwd = (int(cfg["eval"]["eot_samples"]) if f["stochastic"] else 1), 0.0
         else:
             grads, fwd = attack_work(cfg, attack, uses_grad, f["stochastic"])
-        batch = cfg["eval"]["attack_batch_size"]
+        batch = min(int(cfg["eval"]["attack_batch_size"]), n["test"])
         if grads:
             s = _size_attack(grad_modes(cfg, attack) if snn else {"bptt"}, mm.bptt_bytes(net, f["backend"], snn),
                              mm.state_bytes(net), batch, T, avail)

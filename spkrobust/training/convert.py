@@ -40,43 +40,59 @@ def _weight_layers(model: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, scale: float = 1.0,
-                      steps: int | None = None) -> list[float]:
+                      steps: int | None = None, bounds: Bounds | None = None) -> list[float]:
     """Set the SNN's thresholds by threshold balancing on ``calib_x`` (float pixels) over ``steps``
-    time steps (None: the SNN's T) and return them."""
+    time steps (None: the SNN's T) and return them. ``bounds``: the job's inference cut (the plan's
+    ``micro_batch`` x ``time_chunk`` piece); calibration passes stay within it (:func:`calib_cut`)."""
     T = snn.T
     if steps is not None:
         snn.T = snn.encoder.T = int(steps)
     try:
-        return _balance(snn, calib_x, batch_size, scale)
+        return _balance(snn, calib_x, batch_size, scale, bounds or Bounds())
     finally:
         snn.T = snn.encoder.T = T
 
 
-CALIB_MEMORY = 2 * 1024 ** 3  # bytes the [T, B, ...] currents of one calibration batch may take
+CALIB_MEMORY = 2 * 1024 ** 3  # bytes the [T, B, ...] currents of one calibration pass may take without bounds
+# peak memory per image and step of a calibration pass over that of inference (measured, CIFAR VGG5
+# IF SNN, one image, T = 2000, fused backend, heap tuned: 1.19 MiB against inference's 0.79)
+CALIB_PER_INFER = 1.5
 
 
-def _calib_batch(snn: SNN, calib_x: torch.Tensor, first: int, batch_size: int) -> int:
-    """``batch_size`` images per pass, fewer when the first spiking layer's current (the widest
-    tensor of these VGGs) over all T steps would exceed :data:`CALIB_MEMORY` (e.g. CIFAR at the
-    reference's 1000 steps: 262 MB per image); the maximum over passes does not depend on it."""
+def calib_cut(snn: SNN, calib_x: torch.Tensor, first: int, batch_size: int, bounds: Bounds) -> tuple[int, int]:
+    """``(images, steps)`` per calibration pass. With the job's bounds: at most ``micro_batch``
+    images and the piece's image-steps divided by :data:`CALIB_PER_INFER`; without: ``batch_size``
+    images over all T, fewer images when the first spiking layer's current (the widest tensor of
+    these VGGs) over T would exceed :data:`CALIB_MEMORY`. The per-layer maximum does not depend on
+    the cut: the membrane is carried across the steps and the Poisson keys are drawn once per layer
+    for the whole calibration set (one key per image)."""
+    T = int(snn.T)
+    n = max(1, min(batch_size, len(calib_x)))
+    if bounds.micro_batch or bounds.time_chunk:
+        piece = int(bounds.micro_batch or n) * int(bounds.time_chunk or T)  # image-steps of the job's piece
+        b = min(n, int(bounds.micro_batch or n))
+        return b, max(1, min(T, int(piece / CALIB_PER_INFER) // b))
     with torch.random.fork_rng():  # the probe draws no random numbers of the calibration passes
         snn.reset()
-        per_image = snn.forward_seq(calib_x[:1], upto=first).numel() * 4
-    return max(1, min(batch_size, CALIB_MEMORY // (4 * per_image)))
+        per_image = snn.forward_seq(calib_x[:1], t0=0, steps=1, upto=first).numel() * 4 * T
+    return max(1, min(n, CALIB_MEMORY // (4 * per_image))), T
 
 
-def _balance(snn: SNN, calib_x: torch.Tensor, batch_size: int, scale: float) -> list[float]:
+def _balance(snn: SNN, calib_x: torch.Tensor, batch_size: int, scale: float, bounds: Bounds) -> list[float]:
     snn.eval()
     idx = [i for i, m in enumerate(snn.layers) if isinstance(m, SpikingLayer)]
     thresholds = list(snn.meta["thresholds"])
+    steps = snn.T
     if idx and len(calib_x):
-        batch_size = _calib_batch(snn, calib_x, idx[0], batch_size)
+        batch_size, steps = calib_cut(snn, calib_x, idx[0], batch_size, bounds)
     for k, li in enumerate(idx):
         vmax = 0.0
+        keys = snn.encoder.keys(len(calib_x), calib_x.device)  # one per image: the cut changes no spike
         for i in range(0, len(calib_x), batch_size):
-            snn.reset()
-            current = snn.forward_seq(calib_x[i: i + batch_size], upto=li)
-            vmax = max(vmax, float(current.max()))
+            xb, kb = calib_x[i: i + batch_size], None if keys is None else keys[i: i + batch_size]
+            for t0 in range(0, snn.T, steps):  # forward_seq resets at t0 = 0 and carries after
+                current = snn.forward_seq(xb, upto=li, t0=t0, steps=min(steps, snn.T - t0), keys=kb)
+                vmax = max(vmax, float(current.max()))
         if vmax <= 0:  # a silent layer (e.g. a barely trained ANN at small T): keep it, flag it
             warnings.warn(f"threshold balancing: spiking layer {k} receives no positive input on the "
                           f"calibration set at T={snn.T}; its threshold stays {thresholds[k]:.4g}")
@@ -104,7 +120,8 @@ def spikingjelly_scales(ann: nn.Module, calib_x: torch.Tensor, mode: str, batch_
     return [float(list(g.children())[2].scale) for g in groups]
 
 
-def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch.device) -> SNN:
+def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch.device,
+            bounds: Bounds | None = None) -> SNN:
     method = spec.get("method", default("method"))
     if method not in METHODS:
         raise UserError(f"unknown conversion method {method!r}; allowed: {', '.join(METHODS)}")
@@ -121,7 +138,8 @@ def convert(ann: nn.Module, data: Prepared, spec: dict, seed: int, device: torch
         calib = augment(calib, data.dataset)
     calib = calib.to(device)
     if method == "threshold":
-        threshold_balance(snn, calib, scale=scale, steps=max(int(spec.get("calib_T", default("calib_T"))), snn.T))
+        threshold_balance(snn, calib, scale=scale, steps=max(int(spec.get("calib_T", default("calib_T"))), snn.T),
+                          bounds=bounds)
     else:
         scales = spikingjelly_scales(ann.to(device), calib, method)
         layers = _weight_layers(snn)
@@ -147,7 +165,7 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
         raise UserError(f"{ann_path}: conversion needs an ANN, got a {ann.meta['kind']}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        snn = convert(ann, data, spec, seed, device)
+        snn = convert(ann, data, spec, seed, device, bounds)
     for w in caught:
         print(f"warning: {w.message}", flush=True)
     seed_everything(seed)

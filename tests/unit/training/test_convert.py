@@ -38,3 +38,23 @@ def test_silent_layer_in_threshold_balancing_is_flagged_not_fatal():
         th = threshold_balance(snn, torch.rand(8, 1, 28, 28), scale=0.7)
     assert snn.meta["silent_layers"] == [1, 2, 3, 4] and th[0] > 0  # everything after the zeroed conv
 
+
+
+@pytest.mark.parametrize("encoder", ["poisson", "direct"])
+def test_threshold_balancing_does_not_depend_on_the_cut(encoder):
+    # issue 20: calibration runs within the job's bounds (images x steps per pass); the per-layer
+    # maxima, and so the thresholds, are those of one pass over all T and the whole batch
+    from spkrobust.config.options import Bounds
+    from spkrobust.training.convert import calib_cut, threshold_balance
+
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    out = {}
+    for cut in (Bounds(), Bounds(micro_batch=2, time_chunk=3)):
+        torch.manual_seed(0)
+        snn = build_model(snn_meta(neuron="if", encoder=encoder, T=24, thresholds=None))
+        torch.manual_seed(1)  # the Poisson keys of the calibration passes
+        out[cut] = threshold_balance(snn, x, batch_size=4, scale=1.0, bounds=cut)
+        if cut.micro_batch:
+            assert calib_cut(snn, x, 1, 4, cut) == (2, 2)  # 2 x 3 image-steps / 1.5 over 2 images
+    a, b = out.values()
+    assert a == b and len(a) == 5 and all(t > 0 for t in a)
