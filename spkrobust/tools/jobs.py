@@ -258,10 +258,12 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
             passes = cfg["eval"]["repeats"] if f["stochastic"] else 1
             flops += passes * n["test"] * f["T"] * 2 * mm.net(f["arch"], dataset).macs
         big = max(plans, key=lambda p: p.host_mb + p.gpu_mb)
-        # one cut serves every target: the smallest micro-batch and (among SNNs: an ANN's plan has
-        # T = 1) time chunk, so each target stays within its own plan (the results do not change)
-        snn = [p for p, t in zip(plans, targets) if model_facts(cfg, models, t, b.device)["snn"]] or plans
-        return JobPlan(rule, model, min(p.micro_batch for p in plans), min(p.time_chunk for p in snn),
+        # one cut serves every target: the smallest micro-batch and the smallest time chunk that
+        # cuts a target's T (a plan whose chunk is its whole T does not constrain it: a longer chunk
+        # is no cut for it), so each target stays within its own plan (the results do not change)
+        Ts = [model_facts(cfg, models, t, b.device)["T"] for t in targets]
+        cuts = [p.time_chunk for p, T in zip(plans, Ts) if p.time_chunk < T]
+        return JobPlan(rule, model, min(p.micro_batch for p in plans), min(cuts) if cuts else max(Ts),
                        big.host_mb, big.gpu_mb, flops, all(p.fits for p in plans))
     f = model_facts(cfg, models, model, b.device)
     net = mm.net(f["arch"], dataset)

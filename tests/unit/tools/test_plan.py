@@ -117,7 +117,8 @@ def test_dry_run_trains_duplicates_once_and_shows_planned_resources():
 
 def test_evaluate_job_cuts_for_every_target():
     """An evaluate job runs all targets with one cut: the smallest micro-batch of their clean plans
-    and the smallest time chunk among the SNNs (an ANN's plan has T = 1), so each stays in its plan."""
+    and the smallest time chunk that cuts a target's T (a chunk of its whole T, as an ANN's T = 1
+    or a short SNN's, constrains nothing), so each stays in its plan and the plan's peak is real."""
     cfg = _cfg("config.yaml")
     models = expand_models(cfg)
     b = jobs.budget(cfg, 1, 3000)
@@ -125,8 +126,12 @@ def test_evaluate_job_cuts_for_every_target():
     names = list(models)
     clean = {t: jobs.job(cfg, models, b, "clean", ds, t) for t in names}
     ev = jobs.job(cfg, models, b, "evaluate", ds, model=names[0], targets=names)
-    snn = [p.time_chunk for t, p in clean.items() if models[t]["kind"] != "ann"]
-    assert snn and ev.time_chunk == min(snn) > 1
+    T = {t: int(models[t].get("T") or 1) for t in names}
+    cuts = [p.time_chunk for t, p in clean.items() if p.time_chunk < T[t]]
+    assert cuts and ev.time_chunk == min(cuts) > 1
+    # the cut keeps every target within its own plan
+    for t, p in clean.items():
+        assert min(ev.time_chunk, T[t]) <= p.time_chunk and ev.micro_batch <= p.micro_batch
     assert ev.micro_batch == min(p.micro_batch for p in clean.values())
     assert ev.resources(b)["time_chunk"] == ev.time_chunk
 
