@@ -180,3 +180,16 @@ def test_grad_and_craft_stages_write_the_same_files_at_any_cut(cli_data_path, cl
     assert torch.equal(gw["sign"], gc["sign"]) and torch.equal(aw["x_adv"], ac["x_adv"])
     for key in ("zero_grad_frac", "seed", "eot_samples"):
         assert gw["meta"][key] == gc["meta"][key] and aw["meta"][key] == ac["meta"][key], key
+
+
+def test_a_cut_releases_the_heap_tuning(source):
+    # checkpointed pieces of changing sizes fragment a heap that keeps every freed block (measured
+    # in spkrobust.nets.memory: 3465 against 2237 MiB for a T = 2000 gradient): a cut releases it for
+    # the rest of the process, and building more fused nodes does not tune it again
+    from spkrobust.nets import fused
+
+    set_bounds(source, *CUT)
+    try:
+        assert fused.tune_allocator() is False
+    finally:
+        set_bounds(source, None, None)
