@@ -54,6 +54,13 @@ micro-batch x time chunk   measured MiB            model MiB
 (The model takes the chunk asked for; :mod:`spkrobust.nets.inference` lengthens a chunk of one
 image to 16 steps, ``MIN_ROWS``: 5 MiB more here.)
 
+Time-chunked inference (:func:`spkrobust.nets.inference.bounded_forward`, the heap tuned; CIFAR-10
+VGG5 IF SNN, Poisson, 1 thread, ``ru_maxrss`` minus that of the built model) holds more than one
+uncut pass of the same chunk: 4 images x chunks of 650 held 1599 MiB at T = 650 (no cut), 1733 at
+T = 1300 and 2616 at T = 2000 (1.01 MiB per image and step of a chunk), 4 x 100 of T = 650 416 MiB
+(1.04); releasing the heap brought T = 1300 to 1482 MiB at 1.6x the CPU time. The plan takes
+1.0 MiB (``INFER_ELEMS`` x 1.27 against the uncut calibration above).
+
 Attack-time BPTT in checkpointed time chunks (:mod:`spkrobust.nets.bounded`; CIFAR-10 VGG5 IF SNN,
 Poisson input, one image, 1 thread, ``ru_maxrss`` of the input-gradient pass minus that of the built
 model): chunks of 100 / 600 / 1219 steps of T = 2000 held 355 / 1200 / 2238 MiB, chunks of 200 of
@@ -79,13 +86,18 @@ DATASETS = {
     "cifar10": {"shape": (3, 32, 32), "classes": 10, "train": 50000, "test": 10000},
     "cifar100": {"shape": (3, 32, 32), "classes": 100, "train": 50000, "test": 10000},
 }
-INFER_ELEMS = {"fused": (2.3, 0.42), "torch": (2.3, 0.42), "cupy": (3.8, 0.70)}
+# fused / torch: the uncut figure (2.3, 0.42) x 1.27 for time-chunked passes on a heap tuned for
+# inference (see the docstring: 1.0 MiB per image and step for VGG5, measured); cupy: not measured
+INFER_ELEMS = {"fused": (2.92, 0.53), "torch": (2.92, 0.53), "cupy": (3.8, 0.70)}
 BPTT_ELEMS = {"fused": 3.25, "torch": 6.9, "cupy": 6.9}
 # resident memory of a stage process before any tensor of the job: Python + torch + SpikingJelly +
 # spkrobust imported, measured 515 MiB (torch alone 509 MiB) on this CPU machine; a CUDA process
 # also holds its context (assumed, not measured here: no GPU)
 PROCESS_MB = 520
 TRAIN_SNN_MB = 440  # a train-snn process's RSS beyond the rest of the model (see the docstring; measured)
+# a train-ann process's RSS beyond the rest of the model: measured 867 MB (Snakemake max_rss) against
+# 663 planned without it (CIFAR-10 VGG5, batch 32, SGD, config.yaml with the counts cut)
+TRAIN_ANN_MB = 200
 CUDA_HOST_MB = 1500  # host RSS a CUDA context adds (assumed)
 CUDA_DEVICE_MB = 800  # device memory of the context, cuDNN workspaces, allocator slack (assumed)
 # optimiser copies of the weights: weights + grad (+ SGD momentum | Adam two moments + AMSGrad max)

@@ -137,8 +137,8 @@ def attack_work(cfg: dict, attack: str | dict, uses_grad: bool, stochastic: bool
             n = _variants(member if isinstance(member, dict) else cfg["attacks"][member])
             g, f = g + n * mg, f + n * mf
         return g, f
-    if kind == "fgsm":
-        return (0.0 if uses_grad else eot), 1.0
+    if kind == "fgsm":  # from the grad stage's stored gradient: no pass through the model at all
+        return (0.0, 0.0) if uses_grad else (eot, 1.0)
     if kind == "rfgsm":
         return eot, 1.0
     if kind in ("pgd", "eotpgd"):
@@ -274,7 +274,7 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
         hp = {**defaults("snn_train" if snn else "ann_train"), **(spec.get("train") or {})}
         n_img = n["train"] if hp.get("train_images") is None else min(n["train"], int(hp["train_images"]))
         copies = mm.WEIGHT_COPIES["adam" if snn else "sgd"]
-        fixed = mm.PROCESS_MB + (mm.TRAIN_SNN_MB if snn else 0)  # train_ann: not measured
+        fixed = mm.PROCESS_MB + (mm.TRAIN_SNN_MB if snn else mm.TRAIN_ANN_MB)
         avail, host, dev = _place(b, fixed, copies * w_mb, data_mb)
         s = mm.size_bptt(mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net),
                          min(int(hp["batch_size"]), n_img), T, avail)
@@ -300,7 +300,9 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
         else:
             grads, fwd = attack_work(cfg, attack, uses_grad, f["stochastic"])
         batch = min(int(cfg["eval"]["attack_batch_size"]), n["test"])
-        if grads:
+        if not grads and not fwd:  # FGSM from a stored gradient: pixels only
+            s = mm.Sizing(batch, T, 0.0, True)
+        elif grads:
             s = _size_attack(grad_modes(cfg, attack) if snn else {"bptt"}, mm.bptt_bytes(net, f["backend"], snn),
                              mm.state_bytes(net), batch, T, avail)
         else:
