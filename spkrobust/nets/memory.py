@@ -58,8 +58,11 @@ Time-chunked inference (:func:`spkrobust.nets.inference.bounded_forward`, the he
 VGG5 IF SNN, Poisson, 1 thread, ``ru_maxrss`` minus that of the built model) holds more than one
 uncut pass of the same chunk: 4 images x chunks of 650 held 1599 MiB at T = 650 (no cut), 1733 at
 T = 1300 and 2616 at T = 2000 (1.01 MiB per image and step of a chunk), 4 x 100 of T = 650 416 MiB
-(1.04); releasing the heap brought T = 1300 to 1482 MiB at 1.6x the CPU time. The plan takes
-1.0 MiB (``INFER_ELEMS`` x 1.27 against the uncut calibration above).
+(1.04); releasing the heap brought T = 1300 to 1482 MiB at 1.6x the CPU time. Whole stages, several
+passes in one process, held more: ``config.yaml`` with the counts cut (4 images, chunks of 513 of
+T = 2000, 1.0 MiB planned) peaked at 3176 MB in ``clean`` (two passes) and 3273 in ``evaluate``
+(three targets): 1.25-1.3 MiB per image and step above the process. The plan takes 1.34 MiB
+(``INFER_ELEMS`` x 1.7 against the uncut calibration above).
 
 Attack-time BPTT in checkpointed time chunks (:mod:`spkrobust.nets.bounded`; CIFAR-10 VGG5 IF SNN,
 Poisson input, one image, 1 thread, ``ru_maxrss`` of the input-gradient pass minus that of the built
@@ -86,9 +89,9 @@ DATASETS = {
     "cifar10": {"shape": (3, 32, 32), "classes": 10, "train": 50000, "test": 10000},
     "cifar100": {"shape": (3, 32, 32), "classes": 100, "train": 50000, "test": 10000},
 }
-# fused / torch: the uncut figure (2.3, 0.42) x 1.27 for time-chunked passes on a heap tuned for
-# inference (see the docstring: 1.0 MiB per image and step for VGG5, measured); cupy: not measured
-INFER_ELEMS = {"fused": (2.92, 0.53), "torch": (2.92, 0.53), "cupy": (3.8, 0.70)}
+# fused / torch: the uncut figure (2.3, 0.42) x 1.7 for time-chunked passes on a heap tuned for
+# inference (see the docstring: 1.0-1.3 MiB per image and step for VGG5, measured); cupy: not measured
+INFER_ELEMS = {"fused": (3.9, 0.71), "torch": (3.9, 0.71), "cupy": (3.8, 0.70)}
 BPTT_ELEMS = {"fused": 3.25, "torch": 6.9, "cupy": 6.9}
 # resident memory of a stage process before any tensor of the job: Python + torch + SpikingJelly +
 # spkrobust imported, measured 515 MiB (torch alone 509 MiB) on this CPU machine; a CUDA process
