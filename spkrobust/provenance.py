@@ -9,12 +9,13 @@ reductions split differently) and device (CPU vs a GPU model and its CUDA/cuDNN)
 """
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 
 PACKAGES = ("torch", "torchvision", "spikingjelly", "torchattacks", "snakemake", "numpy", "spkrobust")
 # the keys of environment() that decide bit-identity across machines, in the report's order
-IDENTITY_KEYS = ("torch", "cpu_capability", "onednn", "threads", "device", "device_name", "cuda", "cudnn")
+IDENTITY_KEYS = ("torch", "cpu_capability", "onednn", "mkl_cbwr", "threads", "device", "device_name", "cuda", "cudnn")
 
 
 def package_versions() -> dict[str, str]:
@@ -46,6 +47,7 @@ def environment(device) -> dict:
     on_gpu = dev.type == "cuda"
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+            "mkl_cbwr": os.environ.get("MKL_CBWR"),  # MKL's reproducibility mode (spkrobust/__init__.py)
             "threads": torch.get_num_threads(), "device": dev.type,
             "device_name": torch.cuda.get_device_name(dev) if on_gpu else _cpu_name(),
             "cuda": torch.version.cuda if on_gpu else None,
@@ -56,7 +58,8 @@ def environment(device) -> dict:
 def describe(env: dict) -> str:
     """One line: the identity keys of an :func:`environment` record."""
     parts = [f"torch {env.get('torch')}", f"CPU {env.get('cpu_capability')}",
-             f"oneDNN {'on' if env.get('onednn') else 'off'}", f"{env.get('threads')} thread(s)",
+             f"oneDNN {'on' if env.get('onednn') else 'off'}", f"MKL CBWR {env.get('mkl_cbwr') or 'off'}",
+             f"{env.get('threads')} thread(s)",
              f"{env.get('device')} ({env.get('device_name')})"]
     if env.get("cuda"):
         parts.append(f"CUDA {env['cuda']}, cuDNN {env.get('cudnn')}")
