@@ -278,6 +278,23 @@ def release_allocator() -> bool:
         return False
 
 
+def trim_heap() -> None:
+    """Give the free pages of the heap back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere).
+
+    Between the phases of one process whose blocks differ in shape (conversion: the calibration
+    passes, then the accuracy pass), so that the free blocks a tuned heap keeps
+    (:func:`tune_allocator`) do not add to the next phase's peak."""
+    import platform
+
+    try:
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            import ctypes
+
+            ctypes.CDLL(None).malloc_trim(0)
+    except Exception:  # noqa: BLE001 - purely a memory setting
+        pass
+
+
 def _surrogate_derivative(sg, d: torch.Tensor) -> torch.Tensor:
     """``sg'(d)``; may overwrite ``d`` (a scratch tensor owned by the caller)."""
     if _native_kind(sg)[0] == 1:

@@ -101,6 +101,10 @@ TRAIN_SNN_MB = 440  # a train-snn process's RSS beyond the rest of the model (se
 # a train-ann process's RSS beyond the rest of the model: measured 867 MB (Snakemake max_rss) against
 # 663 planned without it (CIFAR-10 VGG5, batch 32, SGD, config.yaml with the counts cut)
 TRAIN_ANN_MB = 200
+# share of the activation budget a convert job's pieces may take: its calibration passes and then its
+# accuracy pass leave a heap that, tuned for inference, kept ~25 % more than one pass (measured: 3208 MB
+# peak, /usr/bin/time, for a piece planned to fill 2608 MB; config.yaml with the counts cut)
+CONVERT_SHARE = 0.75
 CUDA_HOST_MB = 1500  # host RSS a CUDA context adds (assumed)
 CUDA_DEVICE_MB = 800  # device memory of the context, cuDNN workspaces, allocator slack (assumed)
 # optimiser copies of the weights: weights + grad (+ SGD momentum | Adam two moments + AMSGrad max)
