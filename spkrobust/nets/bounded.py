@@ -25,7 +25,7 @@ without time chunks; PDSG, whose σ is taken over the batch
 (:data:`~spkrobust.nets.estimators.BATCH_GLOBAL`), runs the whole attack batch in one micro-batch
 (time chunks kept: its σ at step t reads the membranes of steps ≤ t, carried across chunks, so it is
 exact). :func:`effective_cut` says which cut a pass uses. A cut also releases the process's heap
-tuning (:func:`spkrobust.nets.fused.release_allocator`): the recomputed pieces would fragment it. Dropout draws one mask per micro-batch:
+tuning (:func:`spkrobust.nets.heap.release_allocator`): the recomputed pieces would fragment it. Dropout draws one mask per micro-batch:
 attack sources run in ``eval()``, where it is off.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from spkrobust.nets.estimators import BATCH_GLOBAL, TIME_GLOBAL, estimator_spec
-from spkrobust.nets.fused import release_allocator
+from spkrobust.nets.heap import release_allocator
 from spkrobust.nets.inference import bounded_forward, chunk_steps, time_sum
 from spkrobust.nets.replay import Once
 

@@ -26,8 +26,8 @@ Why it is faster than SpikingJelly's torch backend:
   forward reads x and writes spikes and h, the backward reads h and dL/ds and writes dL/dx. Without
   a compiler (or with ``SPKROBUST_FUSED_NATIVE=0``, or for other dtypes/devices) the same loops run
   as preallocated, in-place torch ops: spikes identical, gradients equal up to float rounding;
-* :func:`tune_allocator` (called when a node is built) stops glibc from handing every large
-  ``[T*B, ...]`` block out as fresh, page-faulting ``mmap`` memory.
+* :func:`spkrobust.nets.heap.tune_allocator` (called when a node is built) stops glibc from
+  handing every large ``[T*B, ...]`` block out as fresh, page-faulting ``mmap`` memory.
 
 The backward formula (``dL/dh[t] = dL/ds[t]·sg' + dL/dv[t]·(1 - θ·sg')``, ``dL/dx[t] = dL/dh[t]``,
 ``dL/dv[t-1] = decay·dL/dh[t]``) is that of SpikingJelly's graph with ``detach_reset=False``; with
@@ -42,6 +42,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from spikingjelly.activation_based import base
 
+from spkrobust.nets.heap import tune_allocator
 from spkrobust.nets.surrogates import triangle
 
 
@@ -209,90 +210,6 @@ def _native_backward(h: torch.Tensor, grad_s: torch.Tensor, threshold: float, de
     _parallel(lambda i0, i1: lib.fused_backward(hp, gp, dp, vp, xp, T, N, i0, i1, threshold, decay, kind, a, w,
                                                 int(detach)), N)
     return grad_x
-
-
-_malloc_tuned = None
-
-
-def tune_allocator() -> bool:
-    """Keep large freed blocks in the process heap instead of returning them to the OS (glibc).
-
-    An SNN's ``[T*B, ...]`` activations are hundreds of MB; glibc serves every block over 32 MB
-    with a fresh ``mmap`` whose pages fault in on first write (measured: a 128 MB elementwise op
-    takes 3.5x longer into fresh memory than into reused memory), while the ANN's smaller blocks
-    are recycled from the heap. Raising ``M_MMAP_THRESHOLD`` (to 1 GiB) and ``M_TRIM_THRESHOLD``
-    makes large blocks heap blocks that are reused step after step (the heap then stays at the
-    process's peak, which the next batch needs anyway). Process-wide, idempotent, a no-op off
-    glibc or with ``SPKROBUST_MALLOPT=0``. Returns whether the setting is in effect.
-    """
-    global _malloc_tuned
-    if _malloc_tuned is not None:
-        return _malloc_tuned
-    import os
-    import platform
-
-    _malloc_tuned = False
-    if os.environ.get("SPKROBUST_MALLOPT", "1").strip().lower() in ("0", "false", "no", "off"):
-        return _malloc_tuned
-    try:
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-            return _malloc_tuned
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-        ok = libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) == 1 and ok
-        _malloc_tuned = bool(ok)
-    except Exception:  # noqa: BLE001 - purely a speed setting
-        _malloc_tuned = False
-    return _malloc_tuned
-
-
-def release_allocator() -> bool:
-    """Undo :func:`tune_allocator` for the rest of the process: blocks over 128 KiB are mapped and
-    returned to the OS when freed, and the heap is trimmed (glibc's static defaults).
-
-    For checkpointed (bounded) BPTT: recomputing time chunks and their gradients allocates blocks
-    of changing sizes, which a heap that keeps every freed block fragments. Measured (1 thread,
-    CIFAR VGG5 IF SNN, T = 2000, one image, chunks of 1219 steps): peak RSS 557 + 3465 MiB tuned,
-    557 + 2237 MiB released, the same CPU time (18.1 / 17.6 s); chunks of 200: 1154 / 741 MiB.
-    A no-op off glibc; returns whether glibc took the setting. Later :func:`tune_allocator` calls
-    leave it released."""
-    global _malloc_tuned
-    import platform
-
-    _malloc_tuned = False
-    try:
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-            return False
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1
-        ok = libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024) == 1 and ok
-        libc.malloc_trim(0)
-        return bool(ok)
-    except Exception:  # noqa: BLE001 - purely a memory setting
-        return False
-
-
-def trim_heap() -> None:
-    """Give the free pages of the heap back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere).
-
-    Between the phases of one process whose blocks differ in shape (conversion: the calibration
-    passes, then the accuracy pass), so that the free blocks a tuned heap keeps
-    (:func:`tune_allocator`) do not add to the next phase's peak."""
-    import platform
-
-    try:
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            import ctypes
-
-            ctypes.CDLL(None).malloc_trim(0)
-    except Exception:  # noqa: BLE001 - purely a memory setting
-        pass
 
 
 def _surrogate_derivative(sg, d: torch.Tensor) -> torch.Tensor:

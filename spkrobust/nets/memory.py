@@ -69,7 +69,7 @@ Poisson input, one image, 1 thread, ``ru_maxrss`` of the input-gradient pass min
 model): chunks of 100 / 600 / 1219 steps of T = 2000 held 355 / 1200 / 2238 MiB, chunks of 200 of
 T = 1000 512 MiB: 1.68 MiB per step of one chunk (the model's 1.65) plus ~180 MiB of fixed scratch
 that does not grow with T. That holds with the heap released
-(:func:`spkrobust.nets.fused.release_allocator`, which a cut does); with the heap tuned for
+(:func:`spkrobust.nets.heap.release_allocator`, which a cut does); with the heap tuned for
 inference the recomputed pieces fragmented it: 1154 MiB at chunks of 200, 3465 at 1219.
 """
 from __future__ import annotations

@@ -205,7 +205,7 @@ def run(args) -> int:
 
     import torch
 
-    from spkrobust.nets import fused
+    from spkrobust.nets import fused, heap
     from spkrobust.errors import UserError
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -231,7 +231,7 @@ def run(args) -> int:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "fused_impl": fused.native_status(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
-        "malloc_tuned": fused.tune_allocator(),
+        "malloc_tuned": heap.tune_allocator(),
     }
     t_all = time.perf_counter()
     log(f"spkrobust bench: VGG5 3x32x32 on {res['gpu'] or 'cpu'}, batch {batch}, {res['threads']} threads, best of {repeats}, "

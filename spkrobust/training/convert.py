@@ -24,7 +24,7 @@ from spkrobust.data.datasets import Prepared, augment, load_prepared, to_float
 from spkrobust.errors import UserError
 from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, save_model
-from spkrobust.nets.fused import trim_heap
+from spkrobust.nets.heap import trim_heap
 from spkrobust.nets.neurons import SpikingLayer
 from spkrobust.config.options import Bounds, read_cfg, resolve_device
 from spkrobust.nets.inference import accuracy

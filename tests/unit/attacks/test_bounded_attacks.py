@@ -186,10 +186,10 @@ def test_a_cut_releases_the_heap_tuning(source):
     # checkpointed pieces of changing sizes fragment a heap that keeps every freed block (measured
     # in spkrobust.nets.memory: 3465 against 2237 MiB for a T = 2000 gradient): a cut releases it for
     # the rest of the process, and building more fused nodes does not tune it again
-    from spkrobust.nets import fused
+    from spkrobust.nets import heap
 
     set_bounds(source, *CUT)
     try:
-        assert fused.tune_allocator() is False
+        assert heap.tune_allocator() is False
     finally:
         set_bounds(source, None, None)
