@@ -20,8 +20,11 @@ counts that are multiples of 4), but not for 1-3 rows (another kernel: the logit
 VGG5 CIFAR image then differ by ~5e-9, ~3e-7 relative, at chunks of 2 steps, through spikes whose
 membrane sits within rounding of the threshold). So a chunk holds at least :data:`MIN_ROWS` rows
 (``micro_batch x time_chunk``; 16 steps of one VGG5 CIFAR image are ~8 MB), below which the
-requested chunk is lengthened. Other BLAS builds or GPUs may cut differently: tests/test_chunking.py
-checks the equality where it runs.
+requested chunk is lengthened. On AVX-512 CPUs MKL's sgemm also chose its kernels by the row count
+(a row of a 15-row and of a 40-row call differed by 3.6e-7), so :mod:`spkrobust` sets MKL's strict
+reproducibility mode on its AVX2 path (``MKL_CBWR=AVX2,STRICT``, before MKL's first call; a user's
+own value is kept). Other BLAS builds or GPUs may cut differently: tests/test_chunking.py checks the
+equality where it runs.
 
 :func:`accuracy` (the final accuracy of training and conversion) runs its batches through it.
 Under autograd (BPTT: training, attack gradients) the chunks are checkpointed
