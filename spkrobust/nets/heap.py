@@ -2,12 +2,23 @@
 
 :func:`tune_allocator` keeps large freed blocks in the heap (fast reuse of ``[T*B, ...]`` blocks),
 :func:`release_allocator` undoes it for the rest of the process (a bounded attack's recomputed
-pieces fragment such a heap), :func:`trim_heap` gives free pages back between phases. Measured
-effects: :mod:`spkrobust.nets.memory`.
+pieces fragment such a heap). Measured effects: :mod:`spkrobust.nets.memory`.
 """
 from __future__ import annotations
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _malloc_tuned = None
+
+
+def _glibc():
+    """The process's C library when it is glibc on Linux (``mallopt`` / ``malloc_trim``), else None."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None)
 
 
 def tune_allocator() -> bool:
@@ -25,21 +36,15 @@ def tune_allocator() -> bool:
     if _malloc_tuned is not None:
         return _malloc_tuned
     import os
-    import platform
 
     _malloc_tuned = False
     if os.environ.get("SPKROBUST_MALLOPT", "1").strip().lower() in ("0", "false", "no", "off"):
         return _malloc_tuned
     try:
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-            return _malloc_tuned
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-        ok = libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) == 1 and ok
-        _malloc_tuned = bool(ok)
+        libc = _glibc()
+        if libc is not None:
+            ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
+            _malloc_tuned = bool(libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) == 1 and ok)
     except Exception:  # noqa: BLE001 - purely a speed setting
         _malloc_tuned = False
     return _malloc_tuned
@@ -56,36 +61,14 @@ def release_allocator() -> bool:
     A no-op off glibc; returns whether glibc took the setting. Later :func:`tune_allocator` calls
     leave it released."""
     global _malloc_tuned
-    import platform
-
     _malloc_tuned = False
     try:
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        libc = _glibc()
+        if libc is None:
             return False
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
         ok = libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1
         ok = libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024) == 1 and ok
         libc.malloc_trim(0)
         return bool(ok)
     except Exception:  # noqa: BLE001 - purely a memory setting
         return False
-
-
-def trim_heap() -> None:
-    """Give the free pages of the heap back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere).
-
-    Between the phases of one process whose blocks differ in shape (conversion: the calibration
-    passes, then the accuracy pass), so that the free blocks a tuned heap keeps
-    (:func:`tune_allocator`) do not add to the next phase's peak."""
-    import platform
-
-    try:
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            import ctypes
-
-            ctypes.CDLL(None).malloc_trim(0)
-    except Exception:  # noqa: BLE001 - purely a memory setting
-        pass

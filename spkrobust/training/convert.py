@@ -24,7 +24,6 @@ from spkrobust.data.datasets import Prepared, augment, load_prepared, to_float
 from spkrobust.errors import UserError
 from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, save_model
-from spkrobust.nets.heap import trim_heap
 from spkrobust.nets.neurons import SpikingLayer
 from spkrobust.config.options import Bounds, read_cfg, resolve_device
 from spkrobust.nets.inference import accuracy
@@ -169,7 +168,6 @@ def run_convert(data: Prepared, cfg: dict, ann_path: str, out: str, metrics_out:
         snn = convert(ann, data, spec, seed, device, bounds)
     for w in caught:
         print(f"warning: {w.message}", flush=True)
-    trim_heap()  # the calibration passes' free blocks would add to the accuracy pass's peak
     seed_everything(seed)
     with firing_rates(snn) as rates:
         acc = accuracy(snn, data.test_x, data.test_y, device=device, micro_batch=bounds.micro_batch,
