@@ -61,8 +61,10 @@ T = 1300 and 2616 at T = 2000 (1.01 MiB per image and step of a chunk), 4 x 100 
 (1.04); releasing the heap brought T = 1300 to 1482 MiB at 1.6x the CPU time. Whole stages, several
 passes in one process, held more: ``config.yaml`` with the counts cut (4 images, chunks of 513 of
 T = 2000, 1.0 MiB planned) peaked at 3176 MB in ``clean`` (two passes) and 3273 in ``evaluate``
-(three targets): 1.25-1.3 MiB per image and step above the process. The plan takes 1.34 MiB
-(``INFER_ELEMS`` x 1.7 against the uncut calibration above).
+(three targets): 1.25-1.3 MiB per image and step above the process (Snakemake ``benchmark:``,
+which samples). The plan takes 1.34 MiB (``INFER_ELEMS`` x 1.7 against the uncut calibration
+above); ``/usr/bin/time -v`` of ``clean`` at that plan's cut (4 x 384) still measured 3383 MiB
+against 2608 planned: with the heap tuned, the peak is not yet a function of the piece alone.
 
 Attack-time BPTT in checkpointed time chunks (:mod:`spkrobust.nets.bounded`; CIFAR-10 VGG5 IF SNN,
 Poisson input, one image, 1 thread, ``ru_maxrss`` of the input-gradient pass minus that of the built

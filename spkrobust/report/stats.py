@@ -6,8 +6,8 @@ repeats are averaged per image first). The confidence interval of the mean diffe
 a seeded paired bootstrap over images (``scipy.stats.bootstrap(..., paired=True)``); whether two
 accuracies differ at all is McNemar's exact test (``scipy.stats.binomtest`` on the discordant
 images). With several independently trained target replicas per side, :func:`two_level_diff`
-models replicas and images as crossed random effects and gives a Student-t interval with
-Satterthwaite degrees of freedom (few replicas: wide, as another training can land far away);
+models replicas and images as crossed random effects and scales each variance part by its own
+Student-t quantile (few replicas: wide, as another training can land far away);
 :func:`pooled_diff` pools a claim's comparisons the same way. Each interval also gives its
 one-sided p-values, which the claims' Holm rule (:func:`holm`) combines.
 """

@@ -54,8 +54,9 @@ def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, sca
 
 
 CALIB_MEMORY = 2 * 1024 ** 3  # bytes the [T, B, ...] currents of one calibration pass may take without bounds
-# peak memory per image and step of a calibration pass over that of inference (measured, CIFAR VGG5
-# IF SNN, one image, T = 2000, fused backend, heap tuned: 1.19 MiB against inference's 0.79)
+# peak memory per image and step of a calibration pass over that of an uncut inference pass (measured,
+# CIFAR VGG5 IF SNN, one image, T = 2000, fused backend, heap tuned: 1.19 MiB against 0.79); against
+# the plan's chunked-inference figure (1.34 MiB, spkrobust.nets.memory) it leaves a margin
 CALIB_PER_INFER = 1.5
 
 
