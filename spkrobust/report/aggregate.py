@@ -4,7 +4,9 @@ and the clean-accuracy JSONs into ``summary.csv``, ``models.csv`` and ``records.
 * ``summary.csv`` -- one row per (dataset, source, source_replica, attack, eps, target,
   target_replica), columns :data:`SUMMARY_COLUMNS`, sorted by dataset, attack, eps (numeric),
   source, source replica, target, target replica;
-* ``models.csv`` -- one row per trained model replica, columns :data:`MODEL_COLUMNS`;
+* ``models.csv`` -- one row per trained model replica, columns :data:`MODEL_COLUMNS`; ``surrogate`` is an
+  SNN's surrogate: the one spike-based training (kind ``snn``) trained it with, and the one every attack
+  without its own ``grad:`` differentiates through (a converted SNN was never trained with it);
 * ``records.json`` -- ``{"format": RECORDS_FORMAT, "records": [...], "clean": [...],
   "models": [...]}``: the merged raw records, clean records and model metrics (without
   package versions), read by the ``report`` stage for the sanity checks.
@@ -42,7 +44,7 @@ SUMMARY_COLUMNS = [
 ]
 
 MODEL_COLUMNS = [
-    "dataset", "model", "kind", "arch", "neuron", "leak", "timesteps", "encoder", "replica",
+    "dataset", "model", "kind", "arch", "neuron", "leak", "timesteps", "encoder", "surrogate", "replica",
     "seed", "clean_acc", "method", "epochs", "wall_s", "base", "parent", "eval_clean_acc",
     "eval_clean_acc_std", "same_as",
 ]
@@ -111,6 +113,7 @@ def load_models(paths: Iterable[Path]) -> tuple[list[dict], list[dict]]:
             "dataset": dataset, "model": name, "kind": kind, "arch": meta.get("arch"),
             "neuron": meta.get("neuron") if snn else None, "leak": _num(meta.get("leak")) if snn else None,
             "timesteps": meta.get("T") if snn else None, "encoder": meta.get("encoder") if snn else None,
+            "surrogate": meta.get("surrogate") if snn else None,
             "replica": replica, "seed": m["seed"], "clean_acc": _num(m["clean_acc"]), "method": m.get("method"),
             "epochs": m["epochs"], "wall_s": _num(m.get("wall_s")), "base": m["base"], "parent": spec.get("from"),
             "eval_clean_acc": None, "eval_clean_acc_std": None,

@@ -8,6 +8,10 @@ accuracies ``attack − ensemble`` and its 95 % CI (:func:`spkrobust.report.stat
 the image bootstrap for one replica, the crossed replica x image t-interval for several). A positive difference is robustness the single
 attack reported but the adaptive ensemble took away.
 
+Each row also says how the model was trained (its training surrogate: ``models.csv`` ``surrogate``) and
+through which backward pass the single attack differentiated (the record's ``grad_mode``; ``bptt`` alone is the
+training surrogate); the ensemble's members name their own estimators.
+
 The second table counts, per ensemble set, which member broke how many images first (the member
 order decides credit when ``stop_early``), and how many each broke at all.
 
@@ -44,11 +48,32 @@ def _cells(records: list[dict]) -> dict:
     return cells
 
 
-def overestimate_rows(records: list[dict], seed: int = 0) -> list[dict]:
-    """One row per white-box (dataset, model, eps, attack, ensemble) with the paired difference."""
+def trained_with(model: dict | None) -> str:
+    """How a model (a ``models.csv`` row) was trained, in terms of the surrogate gradient."""
+    if not model:
+        return ""
+    kind, sg = model.get("kind"), model.get("surrogate") or "?"
+    named = {"ann": "ANN (exact gradient)", "convert": "converted (no surrogate)"}
+    return named.get(kind, f"BPTT, {sg} surrogate")
+
+
+def attack_gradient(record: dict, model: dict | None) -> str:
+    """The backward pass an attack's record says it crafted through, the training surrogate named."""
+    mode = record.get("grad_mode")
+    if (model or {}).get("kind") == "ann" or (mode is None and record.get("target_kind") == "ann"):
+        return "exact"
+    if mode in (None, "bptt"):
+        return f"bptt, {(model or {}).get('surrogate') or 'training'} surrogate"
+    return str(mode)
+
+
+def overestimate_rows(records: list[dict], seed: int = 0, models: list[dict] | None = None) -> list[dict]:
+    """One row per white-box (dataset, model, eps, attack, ensemble) with the paired difference;
+    ``models`` (``models.csv`` rows) name the training surrogate and the attack's gradient."""
     from spkrobust.evaluation.outcomes import align
     from spkrobust.report.stats import paired_diff_groups
 
+    by_model = {(str(m["dataset"]), str(m["model"])): m for m in models or []}
     rows = []
     for (ds, model, eps, label), by_attack in sorted(_cells(records).items()):
         ensembles = sorted(a for a, rs in by_attack.items() if _type(rs[0]) == "ensemble")
@@ -64,7 +89,9 @@ def overestimate_rows(records: list[dict], seed: int = 0) -> list[dict]:
                 _, rates = align(*[r["outcomes"] for r in a_recs + e_recs])
                 A, E = np.stack(rates[:len(reps)]), np.stack(rates[len(reps):])
                 d = paired_diff_groups(A, E, seed=seed)
+                m = by_model.get((ds, model))
                 rows.append({"dataset": ds, "model": model, "kind": a_recs[0].get("target_kind") or "",
+                             "trained_with": trained_with(m), "gradient": attack_gradient(a_recs[0], m),
                              "eps": eps, "eps_label": label, "attack": atk, "ensemble": ens,
                              "acc_attack": float(A.mean()), "acc_ensemble": float(E.mean()),
                              "diff": d.diff, "low": d.low, "high": d.high, "n": d.n, "replicas": len(reps)})
@@ -93,10 +120,10 @@ def member_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
-def overestimate_md(records: list[dict], seed: int = 0) -> str:
+def overestimate_md(records: list[dict], seed: int = 0, models: list[dict] | None = None) -> str:
     """The report section: the overestimate table and the ensemble members' wins."""
     parts = ["## Overestimate: single attack vs. adaptive ensemble (white-box)\n\n"]
-    rows = overestimate_rows(records, seed)
+    rows = overestimate_rows(records, seed, models)
     if not rows:
         parts.append("not measured: no white-box `ensemble` attack with per-image outcomes in the records "
                      "(add an attack `{type: ensemble, members: [...]}`; see workflow/presets/adaptive.yaml).\n")
@@ -104,12 +131,14 @@ def overestimate_md(records: list[dict], seed: int = 0) -> str:
     parts.append("Accuracy (%) under each attack and under the per-sample worst case of the ensemble, on the same "
                  "images; `overestimate` = attack − ensemble in points with its 95 % paired CI (image bootstrap "
                  "for one replica; with several, a replica x image random-effects t-interval). A positive overestimate is robustness the single attack "
-                 "reported that the adaptive attack removed.\n\n")
+                 "reported that the adaptive attack removed. `trained with`: the model's training; `gradient`: "
+                 "the backward pass the single attack crafted through (the ensemble's members are named by theirs "
+                 "below).\n\n")
     parts.append(md_table(
-        ["dataset", "model", "kind", "eps", "attack", "acc", "ensemble", "acc ens.", "overestimate [95 % CI]", "n",
-         "replicas"],
-        [[r["dataset"], r["model"], r["kind"], r["eps_label"], r["attack"], pct(r["acc_attack"]), r["ensemble"],
-          pct(r["acc_ensemble"]), f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
+        ["dataset", "model", "kind", "trained with", "eps", "attack", "gradient", "acc", "ensemble", "acc ens.",
+         "overestimate [95 % CI]", "n", "replicas"],
+        [[r["dataset"], r["model"], r["kind"], r["trained_with"], r["eps_label"], r["attack"], r["gradient"],
+          pct(r["acc_attack"]), r["ensemble"], pct(r["acc_ensemble"]), f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
           r["n"], r["replicas"]] for r in rows]))
     mrows = member_rows(records)
     if mrows:

@@ -84,7 +84,7 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
     claims = evaluate_claims(data)
     head = evaluate_headline(data)
     envs = environments(clean, raw_models)
-    atomic_write_text(tables_md(data) + "\n" + overestimate_md(records), report_dir / "tables.md")
+    atomic_write_text(tables_md(data) + "\n" + overestimate_md(records, models=models), report_dir / "tables.md")
     atomic_write_text(claims_md(claims) + "\n" + headline_md(head), report_dir / "claims.md")
     atomic_write_text(description_rst(claims, head, envs), report_dir / DESCRIPTION)
     atomic_write_text(checks_md(records, clean, raw_models), report_dir / "checks.md")

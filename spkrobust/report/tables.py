@@ -45,11 +45,13 @@ def tables_md(data: _Data) -> str:
                 rows.append([m["model"], m["replica"], m.get("kind") or "", m.get("arch") or "",
                              m.get("neuron") or "", "" if m.get("leak") is None else f"{m['leak']:g}",
                              "" if m.get("timesteps") is None else m["timesteps"], m.get("encoder") or "",
-                             pct(m.get("clean_acc")),
+                             m.get("surrogate") or "", pct(m.get("clean_acc")),
                              pm(m.get("eval_clean_acc"), m.get("eval_clean_acc_std"),
                                  (m.get("eval_clean_acc_std") or 0) > 0)])
+            parts.append("`surrogate`: what spike-based training (kind `snn`) trained with, and what every attack "
+                         "without its own `grad:` differentiates through; a converted SNN was not trained with it.\n\n")
             parts.append(md_table(["model", "replica", "kind", "arch", "neuron", "leak", "T", "encoder",
-                                    "clean acc (training)", "clean acc (evaluation)"], rows))
+                                    "surrogate", "clean acc (training)", "clean acc (evaluation)"], rows))
             parts.append("\n### Clean accuracy over training replicas\n\n" + _replica_spread(models, order))
         else:
             parts.append("not measured: no model metrics for this dataset.\n")

@@ -119,6 +119,13 @@ def test_overestimate_table_and_checks_from_real_ensemble_record(ann, small_data
     assert sum(w["first"] for w in wins) == int((~rec["clean_wrong"]).sum()) - sum(ens_ok)
     md = overestimate_md(records)
     assert "| fashion_mnist | tiny |" in md and "Which ensemble members win" in md
+    # with the models table, each row names how the model was trained and what the single attack went through
+    snn = [{"dataset": "fashion_mnist", "model": "tiny", "kind": "snn", "surrogate": "atan"}]
+    assert "| tiny | snn | BPTT, atan surrogate | " in overestimate_md(records, models=snn)
+    assert overestimate_rows(records, models=snn)[0]["gradient"] == "bptt, atan surrogate"
+    ann_row = [{"dataset": "fashion_mnist", "model": "tiny", "kind": "ann", "surrogate": None}]
+    assert [(r["trained_with"], r["gradient"]) for r in overestimate_rows(records, models=ann_row)] == \
+        [("ANN (exact gradient)", "exact")]
     drop = [c for c in run_checks(records) if c["name"] == "ensemble_drop"]
     assert len(drop) == 1
     assert drop[0]["status"] == ("flag" if r["diff"] > 0.05 else "ok")

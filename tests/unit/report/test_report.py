@@ -73,7 +73,8 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
         for r in replicas:
             meta = {"kind": "ann" if k == "ann" else "snn", "arch": "vgg5"}
             if k != "ann":
-                meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0]})
+                meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0],
+                             "surrogate": "atan" if m.startswith("snn_lk") else "linear"})
             met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
                    "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rdata.sweep_base(m),
                    "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": parent(m)},
@@ -177,6 +178,9 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     assert by[("ann", "1")]["timesteps"] == "" and by[("ann", "1")]["kind"] == "ann"
     assert by[("snn_lk-leak0.9", "1")]["leak"] == "0.9" and by[("snn_lk-leak0.9", "1")]["base"] == "snn_lk"
     assert float(by[("ann", "1")]["eval_clean_acc"]) == pytest.approx(0.90)
+    # the surrogate each SNN was trained with (and attacks default to) is stated; an ANN has none
+    assert [by[(m, "1")]["surrogate"] for m in ("ann", "snn_conv", "snn_bp-T4", "snn_lk-leak0.9")] == \
+        ["", "linear", "linear", "atan"]
     merged = json.loads((out / "records.json").read_text())
     assert merged["format"] == RECORDS_FORMAT and len(merged["records"]) == len(recs)
     assert all("versions" not in m for m in merged["models"])
@@ -197,6 +201,7 @@ def test_aggregate_and_report_end_to_end(tmp_path):
     tables = (out / "tables.md").read_text()
     assert "## fashion_mnist" in tables and "### pgd: white-box" in tables and "ε=4/255" in tables
     assert "±" in tables  # stochastic targets have repeats > 1
+    assert "| snn_lk-leak0.9 | 1 | snn | vgg5 | lif | 0.9 | 8 | poisson | atan |" in tables  # its training surrogate
     assert "### Clean accuracy over training replicas" in tables and "| std over replicas |" in tables
     claims = (out / "claims.md").read_text()
     for c in CLAIMS:
