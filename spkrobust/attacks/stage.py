@@ -26,8 +26,7 @@ def _load_inputs(data_path: str):
     from spkrobust.data.datasets import load_prepared
 
     prep = load_prepared(data_path)
-    x = prep.test_x.float() / 255.0
-    y = prep.test_y.long()
+    x, y = prep.test_inputs()
     idx = getattr(prep, "test_idx", None)
     if idx is None:
         idx = torch.arange(len(x))

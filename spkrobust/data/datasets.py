@@ -50,6 +50,10 @@ class Prepared:
     def calib_x(self) -> torch.Tensor:
         return self.train_x[self.calib_idx]
 
+    def test_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test set as every evaluation and attack sees it: pixels in [0, 1] (float), labels int64."""
+        return self.test_x.float() / 255.0, self.test_y.long()
+
 
 def _sha256_files(paths: list[Path]) -> str:
     h = hashlib.sha256()

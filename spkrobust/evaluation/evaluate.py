@@ -135,7 +135,7 @@ def _load(data_path: str):
     from spkrobust.data.datasets import load_prepared
 
     prep = load_prepared(data_path)
-    return prep, prep.test_x.float() / 255.0, prep.test_y.long()
+    return (prep, *prep.test_inputs())
 
 
 def _target_ids(cfg: dict, model: nn.Module) -> tuple[str, int]:

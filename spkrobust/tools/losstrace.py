@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_prepared(args.data)
-    x, y = data.test_x[:args.images].float().to(args.device), data.test_y[:args.images].long().to(args.device)
+    x, y = (t[:args.images].to(args.device) for t in data.test_inputs())
     model = load_model(args.model, device=args.device).eval()
     eps = parse_eps(args.eps, "--eps")
     out = {name: trace(model, x, y, spec, eps, args.steps, args.eot) for name, spec in DEFAULT_ATTACKS.items()}
