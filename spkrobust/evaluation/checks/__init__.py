@@ -3,7 +3,7 @@ function per check, grouped by concept:
 
 * :mod:`.consistency` — ``eps0_equals_clean``, ``monotone_in_eps``;
 * :mod:`.strength` — ``iterative_ge_single_step``, ``large_eps_to_chance``, ``ensemble_drop``,
-  ``blackbox_not_stronger_than_whitebox``, ``noise_weaker_than_attack``;
+  ``ensemble_not_weaker``, ``blackbox_not_stronger_than_whitebox``, ``noise_weaker_than_attack``;
 * :mod:`.models` — ``zero_gradient_fraction``, ``stochastic_target``;
 * :mod:`.base` — the tolerance band and what the checks share; :mod:`.flags` — what each flag
   means ("raised if / what to do"), printed in the report's ``checks.md``.
@@ -18,8 +18,8 @@ from spkrobust.evaluation.checks.base import entry, normalise
 from spkrobust.evaluation.checks.consistency import check_eps0, check_monotone
 from spkrobust.evaluation.checks.flags import FLAGS
 from spkrobust.evaluation.checks.models import check_stochastic, check_zero_grad
-from spkrobust.evaluation.checks.strength import (check_blackbox, check_ensemble_drop, check_iterative,
-                                                  check_large_eps, check_noise)
+from spkrobust.evaluation.checks.strength import (check_blackbox, check_ensemble_drop, check_ensemble_not_weaker,
+                                                  check_iterative, check_large_eps, check_noise)
 
 __all__ = ["FLAGS", "run_checks"]
 
@@ -41,5 +41,6 @@ def run_checks(records: list[dict], clean: list[dict] | None = None,
         out += check_noise(recs)
         out += check_zero_grad(recs)
         out += check_ensemble_drop(recs)
+        out += check_ensemble_not_weaker(recs)
     out += check_stochastic(clean)
     return out

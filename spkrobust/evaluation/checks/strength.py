@@ -1,5 +1,6 @@
 """Checks that the attacks are as strong as they should be: iterative ≥ single-step, large eps → chance,
-the adaptive ensemble not far below the rest, black-box and noise weaker than white-box."""
+the adaptive ensemble not far below the rest and never above any of them, black-box and noise weaker
+than white-box."""
 from __future__ import annotations
 
 import math
@@ -115,6 +116,33 @@ def check_ensemble_drop(recs: list[dict], margin: float = ENSEMBLE_DROP_MARGIN) 
                               f"{best['attack']} {pc(best['adv_acc'])} -> {r['attack']} {pc(r['adv_acc'])} "
                               f"at eps {e:.4g}: drop {pp(drop)} (margin {pp(margin)})",
                               dataset=ds, source=who(s, sr), target=who(s, sr), attack=r["attack"]))
+    return out
+
+
+def check_ensemble_not_weaker(recs: list[dict]) -> list[dict]:
+    """The per-sample worst case over its members can only be as strong as each of them: an ``ensemble``
+    leaving a higher white-box accuracy than another attack of the same cell (beyond the band) means its
+    members, or its judgement of a Poisson model's fooling draws, lost what that attack found."""
+    cells = defaultdict(list)
+    for r in recs:
+        if r["setting"] == "white-box" and not is_noise(r):
+            cells[(r["dataset"], r["source"], r["source_replica"], r["eps"])].append(r)
+    out = []
+    for (ds, s, sr, e), rs in sorted(cells.items()):
+        others = [r for r in rs if r["_type"] != "ensemble"]
+        for ens in (r for r in rs if r["_type"] == "ensemble"):
+            # rounded: one image above at one point of slack is inside the band, whatever the floats say
+            items = [(round((adv(ens).mean - adv(o).mean) - tol(adv(ens), adv(o), ATTACK_SLACK), 9), o)
+                     for o in others]
+            if not items:
+                continue
+            out.append(verdict(
+                "ensemble_not_weaker", items,
+                lambda bad, ens=ens, e=e: f"at eps {e:.4g} {ens['attack']} {pc(ens['adv_acc'])} is above " + "; ".join(
+                    f"{o['attack']} {pc(o['adv_acc'])}" for _, o in bad),
+                lambda ok, ens=ens, e=e: f"at eps {e:.4g} {ens['attack']} {pc(ens['adv_acc'])} ≤ every other attack "
+                f"(" + ", ".join(f"{o['attack']} {pc(o['adv_acc'])}" for _, o in ok) + ") within the band",
+                dataset=ds, source=who(s, sr), target=who(s, sr), attack=ens["attack"]))
     return out
 
 

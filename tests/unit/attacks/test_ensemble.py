@@ -140,6 +140,19 @@ def test_ensemble_drop_flags_only_beyond_margin():
     assert "not measured" in overestimate_md([_record("pgd", "pgd", base)])
 
 
+def test_ensemble_weaker_than_a_single_attack_is_flagged():
+    base = [True] * 80 + [False] * 20
+    recs = [_record("pgd", "pgd", base), _record("ens", "ensemble", [True] * 81 + [False] * 19),  # 1 image: noise
+            _record("pgd", "pgd", base, eps=0.2), _record("fgsm", "fgsm", [True] * 90 + [False] * 10, eps=0.2),
+            _record("ens", "ensemble", [True] * 85 + [False] * 15, eps=0.2)]  # above PGD by 5 points
+    got = {c["detail"].split("at eps ")[1][:3]: c for c in run_checks(recs) if c["name"] == "ensemble_not_weaker"}
+    assert {k: c["status"] for k, c in got.items()} == {"0.1": "ok", "0.2": "flag"}
+    assert "is above pgd 80.00%" in got["0.2"]["detail"] and "fgsm" not in got["0.2"]["detail"]
+    # the per-sample worst case of a real ensemble is never above its own members' sets
+    assert all(c["status"] == "ok" for c in run_checks([_record("pgd", "pgd", base), _record("ens", "ensemble", base)])
+               if c["name"] == "ensemble_not_weaker")
+
+
 def test_craft_and_evaluate_cli_carry_the_ensemble_record(cli_data_path, cli_models, tmp_path):  # noqa: F811
     from spkrobust.cli import main
 
