@@ -98,13 +98,18 @@ def check_large_eps(recs: list[dict], models: list[dict] | None = None) -> list[
     return out
 
 
-def check_ensemble_drop(recs: list[dict], margin: float = ENSEMBLE_DROP_MARGIN) -> list[dict]:
+def _white_box_by_eps(recs: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """The white-box attack records (noise left out) per (dataset, source, source replica, eps), sorted."""
     cells = defaultdict(list)
     for r in recs:
         if r["setting"] == "white-box" and not is_noise(r):
             cells[(r["dataset"], r["source"], r["source_replica"], r["eps"])].append(r)
+    return sorted(cells.items())
+
+
+def check_ensemble_drop(recs: list[dict], margin: float = ENSEMBLE_DROP_MARGIN) -> list[dict]:
     out = []
-    for (ds, s, sr, e), rs in sorted(cells.items()):
+    for (ds, s, sr, e), rs in _white_box_by_eps(recs):
         ens = [r for r in rs if r["_type"] == "ensemble"]
         others = [r for r in rs if r["_type"] != "ensemble"]
         if not ens or not others:
@@ -123,12 +128,8 @@ def check_ensemble_not_weaker(recs: list[dict]) -> list[dict]:
     """The per-sample worst case over its members can only be as strong as each of them: an ``ensemble``
     leaving a higher white-box accuracy than another attack of the same cell (beyond the band) means its
     members, or its judgement of a Poisson model's fooling draws, lost what that attack found."""
-    cells = defaultdict(list)
-    for r in recs:
-        if r["setting"] == "white-box" and not is_noise(r):
-            cells[(r["dataset"], r["source"], r["source_replica"], r["eps"])].append(r)
     out = []
-    for (ds, s, sr, e), rs in sorted(cells.items()):
+    for (ds, s, sr, e), rs in _white_box_by_eps(recs):
         others = [r for r in rs if r["_type"] != "ensemble"]
         for ens in (r for r in rs if r["_type"] == "ensemble"):
             # rounded: one image above at one point of slack is inside the band, whatever the floats say
