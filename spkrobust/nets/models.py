@@ -37,6 +37,24 @@ from spkrobust.config.schema import default
 from spkrobust.config.vocab import ENCODERS, MODEL_FORMAT, NEURONS, SNN_KEYS, SURROGATES
 
 FORMAT = MODEL_FORMAT
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same ``state_dict``) computed as ``x @ Wᵀ`` with ``Wᵀ`` made
+    contiguous, so that each row gets the same floats at any row count.
+
+    ``F.linear`` hands MKL's sgemm the weight transposed; for a narrow output (the classifier's 10
+    classes) sgemm then picks its kernel by the row count: measured on an AMD EPYC (AVX2, MKL 2024.2,
+    ``MKL_CBWR=AVX2,STRICT``), rows of a 1 to 9-row call of a 1024 -> 10 layer differed from the same
+    rows of a 120-row call, while ``x @ Wᵀ`` (contiguous) agreed at every row count from 1 to 119; wide
+    outputs (1024) agree from 4 rows on either way (``spkrobust.nets.inference.MIN_ROWS``). A time
+    chunk or micro-batch of few rows must give the logits of one call (issue 20)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x @ self.weight.t().contiguous()
+        return y if self.bias is None else y + self.bias
+
+
 def _weight_modules(plan, act_factory, dropout: float, conv_dropout: float, seq_dropout: bool):
     mods = []
     for kind, a in plan:
@@ -47,7 +65,7 @@ def _weight_modules(plan, act_factory, dropout: float, conv_dropout: float, seq_
         elif kind == "flatten":
             mods.append(nn.Flatten())
         elif kind == "linear":
-            mods.append(nn.Linear(a[0], a[1], bias=False))
+            mods.append(Linear(a[0], a[1], bias=False))
         elif kind == "act":
             mods.append(act_factory())
         elif kind in ("dropout", "conv_dropout"):

@@ -96,6 +96,21 @@ def test_network_chunks_and_micro_batches_equal_one_call(backend, neuron, monkey
         assert torch.equal(time_sum(h) / T, whole)
 
 
+def test_classifier_gives_a_row_the_same_floats_at_any_row_count():
+    """The narrow classifier layer (1024 -> 10) of a CIFAR VGG5: a row's logits from a call of 1 to 39
+    rows equal those of a 40-row call (``nets.models.Linear``; MKL's sgemm behind ``F.linear`` picked
+    another kernel below 10 rows on an AMD EPYC, so a short last time chunk changed the logits)."""
+    torch.manual_seed(0)
+    model = build_model(default_meta("snn", "vgg5", 3, 32, 10, [0.5] * 3, [0.5] * 3, neuron="if", T=4,
+                                     encoder="poisson", thresholds=[0.5] * 5)).eval()
+    head = [m for m in model.layers if isinstance(m, torch.nn.Linear)][-1]
+    assert head.out_features == 10
+    x = (torch.rand(40, head.in_features, generator=torch.Generator().manual_seed(3)) > 0.7).float()
+    with torch.no_grad():
+        full = head(x)
+        assert [n for n in range(1, 40) if not torch.equal(head(x[:n]), full[:n])] == []
+
+
 def test_chunks_equal_one_call_at_cifar_vgg5_shapes():
     """VGG5 on 32x32x3 (the shapes of config.yaml's CIFAR-10 targets), 24 steps, with the default
     minimum of rows per weight-layer call: chunks of 2 steps of 1 image (lengthened to 16) and of 5
