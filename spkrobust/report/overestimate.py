@@ -90,7 +90,8 @@ def overestimate_rows(records: list[dict], seed: int = 0, models: list[dict] | N
                 A, E = np.stack(rates[:len(reps)]), np.stack(rates[len(reps):])
                 d = paired_diff_groups(A, E, seed=seed)
                 m = by_model.get((ds, model))
-                rows.append({"dataset": ds, "model": model, "kind": a_recs[0].get("target_kind") or "",
+                rows.append({"dataset": ds, "model": model,  # the config kind (convert) where models.csv has it
+                             "kind": (m or {}).get("kind") or a_recs[0].get("target_kind") or "",
                              "trained_with": trained_with(m), "gradient": attack_gradient(a_recs[0], m),
                              "eps": eps, "eps_label": label, "attack": atk, "ensemble": ens,
                              "acc_attack": float(A.mean()), "acc_ensemble": float(E.mean()),

@@ -141,8 +141,8 @@ def check_ensemble_not_weaker(recs: list[dict]) -> list[dict]:
                 "ensemble_not_weaker", items,
                 lambda bad, ens=ens, e=e: f"at eps {e:.4g} {ens['attack']} {pc(ens['adv_acc'])} is above " + "; ".join(
                     f"{o['attack']} {pc(o['adv_acc'])}" for _, o in bad),
-                lambda ok, ens=ens, e=e: f"at eps {e:.4g} {ens['attack']} {pc(ens['adv_acc'])} ≤ every other attack "
-                f"(" + ", ".join(f"{o['attack']} {pc(o['adv_acc'])}" for _, o in ok) + ") within the band",
+                lambda ok, ens=ens, e=e: f"at eps {e:.4g} {ens['attack']} {pc(ens['adv_acc'])} is not above any other attack "
+                f"(" + ", ".join(f"{o['attack']} {pc(o['adv_acc'])}" for _, o in ok) + ") beyond the band",
                 dataset=ds, source=who(s, sr), target=who(s, sr), attack=ens["attack"]))
     return out
 

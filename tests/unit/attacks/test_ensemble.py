@@ -122,6 +122,8 @@ def test_overestimate_table_and_checks_from_real_ensemble_record(ann, small_data
     # with the models table, each row names how the model was trained and what the single attack went through
     snn = [{"dataset": "fashion_mnist", "model": "tiny", "kind": "snn", "surrogate": "atan"}]
     assert "| tiny | snn | BPTT, atan surrogate | " in overestimate_md(records, models=snn)
+    conv = [{"dataset": "fashion_mnist", "model": "tiny", "kind": "convert", "surrogate": "linear"}]
+    assert overestimate_rows(records, models=conv)[0]["kind"] == "convert"  # the config kind, not the record's
     assert overestimate_rows(records, models=snn)[0]["gradient"] == "bptt, atan surrogate"
     ann_row = [{"dataset": "fashion_mnist", "model": "tiny", "kind": "ann", "surrogate": None}]
     assert [(r["trained_with"], r["gradient"]) for r in overestimate_rows(records, models=ann_row)] == \
