@@ -24,8 +24,8 @@ requested chunk is lengthened. On AVX-512 CPUs MKL's sgemm also chose its kernel
 (a row of a 15-row and of a 40-row call differed by 3.6e-7), so :mod:`spkrobust` sets MKL's strict
 reproducibility mode on its AVX2 path (``MKL_CBWR=AVX2,STRICT``, before MKL's first call; a user's
 own value is kept). On an AMD EPYC (AVX2) the narrow classifier (10 outputs) through ``F.linear`` differed
-below 10 rows, which a short last chunk reaches: the models' linear layers compute ``x @ Wᵀ`` with a
-contiguous ``Wᵀ`` instead (:class:`spkrobust.nets.models.Linear`), the same at any row count there. Other BLAS
+below 10 rows, which a short last chunk reaches: the models' narrow linear layers compute ``x @ Wᵀ`` with
+a contiguous ``Wᵀ`` instead (:class:`spkrobust.nets.models.Linear`), the same at any row count there. Other BLAS
 builds or GPUs may cut differently: tests/unit/nets/test_chunking.py checks the equality where it runs.
 
 :func:`accuracy` (the final accuracy of training and conversion) runs its batches through it.

@@ -139,8 +139,9 @@ def overestimate_md(records: list[dict], seed: int = 0, models: list[dict] | Non
         ["dataset", "model", "kind", "trained with", "eps", "attack", "gradient", "acc", "ensemble", "acc ens.",
          "overestimate [95 % CI]", "n", "replicas"],
         [[r["dataset"], r["model"], r["kind"], r["trained_with"], r["eps_label"], r["attack"], r["gradient"],
-          pct(r["acc_attack"]), r["ensemble"], pct(r["acc_ensemble"]), f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
-          r["n"], r["replicas"]] for r in rows]))
+          pct(r["acc_attack"]), r["ensemble"], pct(r["acc_ensemble"]),
+          f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]", r["n"], r["replicas"]]
+         for r in rows]))
     mrows = member_rows(records)
     if mrows:
         parts.append("\n### Which ensemble members win\n\n"
