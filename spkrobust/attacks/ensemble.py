@@ -21,6 +21,12 @@ those it broke, plus the images the source got wrong before any attack. Each mem
 ``derive_seed(seed, "member", i)``, so a member crafted alone on the same images with that seed
 gives the same set.
 
+A member ``{set: pgd}`` reuses the stored set of the grid's attack ``pgd`` (same source replica, same
+eps; handed in as ``sets``) instead of crafting it again: nothing is crafted twice, the spec lives
+once in ``attacks``, and the ensemble's set then differs from that attack's only where a later member
+found something worse, so "single attack − ensemble" measures exactly what the later members add.
+The member record names the reused set's seed, time and estimator.
+
 Like torchattacks' ``MultiAttack``, the ensemble sits above the attacks it combines and imports
 only their base: :func:`spkrobust.attacks.registry.craft` hands it the function that crafts one
 member (``craft_member``) and the one that checks a member's spec (``resolve_member``).
@@ -45,9 +51,12 @@ JUDGE_DRAWS = 8  # forward passes (summed logits) that judge a stochastic source
 
 
 def member_name(spec: dict) -> str:
-    """A member's label: its ``name``, else ``type[-loss][-grad label]`` (e.g. ``apgd-dlr-bptt-atan-w0.5``)."""
+    """A member's label: its ``name``, else a reused set's attack name, else ``type[-loss][-grad label]``
+    (e.g. ``apgd-dlr-bptt-atan-w0.5``)."""
     if spec.get("name"):
         return str(spec["name"])
+    if spec.get("set"):
+        return str(spec["set"])
     parts = [str(spec.get("type"))]
     if spec.get("loss"):
         parts.append(str(spec["loss"]))
@@ -58,7 +67,8 @@ def member_name(spec: dict) -> str:
 
 def resolve_members(members, eps: float, cfg_eot: int, resolve_member: Callable) -> list[dict]:
     """Check the member list (each a non-ensemble attack spec, checked by ``resolve_member(spec, eps,
-    cfg_eot)``; a listed hart ``gamma`` / assg ``a`` becomes one member per value); returns the specs with their names."""
+    cfg_eot)``; a listed hart ``gamma`` / assg ``a`` becomes one member per value); returns the specs with
+    their names."""
     if not isinstance(members, list) or not members:
         raise UserError("attack ensemble: members must be a non-empty list of attack specs {type: ..., params}")
     members = expand_lists(members)  # a listed hart γ / assg a: one member per value
@@ -68,7 +78,8 @@ def resolve_members(members, eps: float, cfg_eot: int, resolve_member: Callable)
             raise UserError(f"attack ensemble: members[{i}] must be a mapping with a 'type', got {m!r}")
         if m.get("type") == "ensemble":
             raise UserError(f"attack ensemble: members[{i}] is an ensemble; ensembles do not nest")
-        resolve_member(m, eps, cfg_eot)
+        if "set" not in m:  # a {set: ...} member's keys are the schema's; its set is checked when handed in
+            resolve_member(m, eps, cfg_eot)
         name = member_name(m)
         if name in seen:
             raise UserError(f"attack ensemble: members[{i}] repeats member {name!r}; give it a distinct 'name'")
@@ -101,10 +112,11 @@ def source_predict(model: nn.Module, x: torch.Tensor, draws: int, batch_size: in
 
 def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, eps: float, *,
                    craft_member: Callable, eot_samples: int = 1, batch_size: int = 64, seed: int = 0,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
+                   sets: dict | None = None, device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
     """Craft the per-sample worst case of ``p["members"]``; returns ``(x_adv, info)`` like
     :func:`spkrobust.attacks.registry.craft`, with ``info["ensemble"]`` the per-member record.
-    ``craft_member(model, x, y, spec, eps, eot_samples=, batch_size=, seed=, device=)`` crafts one member."""
+    ``craft_member(model, x, y, spec, eps, eot_samples=, batch_size=, seed=, device=)`` crafts one member;
+    ``sets``: attack name -> ``(x_adv [n, ...] on the same images, meta)`` for the ``{set: ...}`` members."""
     t0 = time.time()
     model.eval()
     x, y = x.float(), y.long()
@@ -123,9 +135,12 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
         if len(idx) == 0:
             infos.append({"name": m["name"], "skipped": True})
             continue
-        spec = {k: v for k, v in m.items() if k != "name"}
-        xa, info = craft_member(model, x[idx], y[idx], spec, eps, eot_samples=eot_samples, batch_size=batch_size,
-                         seed=derive_seed(seed, "member", i), device=device)
+        if "set" in m:
+            xa, info = _reused(m, sets, x, eps, idx)
+        else:
+            spec = {k: v for k, v in m.items() if k != "name"}
+            xa, info = craft_member(model, x[idx], y[idx], spec, eps, eot_samples=eot_samples, batch_size=batch_size,
+                                    seed=derive_seed(seed, "member", i), device=device)
         margin = source_margin(model, xa, y[idx], draws, batch_size, device)
         b = margin < 0
         attempted[i, idx] = True
@@ -136,14 +151,28 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
         best[idx[better]] = margin[better]
         infos.append({"name": m["name"], "attempted": len(idx), "broke": int(b.sum()),
                       "first": int((b & was_robust).sum()), "zero_grad_frac": info.get("zero_grad_frac"),
-                      "grad": info.get("grad"), "time_s": info.get("time_s")})
+                      "grad": info.get("grad"), "time_s": info.get("time_s"),
+                      **({"set": m["set"], "set_seed": info["seed"]} if "set" in m else {})})
     verify_adv(x, x_adv, eps)
     zero = [i["zero_grad_frac"] for i in infos if i.get("zero_grad_frac") is not None]
     record = encode_record(
         n=n, stop_early=p["stop_early"], judge_draws=draws, members=p["members"],
         clean_wrong=(~clean_ok).numpy(), attempted=attempted.numpy(), broken=broken.numpy(),
         robust_on_source=float((best >= 0).float().mean()) if n else None, member_info=infos)
+    reused_s = sum(float(i.get("time_s") or 0.0) for i in infos if "set" in i)
     info = {"attack_type": "ensemble", "attack_params": {**p}, "eot_samples": int(p["eot_samples"])
             if is_stochastic(model) else 1, "zero_grad_frac": max(zero) if zero else None,
-            "time_s": round(time.time() - t0, 3), "grad": None, "ensemble": record}
+            "time_s": round(time.time() - t0 + reused_s, 3), "grad": None, "ensemble": record}
     return x_adv, info
+
+
+def _reused(m: dict, sets: dict | None, x: torch.Tensor, eps: float, idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """A ``{set: name}`` member's candidates on the images ``idx``, and its info from the set's meta."""
+    name = m["set"]
+    if not sets or name not in sets:
+        raise UserError(f"attack ensemble: member {m['name']!r} reuses the set of attack {name!r}, "
+                        f"which was not handed in (spkrobust craft --set {name}=PATH)")
+    xa, meta = sets[name]
+    verify_adv(x, xa.float(), eps)  # the same images, inside this eps-ball
+    return xa.float()[idx], {"zero_grad_frac": meta.get("zero_grad_frac"), "grad": meta.get("grad_mode"),
+                             "time_s": meta.get("time_s"), "seed": meta.get("seed")}

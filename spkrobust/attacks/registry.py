@@ -241,19 +241,20 @@ def resolve_attack(attack_cfg: dict, eps: float, cfg_eot: int = 1) -> tuple[str,
 
 def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_cfg: dict, eps: float, *,
           eot_samples: int = 1, batch_size: int = 64, seed: int = 0, grad: torch.Tensor | None = None,
-          device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
+          sets: dict | None = None, device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
     """Craft adversarial examples of ``x`` (pixels in [0, 1], CPU) against ``model``.
 
     Returns ``(x_adv, info)``: ``x_adv`` float32 on the CPU, verified in the eps-ball and [0, 1];
     ``info`` = ``{attack_params (resolved), eot_samples (effective), zero_grad_frac, time_s,
-    gradient_calls}``. ``grad`` (from :func:`fgsm_gradient`) makes FGSM reuse a stored gradient.
+    gradient_calls}``. ``grad`` (from :func:`fgsm_gradient`) makes FGSM reuse a stored gradient;
+    ``sets`` (attack name -> ``(x_adv, meta)`` on the same images) are an ensemble's ``{set: ...}`` members.
     Deterministic given ``seed`` (the global torch RNG is seeded; Poisson draws use it too).
     """
     eps = float(eps)
     atype, p = resolve_attack(attack_cfg, eps, cfg_eot=int(eot_samples))
     if atype == "ensemble":
         return craft_ensemble(model, x, y, p, eps, craft_member=craft, eot_samples=int(eot_samples), batch_size=batch_size,
-                              seed=seed, device=device)
+                              seed=seed, sets=sets, device=device)
     if listed(p) is not None:  # HART's γ / ASSG's a searched per source, then the attack with the chosen value
         chosen, rec = search_value(model, x.float(), y, attack_cfg, eps, craft=craft, seed=seed, device=device,
                                    eot_samples=eot_samples, batch_size=batch_size)

@@ -15,7 +15,7 @@ from spkrobust.attacks.registry import (craft, derive_seed, fgsm_gradient, is_st
 from spkrobust.config.expand import eps_label, parse_eps
 from spkrobust.errors import FileProblem
 from spkrobust.config.options import AttackOptions, Bounds, read_cfg, resolve_device
-from spkrobust.attacks.files import load_grad, write_adv, write_grad
+from spkrobust.attacks.files import load_adv, load_grad, write_adv, write_grad
 from spkrobust.config.vocab import GRADIENT_TYPES
 from spkrobust.nets.bounded import set_bounds
 
@@ -93,6 +93,8 @@ def _configure_craft(p: argparse.ArgumentParser):
     p.add_argument("--grad", default=None, help="gradient file from 'spkrobust grad' (FGSM only)")
     p.add_argument("--attack-cfg", required=True, help='JSON: {"type": "pgd", "steps": 7, ...}')
     p.add_argument("--eps", required=True, help="pixel units: 0.1, 8/255 or the label 8_255")
+    p.add_argument("--set", action="append", default=[], metavar="ATTACK=PATH",
+                   help="an ensemble member {set: ATTACK}: that attack's set from this source replica at this eps")
 
 
 def _run_craft(args):
@@ -126,9 +128,10 @@ def _run_craft(args):
     elif args.grad is not None:
         print(f"note: --grad is used by fgsm without its own grad estimator only; ignored for {atype}", file=sys.stderr)
     label = eps_label(args.eps)
+    sets = {a: _load_member_set(path, a, idx, y, name, rep, label) for a, path in _set_args(args.set)}
     seed = derive_seed(opts.seed, "craft", name, rep, attack_name, label)
     x_adv, info = craft(model, x, y, attack_cfg, eps, eot_samples=eot, batch_size=bs, seed=seed, grad=grad,
-                        device=device)
+                        sets=sets, device=device)
     if grad is not None:
         info["time_s"] = round(info["time_s"] + float((g.get("meta") or {}).get("time_s", 0.0)), 3)
         info["grad_file"] = str(args.grad)
@@ -145,6 +148,30 @@ def _run_craft(args):
     z = "n/a" if meta["zero_grad_frac"] is None else f"{meta['zero_grad_frac']:.4f}"
     print(f"craft {name} r{rep} {attack_name} eps={label}: n={len(x)} max|d|={meta['max_linf']:.5f} "
           f"zero_grad_frac={z} in {meta['time_s']:.1f}s -> {args.out}")
+
+
+def _set_args(given: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for g in given:
+        a, sep, path = g.partition("=")
+        if not sep or not a or not path:
+            raise FileProblem(f"--set {g!r}: expected ATTACK=PATH")
+        out.append((a, path))
+    return out
+
+
+def _load_member_set(path: str, attack: str, idx, y, source: str, rep: int, label: str):
+    """``(x_adv, meta)`` of a stored set an ensemble member reuses, checked to be ``attack``'s set of
+    this source replica at this eps on these images."""
+    d = load_adv(path)
+    m = d["meta"]
+    if not torch.equal(d["indices"].long(), idx) or not torch.equal(d["labels"].long(), y):
+        raise FileProblem(f"{path}: the set was crafted on other test images than the ensemble's; rerun craft")
+    got = (m.get("attack"), m.get("source"), m.get("source_replica"), m.get("eps_label"))
+    if got != (attack, source, rep, label):
+        raise FileProblem(f"{path}: the set is {got[0]} from {got[1]} r{got[2]} at {got[3]}, not {attack} from "
+                          f"{source} r{rep} at {label}")
+    return d["x_adv"], m
 
 
 CLI = {"grad": (_configure_grad, _run_grad), "craft": (_configure_craft, _run_craft)}

@@ -302,6 +302,22 @@ def attack_slice(cfg: dict, attack: str) -> dict:
     return dict(spec)
 
 
+def uses_grad(cfg: dict, attack: str) -> bool:
+    """FGSM reuses one input gradient per source model for every eps (the ``grad`` stage, with the
+    config's ``grad_mode``); an FGSM with its own ``grad:`` estimator computes its gradient in craft."""
+    spec = cfg["attacks"][attack]
+    return spec["type"] == "fgsm" and spec.get("grad") is None
+
+
+def member_sets(cfg: dict, attack: str) -> list[str]:
+    """The attacks whose stored sets (same source replica, same eps) an ensemble's ``{set: ...}``
+    members reuse, in member order; none for any other attack."""
+    spec = cfg["attacks"][attack]
+    if spec["type"] != "ensemble":
+        return []
+    return list(dict.fromkeys(m["set"] for m in spec["members"] if "set" in m))
+
+
 def eval_slice(cfg: dict) -> dict:
     """What ``clean`` and ``evaluate`` read (:class:`spkrobust.config.options.EvalOptions`)."""
     from spkrobust.config.options import EvalOptions, options_slice

@@ -9,7 +9,8 @@ defaults, then runs the cross-key checks the schema cannot express:
 * grid ``sources``/``targets`` name models; ``target_replicas`` exist; the grid is not empty;
 * eps labels are distinct and fraction strings lie in [0, 1] (the schema checks only their form);
   the same for a fraction or ``k*eps`` ``alpha``;
-* ``data.calib_size <= data.train_size``.
+* ``data.calib_size <= data.train_size``;
+* an ensemble member ``{set: <attack>}`` names an attack of ``attacks`` that is not an ensemble.
 
 Every failure is a :class:`~spkrobust.errors.ConfigError` with ONE line starting with the key path
 (``models.snn_bp.T: must be an integer >= 1, got 0``).  Pure Python (no torch).
@@ -95,6 +96,20 @@ def _check_pixel_values(cfg: dict) -> None:
             parse_alpha(spec["alpha"], 1.0, f"attacks.{name}.alpha")
 
 
+def _check_ensemble_sets(cfg: dict) -> None:
+    attacks = cfg["attacks"]
+    for name, spec in attacks.items():
+        members = spec.get("members") if spec["type"] == "ensemble" else None
+        for i, m in enumerate(members or []):
+            if "set" not in m:
+                continue
+            ref, p = m["set"], f"attacks.{name}.members[{i}].set"
+            if ref not in attacks:
+                _fail(p, f"{ref!r} is not an attack (known: {', '.join(attacks)})")
+            if attacks[ref]["type"] == "ensemble":
+                _fail(p, f"{ref!r} is an ensemble; a member reuses the set of a single attack")
+
+
 def _check_grid(cfg: dict, expanded: dict) -> None:
 
     g = cfg["grid"]
@@ -134,6 +149,7 @@ def validate_config(cfg: dict, schema: str | Path | None = None) -> dict:
     _check_from_graph(cfg["models"])
     _check_member_parents(cfg)
     _check_pixel_values(cfg)
+    _check_ensemble_sets(cfg)
     _check_grid(cfg, expand_models(cfg))
     return cfg
 

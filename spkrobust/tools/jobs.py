@@ -133,6 +133,9 @@ def attack_work(cfg: dict, attack: str | dict, uses_grad: bool, stochastic: bool
     if kind == "ensemble":
         g = f = 0.0
         for member in spec["members"]:
+            if "set" in member:  # a stored set: only the source's judging pass
+                f += 1.0
+                continue
             mg, mf = attack_work(cfg, member, False, stochastic)
             n = _variants(member if isinstance(member, dict) else cfg["attacks"][member])
             g, f = g + n * mg, f + n * mf
@@ -201,7 +204,7 @@ def grad_modes(cfg: dict, attack: str | dict | None) -> set:
         return {GRAD_MODE_ESTIMATORS.get(cfg["eval"]["grad_mode"]) or "bptt"}
     spec = cfg["attacks"][attack] if isinstance(attack, str) else attack
     if spec["type"] == "ensemble":
-        return set().union(*(grad_modes(cfg, m) for m in spec["members"]))
+        return set().union(*(grad_modes(cfg, m) for m in spec["members"] if "set" not in m))
     if spec.get("grad") is None:
         return grad_modes(cfg, None)
     g = parse_grad(spec["grad"])

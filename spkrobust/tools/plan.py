@@ -18,11 +18,6 @@ RULES = ("prepare", "train_ann", "convert", "train_snn", "clean", "grad", "craft
 TRAIN_RULE = {"ann": "train_ann", "convert": "convert", "snn": "train_snn"}
 
 
-def uses_grad(cfg: dict, attack: str) -> bool:
-    spec = cfg["attacks"][attack]
-    return spec["type"] == "fgsm" and spec.get("grad") is None
-
-
 def models_in_use(cfg: dict, models: dict, grid: list[dict]) -> list[tuple]:
     out = set()
     for g in grid:
@@ -46,10 +41,10 @@ def plan_jobs(cfg: dict, b: jb.Budget) -> list[jb.JobPlan]:
     for d in cfg["datasets"]:
         out += [jb.job(cfg, models, b, "clean", d, t) for t, _ in targets]
     sets = sorted({(g["dataset"], g["source"], g["source_replica"], g["attack"], g["eps"]) for g in grid})
-    for d, s, sr in sorted({k[:3] for k in sets if uses_grad(cfg, k[3])}):
+    for d, s, sr in sorted({k[:3] for k in sets if spk.uses_grad(cfg, k[3])}):
         out.append(jb.job(cfg, models, b, "grad", d, s))
     for d, s, sr, a, e in sets:
-        out.append(jb.job(cfg, models, b, "craft", d, s, attack=a, uses_grad=uses_grad(cfg, a)))
+        out.append(jb.job(cfg, models, b, "craft", d, s, attack=a, uses_grad=spk.uses_grad(cfg, a)))
     tnames = [t for t, _ in targets]
     for d, s, sr, a, e in sets:
         out.append(jb.job(cfg, models, b, "evaluate", d, s, targets=tnames))

@@ -1,13 +1,15 @@
 """The two study presets dry-run to complete DAGs with the expected job counts (no data touched)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
 from spkrobust.config.expand import grid
 from spkrobust.config.validate import validate_config
 
-from helpers.wfutil import copy_workflow, plan
+from helpers.wfutil import copy_workflow, plan, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +70,11 @@ def test_quick_dag_has_three_replicas_white_box_rows_and_the_ensemble(wd):
     for c in cells:
         assert c["setting"] == "white-box" or c["source_replica"] != c["target_replica"], c
     assert len(cells) == 2 * 2 * (3 + 6 * 3)  # per source and attack: 3 white-box + 6 targets x 3 replicas
+    # the ensemble's first member is the pgd set of the same source replica ({set: pgd}), not a second PGD
+    out = snakemake(wd, "-n", "-p", "--cores", "2", "--configfile", "workflow/presets/quick.yaml").stdout
+    ens = [line for line in out.splitlines() if "spkrobust craft" in line and '"type":"ensemble"' in line]
+    assert len(ens) == 2 * 3
+    for line in ens:
+        src, rep = re.search(r"models/([^/]+)/r(\d)/model.pt", line).groups()
+        assert f"--set pgd=results/fashion_mnist/adv/{src}/r{rep}/pgd/8_255.pt" in line, line
+        assert '"type":"pgd"' not in line, line

@@ -31,6 +31,7 @@ rule grad:
 rule craft:
     input:
         unpack(grad_input),
+        unpack(member_set_inputs),
         data=data_pt("{dataset}"),
         model=lambda wc: model_pt(wc.dataset, wc.source, wc.replica),
         code=lib("attacks"),
@@ -52,6 +53,7 @@ rule craft:
         attack=lambda wc: to_json(spk.attack_slice(config, wc.attack)),
         eps=lambda wc: str(EPS[wc.eps]),
         grad=lambda wc, input: f"--grad {input.grad}" if "grad" in input.keys() else "",
+        sets=member_set_args,
         cfg=lambda wc: cfg_json("craft", dataset=wc.dataset, source=wc.source, replica=wc.replica),
     shell:
-        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} --attack-cfg {params.attack:q} --eps {params.eps:q} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust craft --data {input.data} --model {input.model} {params.grad} {params.sets} --attack-cfg {params.attack:q} --eps {params.eps:q} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

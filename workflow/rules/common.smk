@@ -155,10 +155,7 @@ def eval_target_inputs(wc):
 
 
 def uses_grad(attack):
-    """FGSM reuses one input gradient per source model for every eps (the config's grad_mode; an
-    FGSM with its own `grad:` estimator computes its gradient in craft)."""
-    spec = config["attacks"][attack]
-    return spec["type"] == "fgsm" and spec.get("grad") is None
+    return spk.uses_grad(config, attack)
 
 
 # --- input functions --------------------------------------------------------------------------------
@@ -173,6 +170,17 @@ def init_inputs(wc):
 
 def grad_input(wc):
     return {"grad": grad_pt(wc.dataset, wc.source, wc.replica)} if uses_grad(wc.attack) else {}
+
+
+def member_set_inputs(wc):
+    """The stored sets an ensemble's `{set: <attack>}` members reuse (same source replica and eps)."""
+    return {
+        f"set_{a}": adv_pt(wc.dataset, wc.source, wc.replica, a, wc.eps) for a in spk.member_sets(config, wc.attack)
+    }
+
+
+def member_set_args(wc, input):
+    return " ".join(f"--set {a}={input[f'set_{a}']}" for a in spk.member_sets(config, wc.attack))
 
 
 # --- identical models are made once ----------------------------------------------------------------

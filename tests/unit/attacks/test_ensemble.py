@@ -173,3 +173,70 @@ def test_craft_and_evaluate_cli_carry_the_ensemble_record(cli_data_path, cli_mod
     record = json.loads(out.read_text())
     assert record["ensemble"]["members"] == ["fgsm-bptr", "apgd-act"]
     assert len(member_rows([record])) == 2
+
+
+PGD = {"type": "pgd", "steps": 2, "alpha": "0.5*eps"}
+LATER = {"type": "apgd", "steps": 3, "loss": "dlr"}
+
+
+def test_a_set_member_gives_the_set_crafting_that_member_gives(ann, small_data):
+    """{set: pgd} reuses a stored set: with the set crafted at the member's own seed, the ensemble is
+    bit for bit the one that crafts the member itself; where the later member found nothing, the
+    ensemble keeps the set's example, and the record names the reused set's seed and time."""
+    x, y = H.test_images(small_data, 64)
+    seed = 7
+    crafted, info_c = A.craft(ann, x, y, {"type": "ensemble", "members": [PGD, LATER]}, EPS, seed=seed, batch_size=32)
+    s0 = A.derive_seed(seed, "member", 0)
+    xp, pinfo = A.craft(ann, x, y, PGD, EPS, seed=s0, batch_size=32)
+    meta = {"seed": s0, "time_s": 12.5, "zero_grad_frac": pinfo["zero_grad_frac"], "grad_mode": "exact"}
+    reused, info_r = A.craft(ann, x, y, {"type": "ensemble", "members": [{"set": "pgd"}, LATER]}, EPS, seed=seed,
+                             batch_size=32, sets={"pgd": (xp, meta)})
+    assert torch.equal(reused, crafted)
+    rec_c, rec_r = decode_record(info_c["ensemble"]), decode_record(info_r["ensemble"])
+    assert rec_r["members"] == ["pgd", "apgd-dlr"]
+    for key in ("clean_wrong", "attempted", "broken"):
+        assert (rec_r[key] == rec_c[key]).all(), key
+    assert rec_r["broken"][0].sum() > 0 and not rec_r["attempted"][1].all()
+    left = ~torch.as_tensor(rec_r["attempted"][1])  # the later member never saw these: the set's example stays
+    assert torch.equal(reused[left], xp[left])
+    first = info_r["ensemble"]["member_info"][0]
+    assert first["set"] == "pgd" and first["set_seed"] == s0 and first["time_s"] == 12.5
+    assert info_r["time_s"] >= 12.5  # the ensemble's cost includes the set it reused
+    assert _correct(ann, reused, y).float().mean() <= _correct(ann, xp, y).float().mean()
+
+
+def test_a_set_member_without_its_set_or_with_parameters_is_refused(ann, small_data):
+    x, y = H.test_images(small_data, 8)
+    with pytest.raises(UserError, match=r"reuses the set of attack 'pgd', which was not handed in \(spkrobust craft "
+                                        r"--set pgd=PATH\)"):
+        A.craft(ann, x, y, {"type": "ensemble", "members": [{"set": "pgd"}, LATER]}, EPS)
+    with pytest.raises(UserError, match=r"^attack.members\[0\].steps: unknown key; allowed: set$"):
+        A.resolve_attack({"type": "ensemble", "members": [{"set": "pgd", "steps": 3}]}, EPS)
+    far = (x + 2 * EPS).clamp(0, 1)  # a set from another eps-ball
+    with pytest.raises(Exception, match="leaves the eps-ball"):
+        A.craft(ann, x, y, {"type": "ensemble", "members": [{"set": "pgd"}]}, EPS, sets={"pgd": (far, {})})
+
+
+def test_craft_cli_reuses_a_stored_set_of_the_same_source_only(cli_data_path, cli_models, tmp_path, capsys):  # noqa: F811
+    from spkrobust.cli import main
+
+    cfg = {"seed": 0, "device": "cpu", "eval": {"attack_batch_size": 16}}
+    sets = {}
+    for src in ("snn_direct", "ann"):
+        sets[src] = tmp_path / f"pgd_{src}.pt"
+        assert main(["craft", "--data", str(cli_data_path), "--model", str(cli_models[src]), "--attack-cfg",
+                     json.dumps(PGD), "--eps", "8/255", "--cfg", json.dumps({**cfg, "attack": "pgd"}),
+                     "--out", str(sets[src])]) == 0
+    ens = {"type": "ensemble", "members": [{"set": "pgd"}, {"type": "apgd", "steps": 2, "grad": "act"}]}
+    out = tmp_path / "ens.pt"
+    base = ["craft", "--data", str(cli_data_path), "--model", str(cli_models["snn_direct"]), "--attack-cfg",
+            json.dumps(ens), "--eps", "8/255", "--cfg", json.dumps({**cfg, "attack": "ens"}), "--out", str(out)]
+    assert main(base + ["--set", f"pgd={sets['snn_direct']}"]) == 0
+    meta, pmeta = load_adv(str(out))["meta"], load_adv(str(sets["snn_direct"]))["meta"]
+    first = meta["ensemble"]["member_info"][0]
+    assert first["set"] == "pgd" and first["set_seed"] == pmeta["seed"]
+    out.unlink()
+    capsys.readouterr()
+    assert main(base + ["--set", f"pgd={sets['ann']}"]) == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the set is pgd from ann r1 at 8_255, not pgd from snn_direct r1 at 8_255" in err[0]

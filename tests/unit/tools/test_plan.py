@@ -156,3 +156,17 @@ def test_attack_jobs_are_cut_as_the_bounded_attacks_run():
                                            {"type": "fgsm", "grad": {"mode": "mix", "members": ["hart", "ste"]}}]}
     assert jobs.grad_modes(cfg, ens) == {"pdsg", "hart", "ste"}
     assert jobs.grad_modes({**cfg, "eval": {**cfg["eval"], "grad_mode": "rate"}}, None) == {"bptr"}
+
+
+def test_a_reused_set_member_plans_no_crafting():
+    """An ensemble member {set: pgd} reads the stored pgd set: the crafting job plans only the source's
+    judging pass for it, and its estimators are the other members'."""
+    cfg = _cfg("config.yaml")
+    later = {"type": "sapgd", "steps": 10, "grad": {"mode": "assg", "shape": "atan", "a": 0.425}}
+    crafted = {"type": "ensemble", "members": [dict(cfg["attacks"]["pgd"]), later]}
+    reused = {"type": "ensemble", "members": [{"set": "pgd"}, later]}
+    g_c, f_c = jobs.attack_work(cfg, crafted, False, True)
+    g_r, f_r = jobs.attack_work(cfg, reused, False, True)
+    g_p, _ = jobs.attack_work(cfg, "pgd", False, True)
+    assert g_p > 0 and g_r == g_c - g_p and f_r == f_c
+    assert jobs.grad_modes(cfg, reused) == {"assg"}
