@@ -10,9 +10,9 @@ so a broken image keeps an adversarial example and, on a stochastic source, the 
 wrong one (a barely-successful example of one Poisson draw is often classified right on the next).
 
 "Broke" is judged on the source while crafting (white-box): margin < 0, on a stochastic source with
-the logits summed over ``max(JUDGE_DRAWS, eot_samples)`` draws. The first member attacks every
-image; with ``stop_early`` (default) each later member attacks only the images no earlier member
-broke (cheaper; the order of the members then decides which one gets the credit); without it every
+the logits summed over ``max(judge_draws, eot_samples)`` draws (``judge_draws``: the schema's default
+8). The first member attacks every image; with ``stop_early`` (default) each later member attacks
+only the images no earlier member broke (cheaper; the order of the members then decides which one gets the credit); without it every
 member attacks every image, so each member's own accuracy on the same images is known too.
 
 The set's meta carries ``ensemble``: member names, and per member the packed bits (see
@@ -45,9 +45,8 @@ from spkrobust.attacks.search import expand_lists
 from spkrobust.errors import UserError
 from spkrobust.nets.estimators import parse_grad
 
-__all__ = ["JUDGE_DRAWS", "craft_ensemble", "decode_record", "member_name", "resolve_members", "source_margin",
+__all__ = ["craft_ensemble", "decode_record", "member_name", "resolve_members", "source_margin",
            "source_predict"]
-JUDGE_DRAWS = 8  # forward passes (summed logits) that judge a stochastic source's margin
 
 
 def member_name(spec: dict) -> str:
@@ -121,7 +120,7 @@ def craft_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict, 
     model.eval()
     x, y = x.float(), y.long()
     n = len(x)
-    draws = max(JUDGE_DRAWS, int(p["eot_samples"])) if is_stochastic(model) else 1
+    draws = max(int(p["judge_draws"]), int(p["eot_samples"])) if is_stochastic(model) else 1
     torch.manual_seed(int(seed))
     best = source_margin(model, x, y, draws, batch_size, device)  # margin of the kept candidate
     clean_ok = best >= 0

@@ -130,11 +130,12 @@ def attack_work(cfg: dict, attack: str | dict, uses_grad: bool, stochastic: bool
     spec = {**attack_defaults(given["type"]), **given}
     kind = spec["type"]
     eot = int(spec.get("eot_samples") or cfg["eval"]["eot_samples"]) if stochastic else 1
-    if kind == "ensemble":
-        g = f = 0.0
+    if kind == "ensemble":  # the members, and the source judging the clean images and each member's candidates
+        judge = max(int(spec["judge_draws"]), eot) if stochastic else 1
+        g, f = 0.0, float(judge)
         for member in spec["members"]:
-            if "set" in member:  # a stored set: only the source's judging pass
-                f += 1.0
+            f += judge
+            if "set" in member:  # a stored set: only the judging
                 continue
             mg, mf = attack_work(cfg, member, False, stochastic)
             n = _variants(member if isinstance(member, dict) else cfg["attacks"][member])

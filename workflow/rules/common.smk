@@ -117,17 +117,24 @@ def adv_pt(dataset, source, replica, attack, eps):
     return f"results/{dataset}/adv/{source}/r{replica}/{attack}/{eps}.pt"
 
 
+def eval_dir(dataset, source, sr, attack, eps):
+    """The folder of one adversarial set's records (the output of its evaluate job)."""
+    return f"results/{dataset}/eval/{source}/r{sr}/{attack}/{eps}"
+
+
 def record_json(g):
-    return (
-        f"results/{g['dataset']}/eval/{g['source']}/r{g['source_replica']}/{g['attack']}/"
-        f"{g['eps']}/{g['target']}/r{g['target_replica']}.json"
-    )
+    return f"{eval_dir(g['dataset'], g['source'], g['source_replica'], g['attack'], g['eps'])}/{g['target']}/r{g['target_replica']}.json"
 
 
-# The grid is a product: every adversarial set is evaluated on the same targets.  One evaluation job
-# per adversarial set loads it once and evaluates every target (process start-up, mostly importing
-# torch, costs seconds: per-record jobs would multiply it by the number of targets).
-EVAL_TARGETS = list(dict.fromkeys((g["target"], g["target_replica"]) for g in GRID))
+# One evaluation job per adversarial set loads it once and evaluates each target the grid pairs it
+# with (process start-up, mostly importing torch, costs seconds: per-record jobs would multiply it
+# by the number of targets).  With grid.pairing: cycle the sets differ in their target replicas, so
+# a job's records go to one folder per set and the job evaluates exactly that set's grid cells.
+SET_TARGETS = {}  # (dataset, source, source replica, attack, eps) -> [(target, target replica), ...]
+for _g in GRID:
+    _key = (_g["dataset"], _g["source"], str(_g["source_replica"]), _g["attack"], _g["eps"])
+    SET_TARGETS.setdefault(_key, []).append((_g["target"], _g["target_replica"]))
+EVAL_DIRS = [eval_dir(*key) for key in SET_TARGETS]
 
 
 def models_in_use():
@@ -143,15 +150,22 @@ def models_in_use():
     return sorted({(d, canonical(m, r), r) for d, m, r in out})
 
 
-def eval_outputs():
-    return [f"results/{{dataset}}/eval/{{source}}/r{{sr}}/{{attack}}/{{eps}}/{t}/r{tr}.json" for t, tr in EVAL_TARGETS]
+def set_targets(wc):
+    """The (target, target replica) cells of the set of this evaluate job, in grid order."""
+    return SET_TARGETS[(wc["dataset"], wc["source"], str(wc["sr"]), wc["attack"], wc["eps"])]
 
 
 def eval_target_inputs(wc):
     return {
-        "targets": [model_pt(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
-        "clean": [clean_json(wc.dataset, t, tr) for t, tr in EVAL_TARGETS],
+        "targets": [model_pt(wc.dataset, t, tr) for t, tr in set_targets(wc)],
+        "clean": [clean_json(wc.dataset, t, tr) for t, tr in set_targets(wc)],
     }
+
+
+def eval_record_outs(wc):
+    """The job's record files, inside its output folder."""
+    base = eval_dir(wc.dataset, wc.source, wc.sr, wc.attack, wc.eps)
+    return " ".join(f"{base}/{t}/r{tr}.json" for t, tr in set_targets(wc))
 
 
 def uses_grad(attack):
@@ -265,8 +279,9 @@ def plan_of(rule, wc):
     elif rule == "craft":
         key = (rule, d, wc["source"], wc["attack"])
         args = {"model": wc["source"], "attack": wc["attack"], "uses_grad": uses_grad(wc["attack"])}
-    else:  # evaluate: every job evaluates the same targets
-        key, args = (rule, d), {"model": wc["source"], "targets": [t for t, _ in EVAL_TARGETS]}
+    else:  # evaluate: the set's grid targets
+        names = tuple(t for t, _ in set_targets(wc))
+        key, args = (rule, d, names), {"model": wc["source"], "targets": list(names)}
     if key not in _PLANS:
         _PLANS[key] = JOBS.job(config, MODELS, budget_of(rule), rule, d, **args)
     return _PLANS[key]

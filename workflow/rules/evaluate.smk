@@ -1,5 +1,5 @@
 # Stage 4: accuracy.  Clean accuracy once per target model; then one job per adversarial set that
-# writes one record per target.  Evaluation jobs are small: `group: "evaluate"` lets a cluster profile pack many of them
+# writes one record per target the grid pairs the set with, into the set's folder.  Evaluation jobs are small: `group: "evaluate"` lets a cluster profile pack many of them
 # into one job (group-components), locally it has no effect.
 
 
@@ -35,7 +35,7 @@ rule evaluate:
         adv=adv_pt("{dataset}", "{source}", "{sr}", "{attack}", "{eps}"),
         code=lib("evaluation"),
     output:
-        eval_outputs(),
+        directory(eval_dir("{dataset}", "{source}", "{sr}", "{attack}", "{eps}")),
     log:
         "logs/{dataset}/evaluate/{source}/r{sr}/{attack}/{eps}.log",
     benchmark:
@@ -59,5 +59,6 @@ rule evaluate:
             attack=wc.attack,
             eps=wc.eps,
         ),
+        outs=eval_record_outs,
     shell:
-        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m spkrobust evaluate --data {input.data} --adv {input.adv} --target {input.targets} --clean {input.clean} --micro-batch {resources.micro_batch} --time-chunk {resources.time_chunk} --cfg {params.cfg:q} --out {params.outs} > {log} 2>&1"

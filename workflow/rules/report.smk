@@ -25,7 +25,7 @@ REPORT_FILES = [report_item(f"results/report/{name}", rst, cat) for name, (rst, 
 
 rule aggregate:
     input:
-        records=RECORDS,
+        sets=EVAL_DIRS,  # each evaluate job's folder; the list file names the grid's records in them
         clean=CLEAN,
         metrics=MODEL_METRICS,
         code=lib("report"),
@@ -44,7 +44,7 @@ rule aggregate:
     run:
         # list files written here, not by `printf` in the shell: thousands of record paths would
         # exceed the kernel's limit on one command-line argument
-        for path, items in zip(output.lists, (input.records, input.clean, input.metrics)):
+        for path, items in zip(output.lists, (RECORDS, input.clean, input.metrics)):
             with open(path, "w") as f:
                 f.write("".join(f"{item}\n" for item in items))
         shell(

@@ -240,3 +240,23 @@ def test_craft_cli_reuses_a_stored_set_of_the_same_source_only(cli_data_path, cl
     assert main(base + ["--set", f"pgd={sets['ann']}"]) == 2 and not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the set is pgd from ann r1 at 8_255, not pgd from snn_direct r1 at 8_255" in err[0]
+
+
+@pytest.mark.parametrize("judge,eot,expected", [(None, 1, 8), (2, 1, 2), (2, 3, 3)])
+def test_judge_draws_judge_a_poisson_source(judge, eot, expected):
+    """A Poisson source's margins are judged on max(judge_draws, eot_samples) summed passes (the schema's
+    default 8), recorded in the set's ensemble record; a deterministic source is judged once."""
+    model = H.snn(seed=2, T=2, encoder="poisson")
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.arange(4)
+    spec = {"type": "ensemble", "members": [{"type": "fgsm"}], **({"judge_draws": judge} if judge else {})}
+    calls = {"n": 0}
+    hook = model.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    _, info = A.craft(model, x, y, spec, 0.1, eot_samples=eot, seed=0, batch_size=4)
+    hook.remove()
+    assert info["ensemble"]["judge_draws"] == expected
+    assert calls["n"] >= 2 * expected  # the clean images and the member's candidates, each on every draw
+    det = H.snn(seed=2, T=2, encoder="direct")
+    _, info = A.craft(det, x, y, spec, 0.1, eot_samples=eot, seed=0, batch_size=4)
+    assert info["ensemble"]["judge_draws"] == 1

@@ -160,7 +160,7 @@ def test_attack_jobs_are_cut_as_the_bounded_attacks_run():
 
 def test_a_reused_set_member_plans_no_crafting():
     """An ensemble member {set: pgd} reads the stored pgd set: the crafting job plans only the source's
-    judging pass for it, and its estimators are the other members'."""
+    judging passes for it (judge_draws on a Poisson source), and its estimators are the other members'."""
     cfg = _cfg("config.yaml")
     later = {"type": "sapgd", "steps": 10, "grad": {"mode": "assg", "shape": "atan", "a": 0.425}}
     crafted = {"type": "ensemble", "members": [dict(cfg["attacks"]["pgd"]), later]}
@@ -168,5 +168,9 @@ def test_a_reused_set_member_plans_no_crafting():
     g_c, f_c = jobs.attack_work(cfg, crafted, False, True)
     g_r, f_r = jobs.attack_work(cfg, reused, False, True)
     g_p, _ = jobs.attack_work(cfg, "pgd", False, True)
-    assert g_p > 0 and g_r == g_c - g_p and f_r == f_c
+    assert g_p > 0 and g_r == g_c - g_p and f_r == f_c - 1  # no final pass of its own
+    assert f_r == 3 * 8 + 1  # the clean images and two members' candidates, 8 draws each; sapgd's last pass
+    fewer = {**reused, "judge_draws": 4}
+    assert jobs.attack_work(cfg, fewer, False, True)[1] == 3 * 4 + 1
+    assert jobs.attack_work(cfg, fewer, False, False)[1] == 3 + 1  # a deterministic source is judged once
     assert jobs.grad_modes(cfg, reused) == {"assg"}
