@@ -265,13 +265,13 @@ def test_editing_report_module_reruns_only_the_report(finished_copy):
 
 def test_quick_preset_covers_the_study(tmp_path):
     """quick: ANN, converted IF and spike-trained LIF SNNs, three replicas of every model (training-seed
-    CIs), >= 400 test images (a point is 4 images); its T and leak sweeps are sweeps of spike-trained SNNs, each member
+    CIs), >= 350 test images (a point is 3.5 images); its T and leak sweeps are sweeps of spike-trained SNNs, each member
     trained from the one converted parent (the 2020 study's design); the studies' PGD, able to reach
     every eps, and an adaptive ensemble; every replica crafts (white-box rows, cycle pairing); its
     dry-run builds the whole grid (job counts: tests/workflow/test_presets.py)."""
     wd = copy_workflow(tmp_path / "wf")
     cfg = yaml.safe_load((wd / "workflow/presets/quick.yaml").read_text())
-    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 3 and cfg["data"]["test_size"] >= 400
+    assert cfg["datasets"] == ["fashion_mnist"] and cfg["replicas"] >= 3 and cfg["data"]["test_size"] >= 350
     kinds = {m["kind"] for m in cfg["models"].values()}
     assert kinds == {"ann", "convert", "snn"}
     from spkrobust.config.expand import expand_models
