@@ -12,8 +12,9 @@ wrong one (a barely-successful example of one Poisson draw is often classified r
 "Broke" is judged on the source while crafting (white-box): margin < 0, on a stochastic source with
 the logits summed over ``max(judge_draws, eot_samples)`` draws (``judge_draws``: the schema's default
 8). The first member attacks every image; with ``stop_early`` (default) each later member attacks
-only the images no earlier member broke (cheaper; the order of the members then decides which one gets the credit); without it every
-member attacks every image, so each member's own accuracy on the same images is known too.
+only the images no earlier member broke (cheaper; the order of the members then decides which one
+gets the credit); without it every member attacks every image, so each member's own accuracy on the
+same images is known too.
 
 The set's meta carries ``ensemble``: member names, and per member the packed bits (see
 :mod:`spkrobust.attacks.ensemble_record`, in the set's image order) of the images it attacked and of
@@ -171,7 +172,7 @@ def _reused(m: dict, sets: dict | None, x: torch.Tensor, eps: float, idx: torch.
     if not sets or name not in sets:
         raise UserError(f"attack ensemble: member {m['name']!r} reuses the set of attack {name!r}, "
                         f"which was not handed in (spkrobust craft --set {name}=PATH)")
-    xa, meta = sets[name]
-    verify_adv(x, xa.float(), eps)  # the same images, inside this eps-ball
-    return xa.float()[idx], {"zero_grad_frac": meta.get("zero_grad_frac"), "grad": meta.get("grad_mode"),
+    xa, meta = sets[name][0].float(), sets[name][1]
+    verify_adv(x, xa, eps)  # the same images, inside this eps-ball
+    return xa[idx], {"zero_grad_frac": meta.get("zero_grad_frac"), "grad": meta.get("grad_mode"),
                              "time_s": meta.get("time_s"), "seed": meta.get("seed")}

@@ -280,6 +280,16 @@ def grid(cfg: dict) -> list[dict]:
     return cells
 
 
+def cells_by_set(cells: list[dict]) -> dict[tuple, list[dict]]:
+    """The grid's cells grouped by adversarial set ``(dataset, source, source_replica, attack, eps)``,
+    in grid order: what one evaluate job evaluates (with ``grid.pairing: cycle`` the sets differ in
+    their target replicas)."""
+    out: dict[tuple, list[dict]] = {}
+    for c in cells:
+        out.setdefault((c["dataset"], c["source"], c["source_replica"], c["attack"], c["eps"]), []).append(c)
+    return out
+
+
 # ---- config slices (what each stage depends on) -------------------------------------------------
 
 def data_slice(cfg: dict, dataset: str) -> dict:

@@ -40,14 +40,14 @@ def plan_jobs(cfg: dict, b: jb.Budget) -> list[jb.JobPlan]:
         out.append(jb.job(cfg, models, b, TRAIN_RULE[models[m]["kind"]], d, m))
     for d in cfg["datasets"]:
         out += [jb.job(cfg, models, b, "clean", d, t) for t, _ in targets]
-    sets = sorted({(g["dataset"], g["source"], g["source_replica"], g["attack"], g["eps"]) for g in grid})
+    cells = spk.cells_by_set(grid)
+    sets = sorted(cells)
     for d, s, sr in sorted({k[:3] for k in sets if spk.uses_grad(cfg, k[3])}):
         out.append(jb.job(cfg, models, b, "grad", d, s))
     for d, s, sr, a, e in sets:
         out.append(jb.job(cfg, models, b, "craft", d, s, attack=a, uses_grad=spk.uses_grad(cfg, a)))
-    tnames = [t for t, _ in targets]
-    for d, s, sr, a, e in sets:
-        out.append(jb.job(cfg, models, b, "evaluate", d, s, targets=tnames))
+    for key in sets:  # each set on the targets the grid pairs it with
+        out.append(jb.job(cfg, models, b, "evaluate", key[0], key[1], targets=[c["target"] for c in cells[key]]))
     return out
 
 

@@ -130,11 +130,8 @@ def record_json(g):
 # with (process start-up, mostly importing torch, costs seconds: per-record jobs would multiply it
 # by the number of targets).  With grid.pairing: cycle the sets differ in their target replicas, so
 # a job's records go to one folder per set and the job evaluates exactly that set's grid cells.
-SET_TARGETS = {}  # (dataset, source, source replica, attack, eps) -> [(target, target replica), ...]
-for _g in GRID:
-    _key = (_g["dataset"], _g["source"], str(_g["source_replica"]), _g["attack"], _g["eps"])
-    SET_TARGETS.setdefault(_key, []).append((_g["target"], _g["target_replica"]))
-EVAL_DIRS = [eval_dir(*key) for key in SET_TARGETS]
+SET_CELLS = spk.cells_by_set(GRID)  # (dataset, source, source replica, attack, eps) -> its grid cells
+EVAL_DIRS = [eval_dir(*key) for key in SET_CELLS]
 
 
 def models_in_use():
@@ -150,22 +147,22 @@ def models_in_use():
     return sorted({(d, canonical(m, r), r) for d, m, r in out})
 
 
-def set_targets(wc):
-    """The (target, target replica) cells of the set of this evaluate job, in grid order."""
-    return SET_TARGETS[(wc["dataset"], wc["source"], str(wc["sr"]), wc["attack"], wc["eps"])]
+def set_cells(wc):
+    """The grid cells of the set of this evaluate job, in grid order."""
+    return SET_CELLS[(wc["dataset"], wc["source"], int(wc["sr"]), wc["attack"], wc["eps"])]
 
 
 def eval_target_inputs(wc):
+    cells = set_cells(wc)
     return {
-        "targets": [model_pt(wc.dataset, t, tr) for t, tr in set_targets(wc)],
-        "clean": [clean_json(wc.dataset, t, tr) for t, tr in set_targets(wc)],
+        "targets": [model_pt(c["dataset"], c["target"], c["target_replica"]) for c in cells],
+        "clean": [clean_json(c["dataset"], c["target"], c["target_replica"]) for c in cells],
     }
 
 
 def eval_record_outs(wc):
     """The job's record files, inside its output folder."""
-    base = eval_dir(wc.dataset, wc.source, wc.sr, wc.attack, wc.eps)
-    return " ".join(f"{base}/{t}/r{tr}.json" for t, tr in set_targets(wc))
+    return " ".join(record_json(c) for c in set_cells(wc))
 
 
 def uses_grad(attack):
@@ -280,7 +277,7 @@ def plan_of(rule, wc):
         key = (rule, d, wc["source"], wc["attack"])
         args = {"model": wc["source"], "attack": wc["attack"], "uses_grad": uses_grad(wc["attack"])}
     else:  # evaluate: the set's grid targets
-        names = tuple(t for t, _ in set_targets(wc))
+        names = tuple(c["target"] for c in set_cells(wc))
         key, args = (rule, d, names), {"model": wc["source"], "targets": list(names)}
     if key not in _PLANS:
         _PLANS[key] = JOBS.job(config, MODELS, budget_of(rule), rule, d, **args)

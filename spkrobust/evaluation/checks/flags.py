@@ -67,7 +67,8 @@ FLAGS: dict[str, Flag] = {
         "the adaptive `ensemble` leaves a higher accuracy than another attack of the same cell beyond the band "
         "(a per-sample worst case over members can only be stronger than each)",
         "add that attack's own set as the ensemble's first member (`{set: <attack>}`: with `stop_early` each "
-        "member attacks what the earlier left), judge a Poisson model's fooling iterates on more draws (`eval.eot_samples`), or add restarts"),
+        "member attacks what the earlier left), judge a Poisson model's fooling iterates on more draws "
+        "(`eval.eot_samples`), or add restarts"),
     "stochastic_target": Flag(
         "target",
         "the two-pass repeat check disagrees with what the model declares (random but declared deterministic, "

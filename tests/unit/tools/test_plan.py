@@ -11,6 +11,7 @@ import pytest
 
 from helpers.wfutil import REPO
 from spkrobust.config.expand import aliases, expand_models, load_configs
+from spkrobust.config.expand import grid as spk_grid
 from spkrobust.config.validate import validate_config
 from spkrobust.nets import memory as mm
 from spkrobust.tools import jobs, plan
@@ -174,3 +175,16 @@ def test_a_reused_set_member_plans_no_crafting():
     assert jobs.attack_work(cfg, fewer, False, True)[1] == 3 * 4 + 1
     assert jobs.attack_work(cfg, fewer, False, False)[1] == 3 + 1  # a deterministic source is judged once
     assert jobs.grad_modes(cfg, reused) == {"assg"}
+
+
+def test_evaluate_jobs_are_planned_on_their_own_grid_targets():
+    """With grid.pairing: cycle a set is evaluated on 7 of the 18 target replicas (the workflow's
+    evaluate job), so the plan counts that work, not every target's."""
+    def evaluate_flop(cfg):
+        return sum(p.flop for p in plan.plan_jobs(cfg, jobs.budget(cfg, 1, 16000)) if p.rule == "evaluate")
+
+    cycle = _cfg("workflow/presets/quick.yaml")
+    every = validate_config(load_configs([REPO / "workflow/presets/quick.yaml"]))
+    every["grid"]["pairing"] = "all"
+    assert len(spk_grid(cycle)) < len(spk_grid(every))
+    assert evaluate_flop(cycle) < 0.5 * evaluate_flop(every)
