@@ -42,6 +42,7 @@ import torch.nn as nn
 
 from spkrobust.data.datasets import batches
 from spkrobust.nets.encoding import poisson_stream
+from spkrobust.nets.heap import release_allocator
 
 
 def time_sum(h: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,6 +110,8 @@ def bounded_forward(model: nn.Module, x: torch.Tensor, micro_batch: int | None =
     if B == 0:
         return model(x)
     if callable(getattr(model, "forward_seq", None)):  # an SNN (nets.models.SNN)
+        if not torch.is_grad_enabled() and chunk_steps(model.T, mb, time_chunk) < model.T:
+            release_allocator()  # T cut: the pass's peak is then its live pieces' (see spkrobust.nets.memory)
         keys = model.encoder.keys(B, x.device)  # one forward pass: one key per image, sliced below
         outs = [_snn_chunked(model, x[i: i + mb], None if keys is None else keys[i: i + mb], time_chunk)
                 for i in range(0, B, mb)]

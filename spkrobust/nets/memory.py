@@ -91,9 +91,12 @@ DATASETS = {
     "cifar10": {"shape": (3, 32, 32), "classes": 10, "train": 50000, "test": 10000},
     "cifar100": {"shape": (3, 32, 32), "classes": 100, "train": 50000, "test": 10000},
 }
-# fused / torch: the uncut figure (2.3, 0.42) x 1.7 for time-chunked passes on a heap tuned for
-# inference (see the docstring: 1.0-1.3 MiB per image and step for VGG5, measured); cupy: not measured
-INFER_ELEMS = {"fused": (3.9, 0.71), "torch": (3.9, 0.71), "cupy": (3.8, 0.70)}
+# the live set of one inference op per image and step, in elements, with the heap released (a cut pass:
+# spkrobust.nets.inference): a weight layer holds its input and two outputs (its result and oneDNN's
+# reordered copy), a pool its input and output, a spiking layer its input and ``ACT_OUTS[backend]``
+# outputs (SpikingJelly's nodes return the membrane sequence beside the spikes; cupy: assumed, no GPU)
+ACT_OUTS = {"fused": 1, "torch": 2, "cupy": 2}
+WEIGHT_OUTS = 2
 BPTT_ELEMS = {"fused": 3.25, "torch": 6.9, "cupy": 6.9}
 # resident memory of a stage process before any tensor of the job: Python + torch + SpikingJelly +
 # spkrobust imported, measured 515 MiB (torch alone 509 MiB) on this CPU machine; a CUDA process
@@ -121,6 +124,7 @@ class Net:
     params: int
     currents: tuple  # elements of each spiking layer's input current (= each weight layer's output but the last)
     prefix_macs: tuple  # MACs up to and including the weight layer feeding spiking layer k
+    ops: tuple = ()  # (kind, input elements, output elements) of each op in order: weight, act, pool
 
     @property
     def widest(self) -> int:
@@ -139,27 +143,31 @@ def net(arch: str, dataset: str) -> Net:
     c, s, _ = d["shape"]
     plan = layer_plan(arch, c, s, d["classes"])
     macs = params = 0
-    outs, prefix = [], []
+    outs, prefix, ops = [], [], []
+    e = c * s * s  # the elements flowing into the next op
     for kind, a in plan:
         if kind == "pool":
             s //= 2
-        elif kind == "conv":
-            macs += s * s * a[1] * a[0] * 9
-            params += a[0] * a[1] * 9
-            outs.append(a[1] * s * s)
+            ops.append(("pool", e, e // 4))
+            e //= 4
+        elif kind == "act":
+            ops.append(("act", e, e))
+        elif kind in ("conv", "linear"):
+            out = a[1] * s * s if kind == "conv" else a[1]
+            macs += s * s * a[1] * a[0] * 9 if kind == "conv" else a[0] * a[1]
+            params += a[0] * a[1] * (9 if kind == "conv" else 1)
+            outs.append(out)
             prefix.append(macs)
-        elif kind == "linear":
-            macs += a[0] * a[1]
-            params += a[0] * a[1]
-            outs.append(a[1])
-            prefix.append(macs)
-    return Net(arch, macs, params, tuple(outs[:-1]), tuple(prefix[:-1]))
+            ops.append(("weight", e, out))
+            e = out
+    return Net(arch, macs, params, tuple(outs[:-1]), tuple(prefix[:-1]), tuple(ops))
 
 
 def infer_bytes(n: Net, backend: str, snn: bool = True) -> float:
-    """Peak bytes of inference per image (and time step for an SNN)."""
-    a, b = INFER_ELEMS[backend] if snn else (2.0, 0.0)
-    return (a * n.widest + b * n.acts) * BYTES
+    """Peak bytes of inference per image (and time step for an SNN): the largest live set of one op
+    (its input and outputs; the layer before it has been freed)."""
+    outs = {"weight": WEIGHT_OUTS, "pool": 1, "act": ACT_OUTS[backend] if snn else 1}
+    return max(i + outs[k] * o for k, i, o in n.ops) * BYTES
 
 
 def bptt_bytes(n: Net, backend: str, snn: bool = True) -> float:

@@ -195,8 +195,8 @@ class SNN(nn.Module):
             if isinstance(m, SpikingLayer) or m.__class__.__name__ == "Dropout":
                 h = m(h)
             else:
-                y = m(h.flatten(0, 1))
-                h = y.view(T, B, *y.shape[1:])
+                h = m(h.flatten(0, 1))  # no second name: the layer's input is freed at the next layer
+                h = h.view(T, B, *h.shape[1:])
         return h
 
     def reset(self) -> None:

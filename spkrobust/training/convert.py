@@ -26,6 +26,7 @@ from spkrobust.provenance import environment, package_versions
 from spkrobust.nets.models import SNN, build_model, firing_rates, load_model, save_model
 from spkrobust.nets.neurons import SpikingLayer
 from spkrobust.config.options import Bounds, read_cfg, resolve_device
+from spkrobust.nets.heap import release_allocator
 from spkrobust.nets.inference import accuracy
 from spkrobust.training.common import seed_everything, snn_meta_from
 from spkrobust.config.schema import default
@@ -54,15 +55,12 @@ def threshold_balance(snn: SNN, calib_x: torch.Tensor, batch_size: int = 64, sca
 
 
 CALIB_MEMORY = 2 * 1024 ** 3  # bytes the [T, B, ...] currents of one calibration pass may take without bounds
-# peak memory per image and step of a calibration pass over that of an uncut inference pass (measured,
-# CIFAR VGG5 IF SNN, one image, T = 2000, fused backend, heap tuned: 1.19 MiB against 0.79); against
-# the plan's chunked-inference figure (1.34 MiB, spkrobust.nets.memory) it leaves a margin
-CALIB_PER_INFER = 1.5
 
 
 def calib_cut(snn: SNN, calib_x: torch.Tensor, first: int, batch_size: int, bounds: Bounds) -> tuple[int, int]:
     """``(images, steps)`` per calibration pass. With the job's bounds: at most ``micro_batch``
-    images and the piece's image-steps divided by :data:`CALIB_PER_INFER`; without: ``batch_size``
+    images and the piece's image-steps (a pass up to a layer runs a prefix of the ops whose live sets
+    bound the inference piece: :func:`spkrobust.nets.memory.infer_bytes`); without: ``batch_size``
     images over all T, fewer images when the first spiking layer's current (the widest tensor of
     these VGGs) over T would exceed :data:`CALIB_MEMORY`. The per-layer maximum does not depend on
     the cut: the membrane is carried across the steps and the Poisson keys are drawn once per layer
@@ -72,7 +70,7 @@ def calib_cut(snn: SNN, calib_x: torch.Tensor, first: int, batch_size: int, boun
     if bounds.micro_batch or bounds.time_chunk:
         piece = int(bounds.micro_batch or n) * int(bounds.time_chunk or T)  # image-steps of the job's piece
         b = min(n, int(bounds.micro_batch or n))
-        return b, max(1, min(T, int(piece / CALIB_PER_INFER) // b))
+        return b, max(1, min(T, piece // b))
     with torch.random.fork_rng():  # the probe draws no random numbers of the calibration passes
         snn.reset()
         per_image = snn.forward_seq(calib_x[:1], t0=0, steps=1, upto=first).numel() * 4 * T
@@ -86,6 +84,8 @@ def _balance(snn: SNN, calib_x: torch.Tensor, batch_size: int, scale: float, bou
     steps = snn.T
     if idx and len(calib_x):
         batch_size, steps = calib_cut(snn, calib_x, idx[0], batch_size, bounds)
+        if steps < snn.T:
+            release_allocator()  # T cut: the passes' peak is then their live pieces' (spkrobust.nets.inference)
     for k, li in enumerate(idx):
         vmax = 0.0
         keys = snn.encoder.keys(len(calib_x), calib_x.device)  # one per image: the cut changes no spike
