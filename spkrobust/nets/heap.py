@@ -1,8 +1,9 @@
-"""The process heap (glibc) for SNN passes: kept for inference, released for checkpointed BPTT.
+"""The process heap (glibc) for SNN passes: kept for passes over all T, released for cut ones.
 
 :func:`tune_allocator` keeps large freed blocks in the heap (fast reuse of ``[T*B, ...]`` blocks),
-:func:`release_allocator` undoes it for the rest of the process (a bounded attack's recomputed
-pieces fragment such a heap). Measured effects: :mod:`spkrobust.nets.memory`.
+:func:`release_allocator` undoes it for the rest of the process once a pass is cut in time (a
+bounded attack's recomputed pieces, and chunked inference, fragment such a heap: its peak then
+depends on the machine, not only on the piece). Measured effects: :mod:`spkrobust.nets.memory`.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def release_allocator() -> bool:
     """Undo :func:`tune_allocator` for the rest of the process: blocks over 128 KiB are mapped and
     returned to the OS when freed, and the heap is trimmed (glibc's static defaults).
 
-    For checkpointed (bounded) BPTT: recomputing time chunks and their gradients allocates blocks
-    of changing sizes, which a heap that keeps every freed block fragments. Measured (1 thread,
+    For passes cut in time (chunked inference, checkpointed BPTT): their pieces allocate blocks of
+    changing sizes, which a heap that keeps every freed block fragments. Measured (1 thread,
     CIFAR VGG5 IF SNN, T = 2000, one image, chunks of 1219 steps): peak RSS 557 + 3465 MiB tuned,
     557 + 2237 MiB released, the same CPU time (18.1 / 17.6 s); chunks of 200: 1154 / 741 MiB.
     A no-op off glibc; returns whether glibc took the setting. Later :func:`tune_allocator` calls

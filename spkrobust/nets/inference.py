@@ -28,6 +28,9 @@ below 10 rows, which a short last chunk reaches: the models' narrow linear layer
 a contiguous ``Wᵀ`` instead (:class:`spkrobust.nets.models.Linear`), the same at any row count there. Other BLAS
 builds or GPUs may cut differently: tests/unit/nets/test_chunking.py checks the equality where it runs.
 
+A pass whose T is cut releases the heap tuning (:func:`spkrobust.nets.heap.release_allocator`): its
+peak is then the live set of its pieces, which :func:`spkrobust.nets.memory.infer_bytes` models.
+
 :func:`accuracy` (the final accuracy of training and conversion) runs its batches through it.
 Under autograd (BPTT: training, attack gradients) the chunks are checkpointed
 (``torch.utils.checkpoint``): only the membranes at the chunk boundaries are kept, each chunk's graph

@@ -7,30 +7,39 @@ micro-batch / time chunk it picks) is the same on every run.
 Per image and time step (fp32, 4 bytes per element; ``A`` = the elements of every spiking layer's
 input current, ``W`` = the widest one):
 
-* **inference** holds about ``a * W + b * A`` elements at its peak (``INFER_ELEMS[backend] = (a, b)``:
-  a layer's input current, its spikes and the neuron's state, plus what grows with depth);
+* **inference** holds the largest live set of one op (``Net.ops``, :func:`infer_bytes`): the op's
+  input and its outputs -- a weight layer's result and oneDNN's reordered copy of it
+  (:data:`WEIGHT_OUTS`), a spiking layer's spikes (SpikingJelly's nodes also return the membrane
+  sequence: :data:`ACT_OUTS`), a pool's output. The layer before it has been freed
+  (:meth:`spkrobust.nets.models.SNN.forward_seq` keeps no second name for it: it kept one, which
+  made VGG9 and VGG11 hold 4 W instead of 3 W). That is the peak of a pass whose T is cut, which
+  releases the heap tuning (:func:`spkrobust.nets.heap.release_allocator`); see below.
 * **BPTT** keeps ``BPTT_ELEMS[backend] * A`` elements for the backward pass.
 
-Calibration (measured on this project's 2-core CPU machine, shared with other jobs: peak RSS
-(``ru_maxrss``) of one forward / forward+backward minus the RSS before it; slope between two or
-three sizes T at B = 2 (inference: B = 2, T = 50 and B = 4, T = 100 for VGG5); SNN of CIFAR-10
-shape; MiB = 2**20 bytes):
+Calibration (measured on this project's 2-core CPU machine; MiB = 2**20 bytes; SNN of CIFAR-10
+shape). Inference: an AMD EPYC (AVX2), 1 thread, random weights, the heap released, peak RSS
+(``VmHWM`` after ``/proc/self/clear_refs``) of :func:`spkrobust.nets.inference.bounded_forward` over
+4 images at T = 512 minus the RSS before it; slope between chunks of 64 and 128 steps (the
+intercept is 2-4 MiB). BPTT: peak RSS (``ru_maxrss``) of one forward+backward minus the RSS
+before it, slope between two or three sizes T at B = 2, the heap tuned:
 
-=================  ======================  =============================  ===============
-                   measured MiB/img.step   model MiB/img.step             issue's figure
-=================  ======================  =============================  ===============
-inference fused    0.79 VGG5, 1.13 VGG11   2.3 W + 0.42 A = 0.79, 1.13    0.52 (VGG5)
-inference torch    0.79 VGG5               as fused = 0.79                0.79 (VGG5)
-inference cupy     not measured (no GPU)   1.66 x fused = 1.31 VGG5       1.31 (VGG5)
-BPTT fused VGG5    1.74                    3.25 A = 1.65 (-5 %)           1.3
-BPTT fused VGG9    2.92                    3.25 A = 3.06 (+5 %)           2.5
-BPTT fused VGG11   4.25                    3.25 A = 4.29 (+1 %)           3.2
-BPTT torch VGG5    3.20                    6.9 A = 3.51 (+10 %)           --
-BPTT torch VGG9    7.03                    6.9 A = 6.49 (-8 %)            --
-=================  ======================  =============================  ===============
+=================  =========================  =============================  ===============
+                   measured MiB/img.step      model MiB/img.step             issue's figure
+=================  =========================  =============================  ===============
+inference fused    0.514 VGG5, 0.749 VGG9,    x + 2 W = 0.512 (conv 1),      0.52 (VGG5)
+                   0.751 VGG11                3 W = 0.75 (a 64-channel conv
+                                              on a 64-channel input)
+inference torch    0.757 VGG5                 3 W = 0.75 (spiking layer 1)   0.79 (VGG5)
+inference cupy     not measured (no GPU)      as torch = 0.75 VGG5           1.31 (VGG5)
+BPTT fused VGG5    1.74                       3.25 A = 1.65 (-5 %)           1.3
+BPTT fused VGG9    2.92                       3.25 A = 3.06 (+5 %)           2.5
+BPTT fused VGG11   4.25                       3.25 A = 4.29 (+1 %)           3.2
+BPTT torch VGG5    3.20                       6.9 A = 3.51 (+10 %)           --
+BPTT torch VGG9    7.03                       6.9 A = 6.49 (-8 %)            --
+=================  =========================  =============================  ===============
 
-The CuPy factors are not measured here (no GPU): inference scaled by the issue's CuPy/torch ratio,
-BPTT taken equal to SpikingJelly's torch backend.
+The CuPy factors are not measured here (no GPU): both taken equal to SpikingJelly's torch backend
+(its CuPy node returns the same two sequences).
 
 A ``train-snn`` process holds :data:`TRAIN_SNN_MB` beyond :data:`PROCESS_MB`, the weight copies
 and the activations (calibrated on peak RSS by ``/usr/bin/time -v`` of one training step, Adam with
@@ -54,17 +63,25 @@ micro-batch x time chunk   measured MiB            model MiB
 (The model takes the chunk asked for; :mod:`spkrobust.nets.inference` lengthens a chunk of one
 image to 16 steps, ``MIN_ROWS``: 5 MiB more here.)
 
-Time-chunked inference (:func:`spkrobust.nets.inference.bounded_forward`, the heap tuned; CIFAR-10
-VGG5 IF SNN, Poisson, 1 thread, ``ru_maxrss`` minus that of the built model) holds more than one
-uncut pass of the same chunk: 4 images x chunks of 650 held 1599 MiB at T = 650 (no cut), 1733 at
-T = 1300 and 2616 at T = 2000 (1.01 MiB per image and step of a chunk), 4 x 100 of T = 650 416 MiB
-(1.04); releasing the heap brought T = 1300 to 1482 MiB at 1.6x the CPU time. Whole stages, several
-passes in one process, held more: ``config.yaml`` with the counts cut (4 images, chunks of 513 of
-T = 2000, 1.0 MiB planned) peaked at 3176 MB in ``clean`` (two passes) and 3273 in ``evaluate``
-(three targets): 1.25-1.3 MiB per image and step above the process (Snakemake ``benchmark:``,
-which samples). The plan takes 1.34 MiB (``INFER_ELEMS`` x 1.7 against the uncut calibration
-above); ``/usr/bin/time -v`` of ``clean`` at that plan's cut (4 x 384) still measured 3383 MiB
-against 2608 planned: with the heap tuned, the peak is not yet a function of the piece alone.
+Time-chunked inference releases the heap tuning because with it the peak is not a function of the
+piece. The ``clean`` stage of ``config.yaml`` with the counts cut (CIFAR-10 VGG5 IF SNN, T = 2000,
+4 images, two passes, 1 thread; ``/usr/bin/time -v``; before the ``forward_seq`` fix; 2026-12-03,
+AMD EPYC) at chunks of 96 / 192 / 384 / 768 steps:
+
+=====================  ================================  ============================
+heap                   peak MiB                          wall (user + sys) at 384
+=====================  ================================  ============================
+tuned                  1159 / 1452 / 2193-2236 / --      47-53 s (46-52 + 1)
+glibc's default        886 / 1138 / 1583-1588 / --       58-60 s (45-46 + 13)
+released               -- / 1009 / 1441 / 2305           62 s (46 + 16)
+=====================  ================================  ============================
+
+Released, the peak is linear in the piece: 577 MiB + 0.5625 MiB per image and step (2.25 W: the
+stale second name of conv 1's output), as the calibration above; tuned it is not (slopes 0.76 and
+1.0 MiB), and it differed between machines: 1954 MiB on another AMD EPYC VM and 3383 on an AVX-512
+one for the same 4 x 384 job. The price is the page faults of fresh blocks, about +25 % wall on a
+CPU (GPU activations live in CUDA's caching allocator, which the host heap does not touch); a pass
+whose T is not cut (every fast preset) keeps the tuned heap.
 
 Attack-time BPTT in checkpointed time chunks (:mod:`spkrobust.nets.bounded`; CIFAR-10 VGG5 IF SNN,
 Poisson input, one image, 1 thread, ``ru_maxrss`` of the input-gradient pass minus that of the built
@@ -106,10 +123,6 @@ TRAIN_SNN_MB = 440  # a train-snn process's RSS beyond the rest of the model (se
 # a train-ann process's RSS beyond the rest of the model: measured 867 MB (Snakemake max_rss) against
 # 663 planned without it (CIFAR-10 VGG5, batch 32, SGD, config.yaml with the counts cut)
 TRAIN_ANN_MB = 200
-# share of the activation budget a convert job's pieces may take: its calibration passes and then its
-# accuracy pass leave a heap that, tuned for inference, kept ~25 % more than one pass (measured: 3208 MB
-# peak, /usr/bin/time, for a piece planned to fill 2608 MB; config.yaml with the counts cut)
-CONVERT_SHARE = 0.75
 CUDA_HOST_MB = 1500  # host RSS a CUDA context adds (assumed)
 CUDA_DEVICE_MB = 800  # device memory of the context, cuDNN workspaces, allocator slack (assumed)
 # optimiser copies of the weights: weights + grad (+ SGD momentum | Adam two moments + AMSGrad max)

@@ -286,8 +286,6 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
         return _finish(rule, model, b, s, host, dev, flop)
     if rule in ("convert", "clean"):
         avail, host, dev = _place(b, mm.PROCESS_MB, w_mb, data_mb)
-        if rule == "convert":  # calibration, then the accuracy pass, in one process (measured)
-            avail *= mm.CONVERT_SHARE
         # convert: train.accuracy's batch; no batch is larger than the test split it runs over
         batch = min(256 if rule == "convert" else int(cfg["eval"]["batch_size"]), n["test"])
         s = mm.size_inference(mm.infer_bytes(net, f["backend"], snn), batch, T, avail)
@@ -298,7 +296,6 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
             t_cal = max(int(spec.get("calib_T", default("calib_T"))), T) if spec.get(
                 "method", default("method")) == "threshold" else 1
             flop += n["calib"] * t_cal * 2 * sum(net.prefix_macs)
-            s = mm.Sizing(s.micro_batch, s.time_chunk, s.work_mb / mm.CONVERT_SHARE, s.fits)  # its real peak
         return _finish(rule, model, b, s, host, dev, flop)
     if rule in ("grad", "craft"):
         avail, host, dev = _place(b, mm.PROCESS_MB, mm.WEIGHT_COPIES["attack"] * w_mb, data_mb)

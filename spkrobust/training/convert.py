@@ -84,8 +84,8 @@ def _balance(snn: SNN, calib_x: torch.Tensor, batch_size: int, scale: float, bou
     steps = snn.T
     if idx and len(calib_x):
         batch_size, steps = calib_cut(snn, calib_x, idx[0], batch_size, bounds)
-        if steps < snn.T:
-            release_allocator()  # T cut: the passes' peak is then their live pieces' (spkrobust.nets.inference)
+        if steps < snn.T or int(bounds.time_chunk or snn.T) < snn.T:  # the job's passes are cut in T:
+            release_allocator()  # their peak is then the live pieces' (spkrobust.nets.inference)
     for k, li in enumerate(idx):
         vmax = 0.0
         keys = snn.encoder.keys(len(calib_x), calib_x.device)  # one per image: the cut changes no spike

@@ -46,3 +46,18 @@ def test_checkpoint_of_other_architecture_is_a_clear_error(tmp_path):
     with pytest.raises(FileProblem, match="another architecture"):
         load_model(path)
 
+
+
+def test_forward_seq_frees_a_weight_layers_output_before_the_next_weight_layer():
+    # issue 20: a stale second name for conv 1's output kept it alive through conv 2 (VGG9 and VGG11
+    # held 4 W per image-step instead of 3 W); the memory model (nets.memory.infer_bytes) assumes it freed
+    import weakref
+
+    snn = build_model(default_meta("snn", "vgg9", 3, 32, 10, MEAN * 3, STD * 3, T=3, backend="fused")).eval()
+    convs = [m for m in snn.layers if isinstance(m, torch.nn.Conv2d)]
+    outs, alive = [], []
+    convs[0].register_forward_hook(lambda m, i, o: outs.append(weakref.ref(o)))
+    convs[1].register_forward_pre_hook(lambda m, i: alive.append(outs[-1]() is not None))
+    with torch.no_grad():
+        snn.forward_seq(torch.rand(2, 3, 32, 32))
+    assert alive == [False]
