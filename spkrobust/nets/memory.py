@@ -60,6 +60,14 @@ micro-batch x time chunk   measured MiB            model MiB
 1 x 10 (chunks of 16)      1171 (1166-1197, 5)     1171 (0 %)
 =========================  ======================  ==================
 
+That table is the tuned heap's, which a step over the whole batch and all T keeps. A step cut in
+images or T releases it (:func:`spkrobust.nets.heap.release_allocator`), and then its peak is
+reproducible: the ``train_snn`` job of ``config.yaml`` with the counts cut (same network, Poisson,
+1 thread, ``/usr/bin/time -v``, 2026-12-03, AMD EPYC) peaked at 1094 / 1357 / 1889 MiB at 2 / 4 / 8
+images x 100 steps (1889 in three runs; tuned: 2602-2991 in five), +20 % wall (35 s against 29 s).
+That is 1.32 MiB per image and step (:data:`TRAIN_CUT_BPTT` x 1.65) and 125 MiB beyond the process,
+the weight copies and the data (:data:`TRAIN_SNN_CUT_MB`).
+
 (The model takes the chunk asked for; :mod:`spkrobust.nets.inference` lengthens a chunk of one
 image to 16 steps, ``MIN_ROWS``: 5 MiB more here.)
 
@@ -120,6 +128,10 @@ BPTT_ELEMS = {"fused": 3.25, "torch": 6.9, "cupy": 6.9}
 # also holds its context (assumed, not measured here: no GPU)
 PROCESS_MB = 520
 TRAIN_SNN_MB = 440  # a train-snn process's RSS beyond the rest of the model (see the docstring; measured)
+# a train-snn step cut in images or T releases the heap (spkrobust.training.step): it holds this share of
+# the BPTT figure and TRAIN_SNN_CUT_MB instead of TRAIN_SNN_MB (measured: see the docstring)
+TRAIN_CUT_BPTT = 0.8
+TRAIN_SNN_CUT_MB = 125
 # a train-ann process's RSS beyond the rest of the model: measured 867 MB (Snakemake max_rss) against
 # 663 planned without it (CIFAR-10 VGG5, batch 32, SGD, config.yaml with the counts cut)
 TRAIN_ANN_MB = 200

@@ -280,8 +280,17 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
         copies = mm.WEIGHT_COPIES["adam" if snn else "sgd"]
         fixed = mm.PROCESS_MB + (mm.TRAIN_SNN_MB if snn else mm.TRAIN_ANN_MB)
         avail, host, dev = _place(b, fixed, copies * w_mb, data_mb)
-        s = mm.size_bptt(mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net),
-                         min(int(hp["batch_size"]), n_img), T, avail)
+        per, state, batch = mm.bptt_bytes(net, f["backend"], snn), mm.state_bytes(net), min(int(hp["batch_size"]), n_img)
+        s = mm.size_bptt(per, state, batch, T, avail)
+        if snn and b.device != "cuda" and (s.micro_batch < batch or s.time_chunk < T):
+            # a cut step releases the heap (spkrobust.training.step): its own, smaller figures; sized
+            # with them while it stays cut (uncut, the tuned heap's figures hold)
+            avail, host, dev = _place(b, mm.PROCESS_MB + mm.TRAIN_SNN_CUT_MB, copies * w_mb, data_mb)
+            per *= mm.TRAIN_CUT_BPTT
+            r = mm.size_bptt(per, state, batch, T, avail)
+            cut = r if r.micro_batch < batch or r.time_chunk < T else s
+            s = mm.Sizing(cut.micro_batch, cut.time_chunk,
+                          mm.bptt_piece(per, state, cut.micro_batch, cut.time_chunk, T) / mm.MIB, cut.fits)
         flop = float(hp["epochs"]) * n_img * T * 6 * macs + n["test"] * T * 2 * macs
         return _finish(rule, model, b, s, host, dev, flop)
     if rule in ("convert", "clean"):

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from spkrobust.config.options import Bounds
 from spkrobust.nets.dropout import whole_batch_masks
 from spkrobust.nets.encoding import poisson_stream
-from spkrobust.nets.inference import bounded_forward
+from spkrobust.nets.heap import release_allocator
+from spkrobust.nets.inference import bounded_forward, chunk_steps
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -42,6 +43,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     snn = callable(getattr(model, "forward_seq", None))
     stochastic = snn and model.stochastic
     seed = int(torch.randint(0, 1 << 62, (1,)).item()) if stochastic else None  # the batch's Poisson key
+    if snn and (mb < B or chunk_steps(model.T, mb, bounds.time_chunk) < model.T):
+        release_allocator()  # a cut step: its peak is then its live pieces' (spkrobust.nets.memory)
     opt.zero_grad(set_to_none=True)
     total, outs = 0.0, []
     with whole_batch_masks(model, B) as select:
