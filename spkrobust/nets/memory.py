@@ -84,8 +84,9 @@ glibc's default        886 / 1138 / 1583-1588 / --       58-60 s (45-46 + 13)
 released               -- / 1009 / 1441 / 2305           62 s (46 + 16)
 =====================  ================================  ============================
 
-Released, the peak is linear in the piece: 577 MiB + 0.5625 MiB per image and step (2.25 W: the
-stale second name of conv 1's output), as the calibration above; tuned it is not (slopes 0.76 and
+Released, the peak is linear in the piece: 577 MiB + 0.5625 MiB per image and step (2.25 W, conv 1's
+output still alive under its stale second name); after the fix the stage peaked at 2626 MiB at
+4 x 1002 steps, 577 + 0.514 x 4008 = 2637 by the calibration above. Tuned it is not (slopes 0.76 and
 1.0 MiB), and it differed between machines: 1954 MiB on another AMD EPYC VM and 3383 on an AVX-512
 one for the same 4 x 384 job. The price is the page faults of fresh blocks, about +25 % wall on a
 CPU (GPU activations live in CUDA's caching allocator, which the host heap does not touch); a pass
