@@ -136,6 +136,9 @@ TRAIN_SNN_CUT_MB = 125
 # a train-ann process's RSS beyond the rest of the model: measured 867 MB (Snakemake max_rss) against
 # 663 planned without it (CIFAR-10 VGG5, batch 32, SGD, config.yaml with the counts cut)
 TRAIN_ANN_MB = 200
+# copies of the full dataset a prepare process holds (measured, /usr/bin/time -v, 1 thread: Fashion-MNIST
+# 646 MiB, plan 624; CIFAR-10-size files of random pixels 803 MiB, plan 886; it was 3: plan 1400)
+PREPARE_COPIES = 1.25
 CUDA_HOST_MB = 1500  # host RSS a CUDA context adds (assumed)
 CUDA_DEVICE_MB = 800  # device memory of the context, cuDNN workspaces, allocator slack (assumed)
 # optimiser copies of the weights: weights + grad (+ SGD momentum | Adam two moments + AMSGrad max)

@@ -253,7 +253,7 @@ def job(cfg: dict, models: dict, b: Budget, rule: str, dataset: str, model: str 
     if rule == "prepare":
         full = mm.DATASETS[dataset]
         raw = mm.dataset_mb(dataset, full["train"], full["test"])
-        return JobPlan(rule, dataset, 0, 0, round(mm.PROCESS_MB + 3 * raw, 1), 0.0, 0.0, True)
+        return JobPlan(rule, dataset, 0, 0, round(mm.PROCESS_MB + mm.PREPARE_COPIES * raw, 1), 0.0, 0.0, True)
     if rule == "evaluate":
         plans = [job(cfg, models, b, "clean", dataset, t) for t in targets]
         flops = 0.0
