@@ -9,6 +9,7 @@ from __future__ import annotations
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _malloc_tuned = None
+_released = None  # what release_allocator returned: it runs once per process
 
 
 def _glibc():
@@ -60,16 +61,20 @@ def release_allocator() -> bool:
     CIFAR VGG5 IF SNN, T = 2000, one image, chunks of 1219 steps): peak RSS 557 + 3465 MiB tuned,
     557 + 2237 MiB released, the same CPU time (18.1 / 17.6 s); chunks of 200: 1154 / 741 MiB.
     A no-op off glibc; returns whether glibc took the setting. Later :func:`tune_allocator` calls
-    leave it released."""
-    global _malloc_tuned
+    leave it released. Once per process: later calls (every cut pass calls it) return the first
+    call's result without touching the heap again."""
+    global _malloc_tuned, _released
     _malloc_tuned = False
+    if _released is not None:
+        return _released
+    _released = False
     try:
         libc = _glibc()
-        if libc is None:
-            return False
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1
-        ok = libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024) == 1 and ok
-        libc.malloc_trim(0)
-        return bool(ok)
+        if libc is not None:
+            ok = libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1
+            ok = libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024) == 1 and ok
+            libc.malloc_trim(0)
+            _released = bool(ok)
     except Exception:  # noqa: BLE001 - purely a memory setting
-        return False
+        _released = False
+    return _released

@@ -153,7 +153,7 @@ class Net:
     params: int
     currents: tuple  # elements of each spiking layer's input current (= each weight layer's output but the last)
     prefix_macs: tuple  # MACs up to and including the weight layer feeding spiking layer k
-    ops: tuple = ()  # (kind, input elements, output elements) of each op in order: weight, act, pool
+    ops: tuple  # (kind, input elements, output elements) of each op in order: weight, act, pool
 
     @property
     def widest(self) -> int:
@@ -182,9 +182,9 @@ def net(arch: str, dataset: str) -> Net:
         elif kind == "act":
             ops.append(("act", e, e))
         elif kind in ("conv", "linear"):
-            out = a[1] * s * s if kind == "conv" else a[1]
-            macs += s * s * a[1] * a[0] * 9 if kind == "conv" else a[0] * a[1]
-            params += a[0] * a[1] * (9 if kind == "conv" else 1)
+            k, out = (9, a[1] * s * s) if kind == "conv" else (1, a[1])  # kernel taps, output elements
+            macs += out * a[0] * k
+            params += a[0] * a[1] * k
             outs.append(out)
             prefix.append(macs)
             ops.append(("weight", e, out))

@@ -32,10 +32,7 @@ torch.set_num_threads(1)
 from spkrobust.nets import heap
 from spkrobust.nets.inference import bounded_forward
 from spkrobust.nets.models import build_model, default_meta
-def rss(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
+from spkrobust.tools.bench_memory import _rss_bytes, _rss_peak_bytes
 snn = build_model(default_meta("snn", "vgg5", 3, 32, 10, [0.5] * 3, [0.25] * 3, T=128, backend="fused")).eval()
 x = torch.rand(4, 3, 32, 32)
 out = {"tuned_before": heap.tune_allocator()}
@@ -44,9 +41,9 @@ with torch.no_grad():
     out["tuned_after"] = heap.tune_allocator()
     for k in (32, 64):
         open("/proc/self/clear_refs", "w").write("5")
-        base = rss("VmRSS:")
+        base = _rss_bytes()
         bounded_forward(snn, x, 4, k)
-        out[k] = rss("VmHWM:") - base
+        out[k] = _rss_peak_bytes() - base
 print(json.dumps(out))
 """
 
