@@ -24,6 +24,7 @@ STAGES: dict[str, str] = {
     "evaluate": "spkrobust.evaluation.evaluate",
     "aggregate": "spkrobust.report.aggregate",
     "report": "spkrobust.report.render",
+    "agree": "spkrobust.report.agree",
     "bench": "spkrobust.tools.bench",
     "validate": "spkrobust.config.validate",
     "plan": "spkrobust.tools.plan",

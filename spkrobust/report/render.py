@@ -70,8 +70,9 @@ def index_md(data: _Data, claims: list[dict], extras: list[Path], head: dict | N
     return "".join(lines)
 
 
-def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None) -> list[Path]:
-    """Write :data:`REPORT_FILES` (and extras) into ``report_dir``; returns every file written."""
+def load(report_dir: Path) -> tuple[_Data, list]:
+    """The aggregated files of ``report_dir`` (``summary.csv``, ``models.csv``, ``records.json``) as
+    the report's data, and ``records.json``'s raw model rows; a missing column is a one-line error."""
     report_dir = Path(report_dir)
     summary = read_csv(report_dir / "summary.csv")
     models = read_csv(report_dir / "models.csv")
@@ -80,7 +81,14 @@ def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None
     if missing:
         raise FileProblem(f"{report_dir / 'summary.csv'}: missing columns {', '.join(missing)}")
     records, clean, raw_models = _load_records_json(report_dir / "records.json")
-    data = _Data(summary, models, records, clean)
+    return _Data(summary, models, records, clean), raw_models
+
+
+def report(report_dir: Path, extras: bool = True, heatmap_eps: str | None = None) -> list[Path]:
+    """Write :data:`REPORT_FILES` (and extras) into ``report_dir``; returns every file written."""
+    report_dir = Path(report_dir)
+    data, raw_models = load(report_dir)
+    records, clean, models = data.records, data.clean, data.models
     claims = evaluate_claims(data)
     head = evaluate_headline(data)
     envs = environments(clean, raw_models)

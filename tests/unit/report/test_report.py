@@ -59,7 +59,7 @@ def outcomes(acc, repeats):
 
 def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn_bb=0.5,
                replicas=(1, 2), target_replicas=(1,), metrics_for=None, clean=CLEAN, attacks=ATTACKS,
-               noise_rob=ROB_FAILS) -> tuple[list[Path], list[Path], list[Path]]:
+               noise_rob=ROB_FAILS, seed0=0) -> tuple[list[Path], list[Path], list[Path]]:
     """Write records/metrics/clean JSONs in the standard results/ layout; return their paths.
 
     adv = clean - eps/(4/255) * strength * (1 - rob[target]); strength: white-box 0.8,
@@ -75,10 +75,10 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             if k != "ann":
                 meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0],
                              "surrogate": "atan" if m.startswith("snn_lk") else "linear"})
-            met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": 1000 * (r - 1),
+            met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": seed0 + 1000 * (r - 1),
                    "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rdata.sweep_base(m),
                    "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": parent(m)},
-                              "replica": r, "seed": 1000 * (r - 1)}, "epochs": 1,
+                              "replica": r, "seed": seed0 + 1000 * (r - 1)}, "epochs": 1,
                    "wall_s": 1.5, "versions": {"torch": "x"}}
             if k == "convert":
                 met["method"] = "threshold"
