@@ -266,8 +266,10 @@ def claims_md(claims: list[dict]) -> str:
              "p-values, at 2.5 % per direction; supported when Holm keeps some comparison's \"a > b\" and "
              "none's \"a < b\" (mirror for contradicted), else inconclusive — so one lucky comparison "
              "among many inconclusive ones does not make a claim. Sources never share the target's replica "
-             "chain (a model and the models made from it, same replica). Definitions: "
-             "`spkrobust.report.claims`.\n\n")]
+             "chain (a model and the models made from it, same replica). Another training: rerun with "
+             "`--config seed=1` and compare the two report folders with `spkrobust agree` (verdict "
+             "conflicts; each claim's pooled estimates and their difference, Holm over the claims). "
+             "Definitions: `spkrobust.report.claims`.\n\n")]
     lines.append(md_table(["#", "claim", "verdict", "numbers"],
                            [[c["id"], c["claim"], f"**{c['verdict']}**", c["numbers"]] for c in claims]))
     for c in claims:
