@@ -31,7 +31,7 @@ from scipy import stats as _st
 from spkrobust.io import atomic_write_text
 from spkrobust.report import stats as S
 from spkrobust.report.claims import evaluate_claims
-from spkrobust.report.compare import fmt_diff
+from spkrobust.report.compare import base_verdict, fmt_diff
 from spkrobust.report.headline import evaluate_headline
 from spkrobust.report.render import load
 from spkrobust.text import md_table
@@ -39,10 +39,6 @@ from spkrobust.text import md_table
 _Z = float(_st.norm.ppf((1 + S.CONFIDENCE) / 2))
 # how often an independent rerun's estimate lies inside an exact interval at S.CONFIDENCE
 RERUN_HOLD = float(2 * _st.norm.cdf(_Z / math.sqrt(2)) - 1)
-
-
-def _base(verdict: str) -> str:
-    return verdict.split(" (")[0]
 
 
 def claims_of(report_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -68,7 +64,8 @@ def compare_runs(a: list[dict], b: list[dict], alpha: float = S.ALPHA) -> list[d
         pa, pb = ca.get("pooled"), cb.get("pooled")
         row = {"id": ca["id"], "claim": ca["claim"], "verdict_a": ca["verdict"], "verdict_b": cb["verdict"],
                "pooled_a": pa, "pooled_b": pb,
-               "conflict": {_base(ca["verdict"]), _base(cb["verdict"])} == {"supported", "contradicted"},
+               "conflict": {base_verdict(ca["verdict"]), base_verdict(cb["verdict"])}
+               == {"supported", "contradicted"},
                "a_in_b": None, "b_in_a": None, "delta": None, "p": None}
         if pa is not None and pb is not None:
             h = math.hypot(_half(pa), _half(pb))

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _paired, fmt_diff, compare, pooled, snn_vs_ann
+from spkrobust.report.compare import (World, _paired, base_verdict, compare, fmt_diff, pooled, snn_vs_ann,
+                                      verdict_of)
 from spkrobust.report.data import _param_groups
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
@@ -188,12 +189,9 @@ def claim_verdict(comps: list[dict], alpha: float = S.ALPHA) -> tuple[str, int, 
     sup = S.holm([x["p_greater"] for x in comps], alpha / 2)
     con = S.holm([x["p_less"] for x in comps], alpha / 2)
     ns, nc = sum(sup), sum(con)
-    verdict = "supported" if ns and not nc else "contradicted" if nc and not ns else "inconclusive"
-    if verdict != "inconclusive":
-        kept = [x for x, r in zip(comps, sup if ns else con) if r]
-        if all(x.get("runs", 1) == 1 for x in kept):
-            verdict += " (one training run)"
-    return verdict, ns, nc
+    side = 1 if ns and not nc else -1 if nc and not ns else 0
+    kept = [x for x, r in zip(comps, sup if ns else con) if r]
+    return verdict_of(side, bool(side) and all(x.get("runs", 1) == 1 for x in kept)), ns, nc
 
 
 def _verdict(c: dict, comps: list[dict], why: str, w: World) -> dict:
@@ -202,7 +200,7 @@ def _verdict(c: dict, comps: list[dict], why: str, w: World) -> dict:
         return dict(base, verdict="not measured", numbers=why, differs="")
     verdict, ns, nc = claim_verdict(comps)
     pool = pooled(comps)
-    k = {v: sum(x["verdict"].split(" (")[0] == v for x in comps) for v in VERDICTS}
+    k = {v: sum(base_verdict(x["verdict"]) == v for x in comps) for v in VERDICTS}
     diffs = [x["diff"] for x in comps if x["diff"] is not None]
     hw = [(x["high"] - x["low"]) / 2 for x in comps if x["diff"] is not None]
     nums = pooled_text(pool)

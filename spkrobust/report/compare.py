@@ -32,6 +32,19 @@ from spkrobust.evaluation.outcomes import align
 from spkrobust.config.vocab import NON_ATTACK_TYPES, SNN_KINDS
 
 Src = Callable[[int], list]  # target replica -> [(source, source replica), ...]
+ONE_RUN = " (one training run)"  # a verdict's label when it rests on a single trained target replica
+
+
+def verdict_of(side: int, one_run: bool) -> str:
+    """The verdict of a CI on side ``side`` of 0 (+1 above, -1 below, 0 holding it), labelled
+    :data:`ONE_RUN` when ``one_run`` (an inconclusive verdict carries no label)."""
+    verdict = {1: "supported", -1: "contradicted", 0: "inconclusive"}[side]
+    return verdict + ONE_RUN if one_run and side else verdict
+
+
+def base_verdict(verdict: str) -> str:
+    """``verdict`` without its :data:`ONE_RUN` label."""
+    return verdict.removesuffix(ONE_RUN)
 
 
 # ---- the records, indexed ------------------------------------------------------------------------
@@ -174,12 +187,10 @@ def compare(w: World, ds: str, atk: str, a: str, b: str, src_a: Src, src_b: Src,
         per = [S.paired_diff(x, y).diff for x, y in zip(adv_a, adv_b)]
         notes.append("per target replica: " + ", ".join(f"r{tr} {_pts(d)}" for (tr, _, _), d in zip(plan, per)))
     blocks = _blocks(ds, plan, p_["pos"], adv_a - adv_b, (adv_a - cl_a) - (adv_b - cl_b), both)
-    verdict = "inconclusive" if chosen is None else {1: "supported", -1: "contradicted", 0: "inconclusive"}[chosen.side()]
     runs = len(plan)
+    verdict = verdict_of(0 if chosen is None else chosen.side(), runs == 1)
     if runs == 1:
         notes.append("one training run: the CI covers test images only, not another training of the networks")
-        if verdict != "inconclusive":
-            verdict += " (one training run)"
     return {"dataset": ds, "attack": atk, "setting": setting, "a_name": a, "b_name": b,
             "a_src": "; ".join(_fmt_src(sa, a, tr) for tr, sa, _ in plan),
             "b_src": "; ".join(_fmt_src(sb, b, tr) for tr, _, sb in plan),

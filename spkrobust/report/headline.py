@@ -28,7 +28,7 @@ import numpy as np
 
 from spkrobust.config.vocab import SNN_KINDS, STUDY_ATTACK_TYPES
 from spkrobust.report import stats as S
-from spkrobust.report.compare import World, _paired, _pts, fmt_diff, pooled, snn_vs_ann
+from spkrobust.report.compare import World, _paired, _pts, base_verdict, fmt_diff, pooled, snn_vs_ann, verdict_of
 from spkrobust.config.expand import eps_display, eps_label
 from spkrobust.text import md_table
 
@@ -52,9 +52,7 @@ def attack_types(w: World, ds: str) -> dict[str, str]:
 def _by_drop(c: dict) -> dict:
     """A comparison judged on its drop metric (``drop_b − drop_a``: positive = a degrades less)."""
     d = c["drop"]
-    verdict = {1: "supported", -1: "contradicted", 0: "inconclusive"}[1 if d["low"] > 0 else -1 if d["high"] < 0 else 0]
-    if c["runs"] == 1 and verdict != "inconclusive":
-        verdict += " (one training run)"
+    verdict = verdict_of(1 if d["low"] > 0 else -1 if d["high"] < 0 else 0, c["runs"] == 1)
     return dict(c, metric="drop", diff=d["diff"], low=d["low"], high=d["high"], p_greater=d["p_greater"],
                 p_less=d["p_less"], verdict=verdict)
 
@@ -119,7 +117,7 @@ def headline(w: World) -> dict:
         return dict(base, verdict="not measured", numbers=WHY_NOT, pooled=None)
     verdict, ns, nc = claim_verdict(comps)
     pool = pooled(comps)
-    k = {v: sum(x["verdict"].split(" (")[0] == v for x in comps) for v in ("supported", "contradicted", "inconclusive")}
+    k = {v: sum(base_verdict(x["verdict"]) == v for x in comps) for v in ("supported", "contradicted", "inconclusive")}
     nums = pooled_text(pool) + (
         f"{k['supported']} supported, {k['contradicted']} contradicted, {k['inconclusive']} inconclusive of "
         f"{len(comps)} comparisons on the drop; after Holm: {ns} supported, {nc} contradicted")
