@@ -32,6 +32,7 @@ from spkrobust.io import atomic_write_text
 from spkrobust.report import stats as S
 from spkrobust.report.claims import evaluate_claims
 from spkrobust.report.compare import base_verdict, fmt_diff
+from spkrobust.report.data import replica_clean_accs
 from spkrobust.report.headline import evaluate_headline
 from spkrobust.report.render import load
 from spkrobust.text import md_table
@@ -84,16 +85,6 @@ def compare_runs(a: list[dict], b: list[dict], alpha: float = S.ALPHA) -> list[d
     return rows
 
 
-def clean_by_model(models: list[dict]) -> dict[tuple, list[float]]:
-    """(dataset, model) -> clean accuracies of its replicas (the ``clean`` stage's, else training's)."""
-    out: dict[tuple, list[float]] = {}
-    for m in models:
-        acc = m.get("eval_clean_acc") if m.get("eval_clean_acc") is not None else m.get("clean_acc")
-        if acc is not None:
-            out.setdefault((m["dataset"], m["model"]), []).append(float(acc))
-    return out
-
-
 def _seeds(models: list[dict]) -> list[int]:
     return sorted({int(m["seed"]) for m in models if m.get("seed") is not None})
 
@@ -141,7 +132,7 @@ def agree_md(rows: list[dict], models_a: list[dict], models_b: list[dict], names
           _yes(r["a_in_b"]), _yes(r["b_in_a"]), fmt_diff(r["delta"]),
           "–" if r["p"] is None else f"{r['p']:.2f}", "–" if r["p"] is None else "**yes**" if r["differs"] else "no",
           "yes" if r["agree"] else "**no**"] for r in rows]))
-    ca, cb = clean_by_model(models_a), clean_by_model(models_b)
+    ca, cb = replica_clean_accs(models_a), replica_clean_accs(models_b)
     keys = sorted(set(ca) | set(cb))
     lines.append("\n## Clean accuracy per model (%, mean over replicas (min–max, replicas))\n\n")
     lines.append(md_table(["dataset", "model", "run a", "run b", "b − a"],

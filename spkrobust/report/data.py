@@ -77,6 +77,17 @@ def read_csv(path: Path) -> list[dict]:
     return rows
 
 
+def replica_clean_accs(models: Iterable[dict]) -> dict[tuple, list[float]]:
+    """(dataset, model) -> the clean accuracy of each trained replica (``models.csv`` rows): the
+    ``clean`` stage's where it ran, else the one training measured."""
+    out: dict[tuple, list[float]] = defaultdict(list)
+    for m in models:
+        v = m.get("eval_clean_acc") if m.get("eval_clean_acc") is not None else m.get("clean_acc")
+        if v is not None:
+            out[(m["dataset"], m["model"])].append(float(v))
+    return dict(out)
+
+
 class _Data:
     """The summary and models tables with the lookups the report needs."""
 

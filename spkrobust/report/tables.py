@@ -5,7 +5,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from spkrobust.report.data import _Data
+from spkrobust.report.data import _Data, replica_clean_accs
 from spkrobust.config.expand import eps_display
 from spkrobust.evaluation.checks.flags import FLAGS
 from spkrobust.text import fmt_csv, md_table, pct, pm
@@ -14,11 +14,7 @@ from spkrobust.text import fmt_csv, md_table, pct, pm
 def _replica_spread(models: list[dict], order: list[str]) -> str:
     """Per model: the spread of its evaluation clean accuracy over independently trained replicas
     (the training-seed spread that the claims' two-level CIs carry)."""
-    by: dict[str, list[float]] = defaultdict(list)
-    for m in models:
-        v = m.get("eval_clean_acc") if m.get("eval_clean_acc") is not None else m.get("clean_acc")
-        if v is not None:
-            by[m["model"]].append(float(v))
+    by = {name: v for (_, name), v in replica_clean_accs(models).items()}  # models: one dataset's
     rows = []
     for name in sorted(by, key=order.index):
         v = np.asarray(by[name])

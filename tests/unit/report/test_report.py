@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spkrobust.cli import main
-from spkrobust.config.expand import eps_display, setting_of
+from spkrobust.config.expand import eps_display, model_seed, setting_of
 from spkrobust.errors import FileProblem
 from spkrobust.evaluation.outcomes import encode
 from spkrobust.report import aggregate as agg, data as rdata, render
@@ -75,10 +75,11 @@ def make_world(root: Path, models=tuple(MODELS), rob=ROB_HOLDS, ann_src=0.3, snn
             if k != "ann":
                 meta.update({"neuron": neuron, "leak": leak, "T": T, "encoder": "poisson", "thresholds": [1.0, 2.0],
                              "surrogate": "atan" if m.startswith("snn_lk") else "linear"})
-            met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": seed0 + 1000 * (r - 1),
+            seed = model_seed({"seed": seed0}, r)
+            met = {"format": METRICS_FORMAT, "name": m, "kind": k, "replica": r, "dataset": DS, "seed": seed,
                    "clean_acc": clean[m] + 0.001 * r, "meta": meta, "base": rdata.sweep_base(m),
                    "config": {"model": {"kind": k, "name": m, "base": rdata.sweep_base(m), "from": parent(m)},
-                              "replica": r, "seed": seed0 + 1000 * (r - 1)}, "epochs": 1,
+                              "replica": r, "seed": seed}, "epochs": 1,
                    "wall_s": 1.5, "versions": {"torch": "x"}}
             if k == "convert":
                 met["method"] = "threshold"
